@@ -1,0 +1,242 @@
+"""One config tree for every knob, loaded from YAML presets plus dotted overrides.
+
+`load_config("cpu-demo", ["optim.base_lr=0.05"])` -> validated `Config`.
+Every section forbids unknown keys so a typo is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from simsiam.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+Backbone = Literal["resnet18", "resnet50", "resnet18_cifar"]
+DatasetName = Literal["fashion-mnist", "cifar10", "imagefolder"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Encoder f = backbone + projector, predictor h (paper Sec. 3, official builder.py)."""
+
+    backbone: Backbone = "resnet18_cifar"
+    width: int = Field(64, ge=4, description="ResNet base width; 64 is torchvision's, smaller is a thin CPU net")
+    in_channels: int = Field(3, ge=1, le=4, description="input channels the backbone expects")
+    proj_layers: Literal[2, 3] = Field(3, description="3 for ImageNet, 2 for CIFAR-size images (App. D)")
+    proj_hidden: int | None = Field(None, ge=1, description="projector hidden dim; default d (paper: 2048)")
+    dim: int = Field(2048, ge=2, description="projection/prediction output dim d")
+    pred_dim: int | None = Field(None, ge=1, description="predictor hidden dim; default d/4")
+    predictor: Literal["mlp", "none", "fixed_random"] = "mlp"
+    bn: Literal["none", "hidden", "default", "all"] = Field(
+        "default", description="BN in the MLP heads (Table 4): none / hidden only / +proj output / +pred output"
+    )
+    zero_init_residual: bool = True
+    sync_bn: bool = False
+
+    @property
+    def proj_hidden_dim(self) -> int:
+        return self.proj_hidden if self.proj_hidden is not None else self.dim
+
+    @property
+    def pred_hidden(self) -> int:
+        return self.pred_dim if self.pred_dim is not None else max(1, self.dim // 4)
+
+
+class LossConfig(_Section):
+    stop_grad: bool = True
+    similarity: Literal["cosine", "cross_entropy"] = "cosine"
+    symmetry: Literal["symmetric", "asymmetric", "asymmetric_2x"] = "symmetric"
+
+
+class OptimConfig(_Section):
+    """SGD recipe: lr = base_lr * batch / 256, cosine decay, predictor lr optionally fixed."""
+
+    base_lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    fix_pred_lr: bool = True
+    warmup_epochs: float = Field(0.0, ge=0)
+
+
+class DataConfig(_Section):
+    dataset: DatasetName = "fashion-mnist"
+    root: str | None = Field(None, description="directory with the dataset files; None = standard places")
+    download: bool = Field(True, description="fetch the dataset when no local copy exists and the network allows")
+    train_subset: int | None = Field(None, ge=2, description="use the first N training images (seeded shuffle)")
+    image_size: int = Field(28, ge=8, description="crop size fed to the network")
+    recipe: Literal["grey", "cifar", "imagenet"] = "grey"
+    crop_min_scale: float = Field(0.2, gt=0, le=1)
+    num_workers: int = Field(0, ge=0)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(512, ge=2)
+    max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps (smoke runs)")
+    seed: int = 0
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    channels_last: bool = False
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    compile: bool = False
+    checkpoint_every_steps: int | None = Field(None, ge=1, description="also checkpoint every N steps (default: each epoch)")
+    log_every_steps: int = Field(1, ge=1)
+
+
+class EvalConfig(_Section):
+    knn_every_epochs: int = Field(1, ge=0, description="0 disables the kNN monitor during training")
+    knn_at_start: bool = Field(False, description="also run the monitor before step 0 (random-init baseline)")
+    knn_k: int = Field(200, ge=1)
+    knn_t: float = Field(0.1, gt=0)
+    knn_train_samples: int | None = Field(None, ge=1, description="memory-bank size for the monitor (None = all)")
+    knn_test_samples: int | None = Field(None, ge=1)
+    probe_epochs: int = Field(100, ge=1)
+    probe_batch_size: int = Field(256, ge=2)
+    probe_lr: float = Field(0.1, gt=0, description="probe base lr, scaled by batch/256")
+    probe_optimizer: Literal["sgd", "lars"] = "sgd"
+    feature_batch_size: int = Field(512, ge=1)
+
+
+class Config(_Section):
+    name: str = "simsiam"
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        if self.model.bn == "none" and self.model.proj_layers < 2:  # pragma: no cover - Literal guards it
+            raise ValueError("model.proj_layers must be 2 or 3")
+        if self.data.train_subset is not None and self.data.train_subset < self.train.batch_size:
+            raise ValueError(
+                f"data.train_subset={self.data.train_subset} is smaller than train.batch_size="
+                f"{self.train.batch_size}: no full batch can be formed"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view, e.g. for tracking params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = node
+
+        walk("", self.to_dict())
+        return out
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def _read_yaml(preset_or_path: str | Path) -> dict[str, Any]:
+    path = Path(preset_or_path)
+    if not (path.suffix in {".yaml", ".yml"} or path.exists()):
+        path = PRESETS_DIR / f"{preset_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(
+                f"unknown preset {str(preset_or_path)!r}; allowed: {', '.join(list_presets())} or a path to a YAML file"
+            )
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _set_dotted(tree: dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like key.sub=value")
+    key, raw = override.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {override!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "<config>"
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        section = _section_for(err["loc"][:-1])
+        allowed = ", ".join(sorted(section.model_fields)) if section else "?"
+        return f"unknown key {key!r}; allowed keys here: {allowed}"
+    if kind == "literal_error":
+        return f"{key}={err.get('input')!r} is not allowed; allowed values: {ctx.get('expected')}"
+    return f"{key}: {err['msg']} (got {err.get('input')!r})"
+
+
+def _section_for(loc: Sequence[Any]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def validate_config(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        msgs = [_format_error(e) for e in exc.errors()]
+        raise ConfigError("invalid config: " + "; ".join(msgs)) from None
+
+
+def override_config(cfg: Config, overrides: Sequence[str]) -> Config:
+    """A copy of `cfg` with `key.sub=value` overrides applied and re-validated."""
+    data = cfg.to_dict()
+    for override in overrides:
+        _set_dotted(data, override)
+    return validate_config(data)
+
+
+def load_config(preset_or_path: str | Path = "cpu-demo", overrides: Sequence[str] = ()) -> Config:
+    """Load a preset name (see `configs/`) or a YAML path, then apply `key.sub=value` overrides."""
+    data = _read_yaml(preset_or_path)
+    for override in overrides:
+        _set_dotted(data, override)
+    return validate_config(data)

@@ -1,0 +1,127 @@
+"""Evaluation of a frozen backbone: weighted kNN monitor and linear probe.
+
+kNN (Wu et al. 2018, as in the MoCo/SimSiam monitors): cosine similarity on l2-normalised
+features, top-k neighbours vote with weight exp(sim / t); k=200, t=0.1.
+Linear probe: one Linear layer on frozen features (backbone in eval mode), SGD or LARS with
+cosine decay and no weight decay, as in the official main_lincls.py; features are extracted
+once without augmentation, which makes the probe cheap enough to run after every pretraining.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simsiam.optim import LARS, WarmupCosine, scaled_lr
+
+
+@torch.no_grad()
+def extract_features(backbone: nn.Module, source, transform: Callable, indices: torch.Tensor | None = None,
+                     batch_size: int = 512, device: str | torch.device = "cpu",
+                     progress: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone features (not normalised) and labels for `source[indices]`, backbone in eval mode."""
+    was_training = backbone.training
+    backbone.eval()
+    idx = indices if indices is not None else torch.arange(len(source))
+    feats, labels = [], []
+    chunks = range(0, len(idx), batch_size)
+    for start in (progress(chunks) if progress else chunks):
+        batch = [source[int(i)] for i in idx[start:start + batch_size]]
+        imgs = [img for img, _ in batch]
+        if all(im.shape == imgs[0].shape for im in imgs):  # deterministic transform: one batched call
+            x = transform(torch.stack(imgs))
+        else:
+            x = torch.stack([transform(im) for im in imgs])
+        x = x.to(device)
+        feats.append(backbone(x).float().cpu())
+        labels.append(torch.tensor([y for _, y in batch]))
+    backbone.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+@torch.no_grad()
+def knn_predict(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
+                num_classes: int, k: int = 200, t: float = 0.1, chunk: int = 1024) -> torch.Tensor:
+    bank = F.normalize(train_feats.float(), dim=1)
+    k = min(k, len(bank))
+    preds = []
+    for start in range(0, len(test_feats), chunk):
+        q = F.normalize(test_feats[start:start + chunk].float(), dim=1)
+        sim, nn_idx = (q @ bank.T).topk(k, dim=1)
+        weights = (sim / t).exp()
+        votes = torch.zeros(len(q), num_classes).scatter_add_(1, train_labels[nn_idx], weights)
+        preds.append(votes.argmax(dim=1))
+    return torch.cat(preds)
+
+
+def knn_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
+                 test_labels: torch.Tensor, num_classes: int | None = None, k: int = 200, t: float = 0.1) -> float:
+    """Top-1 accuracy in percent of the weighted kNN classifier."""
+    n_cls = num_classes or int(max(train_labels.max(), test_labels.max())) + 1
+    pred = knn_predict(train_feats, train_labels, test_feats, n_cls, k, t)
+    return 100.0 * (pred == test_labels).float().mean().item()
+
+
+def linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
+                 test_labels: torch.Tensor, num_classes: int | None = None, epochs: int = 100,
+                 batch_size: int = 256, lr: float = 0.1, optimizer: str = "sgd", seed: int = 0,
+                 device: str | torch.device = "cpu") -> dict[str, float]:
+    """Train Linear(feat_dim, classes) on frozen features; returns `probe/top1` (and train top-1), percent.
+
+    Features are standardised with the training mean/std first: a fixed affine map the linear
+    layer could learn itself, but without it SGD needs a per-backbone lr.
+    """
+    n_cls = num_classes or int(max(train_labels.max(), test_labels.max())) + 1
+    mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
+    xtr = ((train_feats - mean) / std).to(device)
+    xte = ((test_feats - mean) / std).to(device)
+    ytr, yte = train_labels.to(device), test_labels.to(device)
+    g = torch.Generator().manual_seed(seed)
+    head = nn.Linear(xtr.shape[1], n_cls).to(device)
+    nn.init.normal_(head.weight, std=0.01, generator=g)
+    nn.init.zeros_(head.bias)
+    init_lr = scaled_lr(lr, batch_size)
+    if optimizer == "lars":
+        opt: torch.optim.Optimizer = LARS(head.parameters(), lr=init_lr, weight_decay=0.0, momentum=0.9)
+    else:
+        opt = torch.optim.SGD(head.parameters(), lr=init_lr, momentum=0.9, weight_decay=0.0)
+    steps_per_epoch = max(1, len(xtr) // batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(epochs * steps_per_epoch))
+    for _ in range(epochs):
+        perm = torch.randperm(len(xtr), generator=g).to(device)
+        for s in range(steps_per_epoch):
+            b = perm[s * batch_size:(s + 1) * batch_size]
+            loss = F.cross_entropy(head(xtr[b]), ytr[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    with torch.no_grad():
+        train_acc = (head(xtr).argmax(1) == ytr).float().mean().item()
+        test_acc = (head(xte).argmax(1) == yte).float().mean().item()
+    return {"probe/top1": 100.0 * test_acc, "probe/train_top1": 100.0 * train_acc}
+
+
+def features_for(backbone: nn.Module, cfg, source, indices: torch.Tensor | None = None,
+                 device: str | torch.device = "cpu", progress: Callable | None = None):
+    """Features of `source` under the config's deterministic eval transform."""
+    from simsiam.augment import eval_transform
+
+    tf = eval_transform(cfg.data.recipe, source.name, cfg.data.image_size, cfg.model.in_channels)
+    return extract_features(backbone, source, tf, indices, cfg.eval.feature_batch_size, device, progress)
+
+
+def evaluate_backbone(backbone: nn.Module, cfg, train_source, test_source, device: str | torch.device = "cpu",
+                      progress: Callable | None = None) -> dict[str, float]:
+    """kNN (k, t from cfg.eval) and linear probe on the full train/test splits; percent top-1."""
+    ftr, ytr = features_for(backbone, cfg, train_source, None, device, progress)
+    fte, yte = features_for(backbone, cfg, test_source, None, device, progress)
+    n_cls = len(train_source.classes) or None
+    out = {"knn/top1": knn_accuracy(ftr, ytr, fte, yte, n_cls, cfg.eval.knn_k, cfg.eval.knn_t)}
+    out.update(linear_probe(ftr, ytr, fte, yte, n_cls, epochs=cfg.eval.probe_epochs,
+                            batch_size=cfg.eval.probe_batch_size, lr=cfg.eval.probe_lr,
+                            optimizer=cfg.eval.probe_optimizer, seed=cfg.train.seed, device=device))
+    return out

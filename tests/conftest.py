@@ -1,0 +1,66 @@
+import gzip
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from simsiam.config import load_config
+from simsiam.data import DEBIAN_FASHION_MNIST, load_fashion_mnist
+
+os.environ.setdefault("SIMSIAM_CACHE", str(Path(__file__).parent / ".cache-unused"))
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> Path:
+    codes = {np.uint8: 0x08}
+    header = bytes([0, 0, codes[array.dtype.type], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + array.tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    return path
+
+
+def write_cifar_batches(root: Path, n_per_batch: int = 6, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+                 b"labels": rng.integers(0, 10, n_per_batch).tolist()}
+        with (d / name).open("wb") as fh:
+            pickle.dump(batch, fh)
+    with (d / "batches.meta").open("wb") as fh:
+        pickle.dump({b"label_names": [c.encode() for c in "abcdefghij"]}, fh)
+    return d
+
+
+@pytest.fixture(scope="session")
+def fmnist_train():
+    if not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail("Fashion-MNIST missing: apt-get install dataset-fashion-mnist (the README test command does)")
+    return load_fashion_mnist("train", download=False)
+
+
+@pytest.fixture(scope="session")
+def fmnist_test():
+    return load_fashion_mnist("test", download=False)
+
+
+def tiny_config(*overrides: str):
+    """A config small enough for a step in milliseconds on CPU."""
+    base = ["model.width=4", "model.dim=32", "model.pred_dim=8", "model.proj_layers=2", "model.in_channels=1",
+            "train.batch_size=16", "train.epochs=2", "train.device=cpu", "data.train_subset=64",
+            "eval.knn_every_epochs=0", "data.download=false"]
+    return load_config("cpu-demo", base + list(overrides))
+
+
+@pytest.fixture
+def tiny_cfg():
+    return tiny_config()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    torch.set_num_threads(2)

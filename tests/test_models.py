@@ -1,0 +1,90 @@
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18, resnet50
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from simsiam.config import ModelConfig
+from simsiam.models import PredictionMLP, ProjectionMLP, build_model
+
+
+def _n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_projector_matches_official_builder_3_layers():
+    proj = ProjectionMLP(2048, 2048, 2048, layers=3)
+    kinds = [type(m) for m in proj]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d]
+    linears = [m for m in proj if isinstance(m, nn.Linear)]
+    assert all(lin.bias is None for lin in linears)  # all followed by BN
+    bns = [m for m in proj if isinstance(m, nn.BatchNorm1d)]
+    assert [bn.affine for bn in bns] == [True, True, False]  # output BN has no affine
+    assert proj[-1].num_features == 2048
+
+
+def test_projector_two_layers_for_small_images():
+    proj = ProjectionMLP(512, 2048, 2048, layers=2)
+    assert [type(m) for m in proj] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d]
+    assert proj[0].in_features == 512 and proj[3].out_features == 2048
+
+
+def test_predictor_is_bottleneck_without_output_bn():
+    pred = PredictionMLP(2048, 512)
+    assert [type(m) for m in pred] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert pred[0].bias is None and pred[0].out_features == 512
+    assert pred[3].bias is not None and pred[3].out_features == 2048
+
+
+@pytest.mark.parametrize("bn,proj_bns,pred_bns,proj_last_bias", [
+    ("none", 0, 0, True), ("hidden", 1, 1, True), ("default", 2, 1, False), ("all", 2, 2, False)])
+def test_bn_variants_of_table_4(bn, proj_bns, pred_bns, proj_last_bias):
+    m = build_model(ModelConfig(width=8, dim=64, proj_layers=2, bn=bn))
+    count = lambda mod: sum(isinstance(x, nn.BatchNorm1d) for x in mod.modules())  # noqa: E731
+    assert count(m.projector) == proj_bns and count(m.predictor) == pred_bns
+    assert (m.projector[-1].bias is not None if isinstance(m.projector[-1], nn.Linear) else False) == proj_last_bias
+    if bn == "none":
+        assert all(lin.bias is not None for lin in m.projector if isinstance(lin, nn.Linear))
+
+
+def test_resnet50_backbone_equals_torchvision_and_zero_init_residual():
+    m = build_model(ModelConfig(backbone="resnet50", width=64))
+    ref = resnet50()
+    assert _n_params(m.backbone) == _n_params(ref) - _n_params(ref.fc)
+    assert m.backbone.out_dim == 2048 and isinstance(m.backbone.fc, nn.Identity)
+    blocks = [b for b in m.backbone.modules() if isinstance(b, Bottleneck)]
+    assert len(blocks) == 16 and all(torch.all(b.bn3.weight == 0) for b in blocks)
+    assert m.backbone.conv1.kernel_size == (7, 7) and isinstance(m.backbone.maxpool, nn.MaxPool2d)
+    assert m.projector[0].in_features == 2048
+
+
+def test_resnet18_cifar_stem_and_width():
+    m = build_model(ModelConfig(backbone="resnet18_cifar", width=64, in_channels=1))
+    ref = resnet18()
+    conv1 = m.backbone.conv1
+    assert conv1.kernel_size == (3, 3) and conv1.stride == (1, 1) and conv1.in_channels == 1
+    assert isinstance(m.backbone.maxpool, nn.Identity)
+    # Same body as torchvision resnet18, only conv1 differs (7x7x3 -> 3x3x1).
+    diff = _n_params(ref) - _n_params(ref.fc) - _n_params(m.backbone)
+    assert diff == 64 * 3 * 7 * 7 - 64 * 1 * 3 * 3
+    assert all(torch.all(b.bn2.weight == 0) for b in m.backbone.modules() if isinstance(b, BasicBlock))
+    thin = build_model(ModelConfig(backbone="resnet18_cifar", width=16))
+    assert thin.backbone.out_dim == 128 and thin.backbone.layer4[0].conv1.out_channels == 128
+
+
+def test_forward_shapes_and_encoder():
+    m = build_model(ModelConfig(width=8, dim=64, pred_dim=16, proj_layers=2, in_channels=1))
+    x1, x2 = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28)
+    p1, p2, z1, z2 = m(x1, x2)
+    assert p1.shape == p2.shape == z1.shape == z2.shape == (4, 64)
+    m.eval()
+    assert torch.allclose(m.encoder(x1), m.projector(m.backbone(x1)))
+    assert m.backbone(x1).shape == (4, 64)
+
+
+def test_predictor_switches():
+    none = build_model(ModelConfig(width=8, dim=32, predictor="none"))
+    assert isinstance(none.predictor, nn.Identity)
+    fixed = build_model(ModelConfig(width=8, dim=32, predictor="fixed_random"))
+    assert not any(p.requires_grad for p in fixed.predictor.parameters())
+    assert any(p.requires_grad for p in fixed.projector.parameters())

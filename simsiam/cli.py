@@ -82,7 +82,7 @@ def probe(
     """kNN and linear probe of a checkpoint's frozen backbone on the full train/test splits; prints JSON."""
     from simsiam.config import override_config, validate_config
     from simsiam.data import load_source
-    from simsiam.engine import load_checkpoint, resolve_device, seed_everything
+    from simsiam.engine import load_checkpoint, load_weights, resolve_device, seed_everything
     from simsiam.evaluation import evaluate_backbone
     from simsiam.models import build_model
 
@@ -92,7 +92,7 @@ def probe(
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model)
     if not random_init:
-        model.load_state_dict(ckpt["model"])
+        load_weights(model, ckpt["model"], checkpoint)
     device = resolve_device(cfg.train.device)
     model.to(device)
     train_src, test_src = load_source(cfg.data, "train"), load_source(cfg.data, "test")
@@ -111,6 +111,9 @@ def main() -> None:
     except FloatingPointError as exc:
         typer.echo(f"error: training diverged: {exc}", err=True)
         sys.exit(1)
+    except OSError as exc:  # unwritable --out, full disk: the user's environment, not a bug
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

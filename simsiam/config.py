@@ -31,7 +31,7 @@ class ModelConfig(_Section):
 
     backbone: Backbone = "resnet18_cifar"
     width: int = Field(64, ge=4, description="ResNet base width; 64 is torchvision's, smaller is a thin CPU net")
-    in_channels: int = Field(3, ge=1, le=4, description="input channels the backbone expects")
+    in_channels: Literal[1, 3] = Field(3, description="input channels the backbone expects (grey data is repeated to 3)")
     proj_layers: Literal[2, 3] = Field(3, description="3 for ImageNet, 2 for CIFAR-size images (App. D)")
     proj_hidden: int | None = Field(None, ge=1, description="projector hidden dim; default d (paper: 2048)")
     dim: int = Field(2048, ge=2, description="projection/prediction output dim d")

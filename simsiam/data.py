@@ -282,8 +282,8 @@ class ViewsDataset(Dataset):
     def __getitem__(self, i: int):
         index = int(self.indices[i])
         img, label = self.source[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+        with torch.random.fork_rng(devices=[]):  # transforms draw from the CPU generator only
+            torch.default_generator.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**63)
             return self.transform(img), label
 
 

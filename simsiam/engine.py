@@ -73,8 +73,15 @@ class JsonlReporter(Reporter):
 
     def __init__(self, path: Path, resume_step: int | None = None) -> None:
         self.path = path
+        self.step = resume_step or 0
         if resume_step is not None and path.exists():
-            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
+            keep = []
+            for ln in path.read_text().splitlines():
+                try:
+                    if json.loads(ln).get("step", 0) <= resume_step:
+                        keep.append(ln)
+                except json.JSONDecodeError:  # a line cut short by the interruption
+                    continue
             path.write_text("".join(ln + "\n" for ln in keep))
         elif resume_step is None and path.exists():
             path.unlink()
@@ -84,10 +91,11 @@ class JsonlReporter(Reporter):
             fh.write(json.dumps(record) + "\n")
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        self.step = step
         self._write({"step": step, **metrics})
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        self._write({"epoch": epoch, **metrics})
+        self._write({"epoch": epoch, "step": self.step, **metrics})
 
 
 class ProgressReporter(Reporter):
@@ -114,7 +122,7 @@ class ProgressReporter(Reporter):
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         if self.bar is not None and "knn/top1" in metrics:
-            self.bar.write(f"epoch {epoch}: knn/top1={metrics['knn/top1']:.2f}")
+            self.bar.write(f"epoch {epoch}: knn/top1={metrics['knn/top1']:.2f}", file=sys.stderr)
 
     def on_end(self, result: TrainResult) -> None:
         if self.bar is not None:
@@ -133,6 +141,8 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"train.device={name!r} is not a device; allowed: auto, cpu, cuda, cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={name!r} but no CUDA device is available; use auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
     return device
 
 
@@ -167,8 +177,14 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """Write atomically: a reader sees the old checkpoint or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -187,11 +203,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def load_weights(model: torch.nn.Module, state: dict[str, Any], source: str | Path) -> None:
+    """load_state_dict with a user-facing error when the architecture does not match."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise DataError(f"checkpoint {source} does not fit the configured model (model.* keys changed?): {first}") from None
+
+
 def model_from_checkpoint(path: str | Path) -> tuple[SimSiam, Config, dict[str, Any]]:
     ckpt = load_checkpoint(path)
     cfg = validate_config(ckpt["config"])
     model = build_model(cfg.model)
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], path)
     return model, cfg, ckpt
 
 
@@ -241,7 +266,12 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     if cfg.train.max_steps is not None:
         total_steps = min(total_steps, cfg.train.max_steps)
 
-    model = build_model(cfg.model).to(device)
+    if cfg.train.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("train.amp=fp16 needs a CUDA device (no loss scaling on CPU); use bf16 or none")
+    model = build_model(cfg.model)
+    if cfg.model.sync_bn and torch.distributed.is_available() and torch.distributed.is_initialized():
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN stats over all ranks (paper: SyncBN)
+    model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, cfg.optim, batch, total_steps, steps_per_epoch)
@@ -254,7 +284,7 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
         ckpt = load_checkpoint(ckpt_path)
         if ckpt["config"] != cfg.to_dict():
             raise ConfigError(f"cannot resume from {ckpt_path}: its config differs from the requested one")
-        model.load_state_dict(ckpt["model"])
+        load_weights(model, ckpt["model"], ckpt_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -284,6 +314,8 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     def checkpoint() -> None:
         if ckpt_path is None:
             return
+        if last_loss is not None and not torch.isfinite(last_loss):  # never save diverged weights
+            raise FloatingPointError(f"loss is {last_loss.item()} at step {step}; lower optim.base_lr")
         save_checkpoint(ckpt_path, {
             "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
@@ -293,7 +325,7 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
             r.on_checkpoint(ckpt_path, step)
 
     metrics: dict[str, float] = {}
-    collapsed = False
+    last_loss: torch.Tensor | None = None
     limit = min(total_steps, stop_after_steps) if stop_after_steps is not None else total_steps
     model.train()
     while step < limit:
@@ -322,6 +354,7 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
             scaler.update()
             scheduler.step()
             step += 1
+            last_loss = loss.detach()
             if step % cfg.train.log_every_steps == 0 or step == limit:
                 z_std = collapse_std(z1)
                 metrics = {"train/loss": loss.item(), "train/z_std": z_std,
@@ -330,7 +363,9 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
                     raise FloatingPointError(f"loss is {metrics['train/loss']} at step {step}; lower optim.base_lr")
                 for r in reporters:
                     r.on_step(step, metrics)
-            if cfg.train.checkpoint_every_steps and step % cfg.train.checkpoint_every_steps == 0 and step < limit:
+            # Epoch ends checkpoint after their kNN (below), so a resume never skips an epoch's work.
+            if (cfg.train.checkpoint_every_steps and step % cfg.train.checkpoint_every_steps == 0
+                    and step < limit and step % steps_per_epoch != 0):
                 checkpoint()
             if step >= limit:
                 break

@@ -80,9 +80,10 @@ def linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
     xte = ((test_feats - mean) / std).to(device)
     ytr, yte = train_labels.to(device), test_labels.to(device)
     g = torch.Generator().manual_seed(seed)
-    head = nn.Linear(xtr.shape[1], n_cls).to(device)
-    nn.init.normal_(head.weight, std=0.01, generator=g)
+    head = nn.Linear(xtr.shape[1], n_cls)
+    nn.init.normal_(head.weight, std=0.01, generator=g)  # on CPU: the generator is a CPU one
     nn.init.zeros_(head.bias)
+    head = head.to(device)
     init_lr = scaled_lr(lr, batch_size)
     if optimizer == "lars":
         opt: torch.optim.Optimizer = LARS(head.parameters(), lr=init_lr, weight_decay=0.0, momentum=0.9)

@@ -26,7 +26,7 @@ def test_pretrain_resume_and_probe(tmp_path):
     assert summary["steps"] == 3
     assert (out / "config.yaml").is_file() and (out / "checkpoint.pt").is_file()
     lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [ln["step"] for ln in lines if "step" in ln] == [1, 2, 3]
+    assert [ln["step"] for ln in lines if "epoch" not in ln] == [1, 2, 3]
     # --resume with a longer budget continues from step 3 (the saved config is the source of truth).
     r = run("pretrain", "--out", str(out), "--resume", "--no-progress", "--set", "train.max_steps=5", check=False)
     assert r.returncode == 2 and "config differs" in r.stderr  # max_steps is part of the plan

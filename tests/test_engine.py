@@ -58,6 +58,9 @@ def test_jsonl_reporter_drops_lines_past_resumed_step(tmp_path):
     rep = JsonlReporter(path)
     for s in range(1, 6):
         rep.on_step(s, {"train/loss": -s / 10})
+    rep.on_epoch(1, {"knn/top1": 50.0})
+    with path.open("a") as fh:
+        fh.write('{"step": 6, "train/lo')  # cut short by the interruption
     JsonlReporter(path, resume_step=3)
     assert [json.loads(ln)["step"] for ln in path.read_text().splitlines()] == [1, 2, 3]
 
@@ -93,3 +96,25 @@ def test_knn_monitor_and_model_from_checkpoint(fmnist_train, fmnist_test, tmp_pa
     x = fmnist_train.images[:4].float() / 255
     model.eval(), result.model.eval()
     assert torch.allclose(model.backbone(x), result.model.backbone(x))
+
+
+def test_fp16_on_cpu_and_bad_device_are_config_errors(fmnist_train):
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        train(tiny_config("train.amp=fp16"), train_source=fmnist_train)
+    with pytest.raises(ConfigError, match="train.device"):
+        train(tiny_config("train.device=tpu"), train_source=fmnist_train)
+
+
+def test_checkpoint_of_other_architecture_is_a_data_error(fmnist_train, tmp_path):
+    from simsiam.engine import load_weights
+    from simsiam.models import build_model
+
+    train(tiny_config("train.epochs=1"), out_dir=tmp_path, train_source=fmnist_train)
+    other = build_model(tiny_config("model.dim=64").model)
+    with pytest.raises(DataError, match="does not fit the configured model"):
+        load_weights(other, load_checkpoint(tmp_path)["model"], tmp_path)
+    assert not (tmp_path / "checkpoint.pt.tmp").exists()
+
+
+def test_large_seed_works(fmnist_train):
+    assert train(tiny_config("train.seed=20240101", "train.max_steps=1"), train_source=fmnist_train).step == 1

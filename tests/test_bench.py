@@ -1,0 +1,36 @@
+"""The benchmarks run and print the JSON fields users and notes rely on (tiny settings)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8", "--set", "train.device=cpu",
+        "--set", "train.batch_size=16", "--set", "data.train_subset=64"]
+
+
+def _json(args):
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout)
+
+
+def test_throughput_prints_json():
+    out = _json(["bench/throughput.py", "--preset", "cpu-demo", "--steps", "2", "--warmup", "1",
+                 "--augment-samples", "50", "--variants", "base,channels_last", *TINY])
+    assert out["train_img_per_s"] > 0 and out["augment_img_per_s"] > 0
+    assert out["variants"]["channels_last"]["train_img_per_s"] > 0 and out["batch"] == 16
+
+
+@pytest.mark.slow
+def test_quality_prints_curve_and_baselines():
+    out = _json(["bench/quality.py", "--preset", "cpu-demo", *TINY, "--set", "train.epochs=2",
+                 "--set", "eval.knn_every_epochs=1", "--set", "eval.knn_train_samples=500",
+                 "--set", "eval.knn_test_samples=200", "--set", "eval.probe_epochs=1"])
+    assert [p["epoch"] for p in out["knn_curve"]] == [0, 1, 2]
+    for key in ("trained", "random_init"):
+        assert 10 <= out[key]["knn/top1"] <= 100 and 10 <= out[key]["probe/top1"] <= 100
+    assert 60 <= out["raw_pixels_linear/top1"] <= 95

@@ -77,6 +77,19 @@ class DataConfig(_Section):
     recipe: Literal["grey", "cifar", "imagenet"] = "grey"
     crop_min_scale: float = Field(0.2, gt=0, le=1)
     num_workers: int = Field(0, ge=0)
+    source: str | None = Field(None, description="staged training data: s3://<bucket>/datasets/<name>/<version>, "
+                                                  "<name>@<version> or <name>@latest (overrides dataset/root)")
+    test_source: str | None = Field(None, description="staged test data for the kNN monitor / probe (same forms)")
+
+
+class StorageConfig(_Section):
+    """S3 object store. Credentials are NOT config: they come from the AWS chain (env, profile,
+    instance role) or, for the embedded SeaweedFS, from the state dir."""
+
+    endpoint_url: str | None = Field(None, description="S3 endpoint; None = $SIMSIAM_S3_ENDPOINT or the embedded SeaweedFS")
+    bucket: str = Field("data", min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
+    region: str = "us-east-1"
+    shard_size: int = Field(10_000, ge=1, description="samples per Parquet shard")
 
 
 class TrainConfig(_Section):
@@ -114,6 +127,7 @@ class Config(_Section):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    storage: StorageConfig = StorageConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":

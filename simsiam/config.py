@@ -92,6 +92,16 @@ class StorageConfig(_Section):
     shard_size: int = Field(10_000, ge=1, description="samples per Parquet shard")
 
 
+class TrackingConfig(_Section):
+    """MLflow run logging and the registry gate. The tracking URI is not config: --tracking-uri,
+    $MLFLOW_TRACKING_URI, or the embedded server."""
+
+    experiment: str = "simsiam"
+    promote_floor: float = Field(0.0, ge=0, le=100, description="probe/top1 (%) a version needs to become champion")
+    flush_every_steps: int = Field(50, ge=1, description="send buffered metrics every N steps")
+    system_metrics: bool = True
+
+
 class TrainConfig(_Section):
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(512, ge=2)
@@ -128,6 +138,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     storage: StorageConfig = StorageConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":

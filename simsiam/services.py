@@ -190,3 +190,99 @@ def stop_s3(state_path: str | Path | None = None, timeout: float = 15.0) -> bool
     if _pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
     return True
+
+
+# --------------------------------------------------------------------------- MLflow tracking server
+
+
+def _mlflow_file(state: Path) -> Path:
+    return state / "mlflow" / "service.json"
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class MlflowService:
+    tracking_uri: str
+    pid: int | None = None
+    state: Path | None = None
+
+
+def mlflow_status(state_path: str | Path | None = None) -> dict:
+    state = state_dir(state_path)
+    info = json.loads(_mlflow_file(state).read_text()) if _mlflow_file(state).exists() else {}
+    up = bool(info) and _pid_alive(info.get("pid")) and http_ok(info["tracking_uri"] + "/health")
+    return {"service": "mlflow", "running": up, "tracking_uri": info.get("tracking_uri"), "pid": info.get("pid"),
+            "backend_store_uri": info.get("backend_store_uri")}
+
+
+def start_mlflow(state_path: str | Path | None = None, backend_store_uri: str | None = None,
+                 artifacts_bucket: str = "mlflow", timeout: float = 90.0) -> MlflowService:
+    """Start (or reuse) `mlflow server` on 127.0.0.1 with artifacts on the embedded S3, served through
+    the tracking server (clients need no S3 credentials). The S3 secret reaches the server only via
+    its environment, never its command line or logs."""
+    state = state_dir(state_path)
+    info = json.loads(_mlflow_file(state).read_text()) if _mlflow_file(state).exists() else {}
+    if info and _pid_alive(info.get("pid")) and http_ok(info["tracking_uri"] + "/health"):
+        return MlflowService(info["tracking_uri"], info["pid"], state)
+    s3 = start_s3(state)
+    backend = backend_store_uri or f"sqlite:///{state / 'mlflow.db'}"
+    port = info.get("port") if info.get("port") and _port_free(info["port"]) else _free_ports(1)[0]
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    cmd = [str(mlflow_bin) if mlflow_bin.exists() else "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1", "--backend-store-uri", backend,
+           "--artifacts-destination", f"s3://{artifacts_bucket}/artifacts"]
+    env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint_url, "AWS_ACCESS_KEY_ID": s3.access_key,
+           "AWS_SECRET_ACCESS_KEY": s3.secret_key, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required", "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
+           # job execution spawns helper processes worth ~2 GB RSS that a local run does not need
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    (state / "mlflow").mkdir(parents=True, exist_ok=True)
+    log = (state / "logs" / "mlflow.out").open("ab")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            start_new_session=True, cwd=state)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while not http_ok(uri + "/health"):
+        if proc.poll() is not None:
+            raise StorageError(f"mlflow server exited with code {proc.returncode} at start; see {state / 'logs' / 'mlflow.out'}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGTERM)
+            raise StorageError(f"mlflow server did not answer at {uri} within {timeout:.0f}s; see {state / 'logs'}")
+        time.sleep(0.3)
+    _write_private(_mlflow_file(state), json.dumps({"pid": proc.pid, "tracking_uri": uri, "port": port,
+                                                    "backend_store_uri": _redact_uri(backend)}))
+    return MlflowService(uri, proc.pid, state)
+
+
+def _redact_uri(uri: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db"""
+    import re
+
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", uri)
+
+
+def stop_mlflow(state_path: str | Path | None = None, timeout: float = 15.0) -> bool:
+    state = state_dir(state_path)
+    if not _mlflow_file(state).exists():
+        return False
+    pid = json.loads(_mlflow_file(state).read_text()).get("pid")
+    if not _pid_alive(pid):
+        return False
+    try:  # the server runs uvicorn children in its own process group
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    return True

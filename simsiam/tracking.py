@@ -1,0 +1,350 @@
+"""MLflow adapter: an engine Reporter that logs a run (params, per-step metrics, system metrics,
+config, figures, models) and a registry gate that promotes an encoder only when it is better.
+
+Metrics are buffered and sent with `log_batch` every `flush_every` steps. If the tracking server
+goes away mid-run, training goes on: the buffer is kept and re-sent at the next flush, so the
+run's history has no gap once the server is back. If it is still unreachable at the end, the
+unsent metrics are written to `<out>/metrics-unsent.jsonl` and a warning says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+# Fail fast on an unreachable server instead of mlflow's default of minutes of retries.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+# We print the run URL in our own JSON summary; keep stdout machine-readable.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+
+from simsiam.config import Config  # noqa: E402
+from simsiam.engine import Reporter, TrainResult  # noqa: E402
+from simsiam.errors import SimSiamError  # noqa: E402
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class TrackingError(SimSiamError):
+    """The tracking server is unreachable, or a model/alias does not exist."""
+
+
+def _redact(value: Any) -> Any:
+    """Strip credentials embedded in URIs (scheme://user:secret@host)."""
+    return re.sub(r"(//[^:/@\s]+:)[^@\s]*@", r"\1***@", value) if isinstance(value, str) else value
+
+
+def check_server(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Raise TrackingError unless an HTTP tracking server answers /health (file/sqlite URIs pass)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingError(f"MLflow tracking server {_redact(tracking_uri)} is unreachable ({exc}); "
+                            "start it with `simsiam up` or set MLFLOW_TRACKING_URI") from None
+    raise TrackingError(f"MLflow tracking server {_redact(tracking_uri)} is not healthy")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def registered_name(cfg: Config) -> str:
+    return f"simsiam-{cfg.data.dataset}-{cfg.model.backbone}"
+
+
+class MlflowReporter(Reporter):
+    """Logs one MLflow run for one training; call `finish()` after any post-training logging."""
+
+    def __init__(self, tracking_uri: str, experiment: str = "simsiam", run_name: str | None = None,
+                 dataset: dict | None = None, flush_every: int = 50, system_metrics: bool = True,
+                 unsent_path: Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.run_name = run_name
+        self.dataset = dataset
+        self.flush_every = flush_every
+        self.system_metrics = system_metrics
+        self.unsent_path = unsent_path
+        self.client = MlflowClient(tracking_uri)
+        self.buffer: list[Metric] = []
+        self.failed_flushes = 0
+        self.history: dict[str, list[tuple[int, float]]] = {}
+        self.step = 0
+        self.run_id: str | None = None
+        self.dim = 1
+        self.model_uris: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ reporter protocol
+
+    def on_start(self, cfg: Config, plan: dict[str, Any]) -> None:
+        check_server(self.tracking_uri)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        exp = mlflow.set_experiment(self.experiment)
+        if self.system_metrics:
+            mlflow.set_system_metrics_sampling_interval(2)
+        run = mlflow.start_run(experiment_id=exp.experiment_id, run_name=self.run_name or cfg.name,
+                               log_system_metrics=self.system_metrics)
+        self.run_id = run.info.run_id
+        self.cfg, self.dim = cfg, cfg.model.dim
+        params = {k: _redact(v) for k, v in cfg.flat().items()}
+        params.update({f"plan.{k}": v for k, v in plan.items() if k != "start_step"})
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        tags = {"simsiam.config_hash": cfg.config_hash(), "simsiam.collapsed": "false",
+                "simsiam.registered_name": registered_name(cfg)}
+        if (commit := git_commit()):
+            tags["mlflow.source.git.commit"] = commit
+        if self.dataset:
+            tags.update({f"dataset.{k}": str(v) for k, v in self.dataset.items()})
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.log_text(self.run_id, cfg.to_yaml(), "config.yaml")
+        if self.dataset and self.dataset.get("manifest_uri"):
+            from mlflow.data.dataset_source_registry import resolve_dataset_source
+            from mlflow.data.meta_dataset import MetaDataset
+
+            ds = MetaDataset(source=resolve_dataset_source(self.dataset["manifest_uri"]),
+                             name=self.dataset.get("name"), digest=self.dataset.get("version"))
+            mlflow.log_input(ds, context="training")
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        self.step = step
+        self._record(step, metrics)
+        if len(self.buffer) >= self.flush_every * len(metrics):
+            self.flush()
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        extra = {k: v for k, v in metrics.items() if k.startswith("knn/")}
+        extra["train/epoch"] = float(epoch)
+        self._record(self.step, extra)
+
+    def on_end(self, result: TrainResult) -> None:
+        self._record(result.step, {"train/steps": float(result.step)})
+        self.flush()
+        self._safe(self._log_figures)
+        if result.collapsed:
+            ratio = result.last_metrics.get("train/z_std_ratio", float("nan"))
+            note = (f"COLLAPSED: z_std*sqrt(d) = {ratio:.3f} at the last step (healthy is ~1, collapsed ~0). "
+                    "The encoder maps all images to nearly one point; it will not be promoted.")
+            self._safe(lambda: self.client.set_tag(self.run_id, "simsiam.collapsed", "true"))
+            self._safe(lambda: self.client.set_tag(self.run_id, "mlflow.note.content", note))
+        self._safe(lambda: self._log_models(result))
+
+    # ------------------------------------------------------------------ after training
+
+    def log_eval(self, metrics: dict[str, float]) -> None:
+        """Final evaluation on the full splits; its kNN is `knn/final_top1`, apart from the monitor curve."""
+        self._record(self.step, {("knn/final_top1" if k == "knn/top1" else k): v for k, v in metrics.items()})
+        self.flush()
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.flush()
+        if self.buffer and self.unsent_path is not None:
+            self.unsent_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.unsent_path.open("a") as fh:
+                for m in self.buffer:
+                    fh.write(json.dumps({"step": m.step, m.key: m.value}) + "\n")
+            print(f"warning: MLflow server unreachable; {len(self.buffer)} metric values written to "
+                  f"{self.unsent_path} instead", file=sys.stderr)
+        try:
+            mlflow.end_run(status=status)
+        except MlflowException as exc:
+            print(f"warning: could not close the MLflow run: {str(exc).splitlines()[0]}", file=sys.stderr)
+
+    # ------------------------------------------------------------------ internals
+
+    def _record(self, step: int, metrics: dict[str, float]) -> None:
+        now = int(time.time() * 1000)
+        for k, v in metrics.items():
+            if v is None or not math.isfinite(float(v)):
+                continue
+            self.buffer.append(Metric(k, float(v), now, step))
+            self.history.setdefault(k, []).append((step, float(v)))
+
+    def flush(self) -> bool:
+        while self.buffer:
+            chunk = self.buffer[:1000]
+            try:
+                self.client.log_batch(self.run_id, metrics=chunk)
+            except Exception as exc:  # noqa: BLE001 - any transport error: keep the buffer, retry later
+                if self.failed_flushes == 0:
+                    print(f"warning: MLflow log failed at step {self.step} ({type(exc).__name__}); "
+                          "buffering metrics and retrying", file=sys.stderr)
+                self.failed_flushes += 1
+                return False
+            del self.buffer[:len(chunk)]
+        return True
+
+    def _safe(self, fn) -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - tracking must not fail a finished training
+            print(f"warning: MLflow logging failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                  file=sys.stderr)
+
+    def _log_figures(self) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        h = self.history
+        if "train/z_std" in h:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            s, v = zip(*h["train/z_std"])
+            ax.plot(s, v, label="std of z/||z|| (per-channel mean)")
+            ax.axhline(1 / math.sqrt(self.dim), color="g", ls="--", label=f"1/sqrt(d), d={self.dim}: healthy")
+            ax.axhline(0, color="r", ls=":", label="0: collapsed")
+            ax.set_xlabel("step"), ax.set_ylabel("z std"), ax.legend(fontsize=8), ax.set_title("Collapse diagnostic")
+            fig.tight_layout()
+            mlflow.log_figure(fig, "figures/z_std.png")
+            plt.close(fig)
+        if "train/loss" in h:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            s, v = zip(*h["train/loss"])
+            ax.plot(s, v)
+            ax.axhline(-1, color="r", ls=":", label="-1: minimum (collapse if reached fast)")
+            ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.legend(fontsize=8), ax.set_title("SimSiam loss")
+            fig.tight_layout()
+            mlflow.log_figure(fig, "figures/loss.png")
+            plt.close(fig)
+        if "knn/top1" in h:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            epochs = [e for _, e in h.get("train/epoch", [])]
+            knn = [v for _, v in h["knn/top1"]]
+            xs = epochs[-len(knn):] if len(epochs) >= len(knn) else list(range(len(knn)))
+            ax.plot(xs, knn, marker="o")
+            ax.set_xlabel("epoch"), ax.set_ylabel("kNN top-1 (%)"), ax.set_title("kNN monitor (k=200, t=0.1)")
+            fig.tight_layout()
+            mlflow.log_figure(fig, "figures/knn.png")
+            plt.close(fig)
+
+    def _log_models(self, result: TrainResult) -> None:
+        from mlflow.models import infer_signature
+
+        cfg = self.cfg
+        model = copy.deepcopy(result.model).float().cpu().eval()
+        model = model.to(memory_format=torch.contiguous_format)
+        example = torch.randn(2, cfg.model.in_channels, cfg.data.image_size, cfg.data.image_size)
+        reqs = [f"torch=={torch.__version__.split('+')[0]}", "torchvision==0.29.1", "numpy"]
+        code = [str(Path(__file__).resolve().parent)]
+        for name, net in (("backbone", model.backbone), ("encoder", torch.nn.Sequential(model.backbone, model.projector))):
+            with torch.no_grad():
+                out = net(example).numpy()
+            info = mlflow.pytorch.log_model(net, name=name, serialization_format="pickle",
+                                            signature=infer_signature(example.numpy(), out),
+                                            input_example=example.numpy().astype(np.float32),
+                                            pip_requirements=reqs, code_paths=code)
+            self.model_uris[name] = info.model_uri
+
+
+# --------------------------------------------------------------------------- registry gate
+
+
+def _champion(client: MlflowClient, name: str):
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: str, probe_top1: float,
+                      collapsed: bool, floor: float = 0.0) -> dict:
+    """Register the run's backbone; alias `challenger`; `champion` only if not collapsed, probe >= floor
+    and better than the current champion. Idempotent per run."""
+    try:
+        existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    except MlflowException:
+        existing = []
+    if existing:
+        v = existing[0]
+        return {"name": name, "version": v.version, "decision": v.tags.get("gate.decision"), "noop": True,
+                "reasons": v.tags.get("gate.reasons", "")}
+    champ = _champion(client, name)
+    champ_probe = float(champ.tags.get("probe/top1", "nan")) if champ else None
+    reasons, promote = [], True
+    if collapsed:
+        promote = False
+        reasons.append("collapsed (z_std*sqrt(d) below threshold)")
+    if probe_top1 < floor:
+        promote = False
+        reasons.append(f"probe/top1 {probe_top1:.2f} < floor {floor:.2f}")
+    if champ is not None and not probe_top1 > champ_probe:
+        promote = False
+        reasons.append(f"probe/top1 {probe_top1:.2f} does not beat champion v{champ.version} ({champ_probe:.2f})")
+    if promote:
+        reasons.append(f"probe/top1 {probe_top1:.2f} >= floor {floor:.2f}, not collapsed, "
+                       + (f"beats champion v{champ.version} ({champ_probe:.2f})" if champ else "no previous champion"))
+    decision = CHAMPION if promote else CHALLENGER
+    mv = mlflow.register_model(model_uri, name, tags={"probe/top1": f"{probe_top1:.4f}",
+                                                      "collapsed": str(collapsed).lower(), "run_id": run_id})
+    client.set_model_version_tag(name, mv.version, "gate.decision", decision)
+    client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(reasons))
+    client.update_model_version(name, mv.version, description=f"gate: {decision}: " + "; ".join(reasons))
+    client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    if promote:
+        client.set_registered_model_alias(name, CHAMPION, mv.version)
+    return {"name": name, "version": mv.version, "decision": decision, "noop": False, "reasons": "; ".join(reasons)}
+
+
+def promote(client: MlflowClient, name: str, version: str, who: str | None = None) -> dict:
+    """Manual override: make `version` the champion, recorded on the version."""
+    try:
+        mv = client.get_model_version(name, str(version))
+    except MlflowException:
+        raise TrackingError(f"registered model {name!r} has no version {version!r} (see `simsiam models ls`)") from None
+    who = who or os.environ.get("USER", "unknown")
+    reason = f"manual promotion by {who} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+    client.set_model_version_tag(name, mv.version, "gate.decision", "champion (manual)")
+    client.set_model_version_tag(name, mv.version, "gate.reasons", reason)
+    client.set_registered_model_alias(name, CHAMPION, mv.version)
+    return {"name": name, "version": mv.version, "decision": "champion (manual)", "reasons": reason}
+
+
+def list_models(client: MlflowClient) -> list[dict]:
+    rows = []
+    for rm in client.search_registered_models():
+        aliases = {}
+        for alias, version in (rm.aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        for mv in client.search_model_versions(f"name='{rm.name}'"):
+            rows.append({"name": rm.name, "version": mv.version, "aliases": sorted(aliases.get(str(mv.version), [])),
+                         "probe/top1": mv.tags.get("probe/top1"), "decision": mv.tags.get("gate.decision"),
+                         "run_id": mv.run_id})
+    rows.sort(key=lambda r: (r["name"], -int(r["version"])))
+    return rows
+
+
+def load_registered(uri: str):
+    """`models:/<name>@<alias>` (or /<version>) as a torch module; a clear error when absent."""
+    try:
+        return mlflow.pytorch.load_model(uri, map_location="cpu")
+    except MlflowException as exc:
+        raise TrackingError(f"cannot load {uri}: {str(exc).splitlines()[0][:200]}") from None

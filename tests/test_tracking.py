@@ -1,0 +1,207 @@
+"""MLflow tracking against a real `mlflow server` (sqlite backend, artifacts on the real SeaweedFS)."""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import mlflow
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from conftest import tiny_config
+from simsiam.engine import Reporter, train
+from simsiam.evaluation import evaluate_backbone
+from simsiam.services import start_mlflow, stop_mlflow, stop_s3
+from simsiam.tracking import (MlflowReporter, TrackingError, check_server, list_models, load_registered, promote,
+                              register_and_gate)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    state = tmp_path_factory.mktemp("mlstate")
+    svc = start_mlflow(state)
+    yield svc
+    stop_mlflow(state)
+    stop_s3(state)
+
+
+@pytest.fixture(scope="module")
+def small(fmnist_train, fmnist_test):
+    return fmnist_train.subset(range(2000)), fmnist_test.subset(range(500))
+
+
+def _tracked_run(server, small, *overrides, experiment="tests", flush_every=4):
+    train_src, test_src = small
+    cfg = tiny_config("train.epochs=2", "data.train_subset=128", "eval.knn_every_epochs=1",
+                      "eval.knn_train_samples=500", "eval.knn_test_samples=200", "eval.knn_k=20",
+                      "eval.probe_epochs=5", *overrides)
+    rep = MlflowReporter(server.tracking_uri, experiment, dataset={"name": "fm-small", "version": "abc123",
+                                                                   "manifest_uri": "s3://data/datasets/fm-small/abc123/manifest.json"},
+                         flush_every=flush_every)
+    result = train(cfg, [rep], train_source=train_src, test_source=test_src)
+    metrics = evaluate_backbone(result.model.backbone, cfg, train_src, test_src)
+    rep.log_eval(metrics)
+    rep.finish()
+    return cfg, rep, result, metrics
+
+
+@pytest.fixture(scope="module")
+def run_a(server, small):
+    return _tracked_run(server, small)
+
+
+def test_run_is_logged_and_read_back(server, run_a):
+    cfg, rep, result, metrics = run_a
+    client = MlflowClient(server.tracking_uri)
+    run = client.get_run(rep.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optim.base_lr"] == str(cfg.optim.base_lr) and run.data.params["model.width"] == "4"
+    assert run.data.tags["simsiam.config_hash"] == cfg.config_hash() and run.data.tags["simsiam.collapsed"] == "false"
+    assert run.data.tags["dataset.version"] == "abc123"
+    assert [i.dataset.digest for i in run.inputs.dataset_inputs] == ["abc123"]
+    history = client.get_metric_history(rep.run_id, "train/loss")
+    assert [m.step for m in history] == list(range(1, result.step + 1))
+    assert [m.step for m in client.get_metric_history(rep.run_id, "knn/top1")] == [0, 8, 16]  # init + 2 epochs
+    assert run.data.metrics["knn/final_top1"] == pytest.approx(metrics["knn/top1"])
+    assert run.data.metrics["probe/top1"] == pytest.approx(metrics["probe/top1"])
+    assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
+    arts = {a.path for a in client.list_artifacts(rep.run_id)} | {a.path for a in client.list_artifacts(rep.run_id, "figures")}
+    assert {"config.yaml", "figures/z_std.png", "figures/loss.png", "figures/knn.png"} <= arts
+    assert "optim:" in mlflow.artifacts.load_text(f"runs:/{rep.run_id}/config.yaml")
+    assert set(rep.model_uris) == {"backbone", "encoder"}
+
+
+def test_loaded_model_gives_same_features(server, run_a, fmnist_test):
+    _, rep, result, _ = run_a
+    loaded = load_registered(rep.model_uris["encoder"]).eval()
+    result.model.eval()
+    x = (fmnist_test.images[:8].float() / 255 - 0.286) / 0.353
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), result.model.projector(result.model.backbone(x)), atol=1e-6)
+
+
+def test_gate_champion_challenger_collapsed_and_ui(server, small, run_a, fmnist_test):
+    client = MlflowClient(server.tracking_uri)
+    name = "simsiam-gate-test"
+    _, rep_b, _, metrics_b = _tracked_run(server, small, "train.seed=1")
+    runs = sorted([(run_a[3]["probe/top1"], run_a[1]), (metrics_b["probe/top1"], rep_b)], key=lambda t: -t[0])
+    (best_p, best), (worse_p, worse) = runs
+    if best_p == worse_p:
+        pytest.skip("two runs measured the same probe accuracy; ordering undefined")
+    g1 = register_and_gate(client, best.run_id, best.model_uris["backbone"], name, best_p, False, floor=10)
+    assert g1["decision"] == "champion" and not g1["noop"]
+    g2 = register_and_gate(client, worse.run_id, worse.model_uris["backbone"], name, worse_p, False, floor=10)
+    assert g2["decision"] == "challenger" and "does not beat champion" in g2["reasons"]
+    again = register_and_gate(client, worse.run_id, worse.model_uris["backbone"], name, worse_p, False, floor=10)
+    assert again["noop"] and again["version"] == g2["version"]
+    assert client.get_model_version_by_alias(name, "champion").version == g1["version"]
+    assert client.get_model_version_by_alias(name, "challenger").version == g2["version"]
+
+    # A collapsed run (stop-grad off, paper Fig. 2 settings of the slow test) is never promoted,
+    # even with a probe number far above the champion's.
+    _, rep_c, res_c, _ = _tracked_run(server, small, "loss.stop_grad=false", "model.bn=hidden", "optim.base_lr=1.0",
+                                      "model.width=8", "model.dim=128", "model.pred_dim=32", "data.train_subset=1024",
+                                      "train.batch_size=128", "train.epochs=8")
+    assert res_c.collapsed and MlflowClient(server.tracking_uri).get_run(rep_c.run_id).data.tags["simsiam.collapsed"] == "true"
+    g3 = register_and_gate(client, rep_c.run_id, rep_c.model_uris["backbone"], name, 99.0, res_c.collapsed, floor=10)
+    assert g3["decision"] == "challenger" and "collapsed" in g3["reasons"]
+    assert client.get_model_version_by_alias(name, "champion").version == g1["version"]
+
+    # The champion alias loads and gives the in-memory backbone's features.
+    champ = load_registered(f"models:/{name}@champion").eval()
+    x = (fmnist_test.images[:8].float() / 255 - 0.286) / 0.353
+    ref_model = best.model_uris["backbone"]
+    with torch.no_grad():
+        assert torch.allclose(champ(x), load_registered(ref_model).eval()(x))
+    rows = [r for r in list_models(client) if r["name"] == name]
+    assert {r["version"] for r in rows} == {g1["version"], g2["version"], g3["version"]}
+    manual = promote(client, name, g2["version"], who="tester")
+    assert manual["decision"] == "champion (manual)"
+    assert client.get_model_version_by_alias(name, "champion").version == g2["version"]
+    with pytest.raises(TrackingError, match="no version '99'"):
+        promote(client, name, "99")
+    with pytest.raises(TrackingError, match="cannot load"):
+        load_registered(f"models:/{name}@nonexistent")
+
+    # The UI and the REST API serve the run.
+    with urllib.request.urlopen(server.tracking_uri + "/", timeout=10) as r:
+        assert r.status == 200 and b"<html" in r.read(2000).lower()
+    with urllib.request.urlopen(f"{server.tracking_uri}/api/2.0/mlflow/runs/get?run_id={best.run_id}", timeout=10) as r:
+        assert r.status == 200 and json.loads(r.read())["run"]["info"]["run_id"] == best.run_id
+
+
+def test_no_secret_in_params_tags_artifacts_or_logs(server, run_a, tmp_path):
+    from simsiam.services import s3_credentials
+
+    _, secret = s3_credentials(server.state)
+    client = MlflowClient(server.tracking_uri)
+    for run in client.search_runs([e.experiment_id for e in client.search_experiments()]):
+        blob = json.dumps({**run.data.params, **run.data.tags})
+        assert secret not in blob
+        local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path / run.info.run_id))
+        for root, _, files in os.walk(local):
+            for f in files:
+                data = open(os.path.join(root, f), "rb").read()
+                assert secret.encode() not in data, f
+    for log in (server.state / "logs").rglob("*"):
+        if log.is_file():
+            assert secret not in log.read_text(errors="replace"), log
+
+
+def test_unreachable_server_fails_before_training(tmp_path):
+    with pytest.raises(TrackingError, match="unreachable"):
+        check_server("http://127.0.0.1:9")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    r = subprocess.run([sys.executable, "-m", "simsiam.cli", "pretrain", "--track", "--out", str(tmp_path / "run"),
+                        "--no-progress", "--set", "model.width=4", "--set", "train.batch_size=16",
+                        "--set", "data.train_subset=64"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "unreachable" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+class _ServerOutage(Reporter):
+    """Stops the tracking server at one step and brings it back at a later one."""
+
+    def __init__(self, state, down_at, up_at):
+        self.state, self.down_at, self.up_at = state, down_at, up_at
+
+    def on_step(self, step, metrics):
+        if step == self.down_at:
+            stop_mlflow(self.state)
+        if step == self.up_at:
+            start_mlflow(self.state)
+
+
+def test_server_lost_mid_run_leaves_no_gap(server, small):
+    train_src, _ = small
+    cfg = tiny_config("train.epochs=3", "data.train_subset=128")  # 24 steps
+    rep = MlflowReporter(server.tracking_uri, "outage", flush_every=2, system_metrics=False)
+    result = train(cfg, [_ServerOutage(server.state, 5, 15), rep], train_source=train_src)
+    assert rep.failed_flushes >= 1  # the outage was real
+    rep.finish()
+    history = MlflowClient(server.tracking_uri).get_metric_history(rep.run_id, "train/loss")
+    assert [m.step for m in history] == list(range(1, result.step + 1))
+
+
+def test_cli_track_register_and_models_ls(server, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.tracking_uri, "SIMSIAM_STATE": str(server.state)}
+    cli = [sys.executable, "-m", "simsiam.cli"]
+    r = subprocess.run([*cli, "pretrain", "--track", "--out", str(tmp_path / "cli-run"), "--no-progress",
+                        "--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8",
+                        "--set", "train.batch_size=16", "--set", "data.train_subset=64", "--set", "train.epochs=1",
+                        "--set", "eval.knn_every_epochs=0", "--set", "eval.probe_epochs=2", "--set", "train.device=cpu",
+                        "--set", "tracking.experiment=cli"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["registry"]["name"] == "simsiam-fashion-mnist-resnet18_cifar"
+    assert out["registry"]["decision"] in ("champion", "challenger") and out["mlflow_run_url"].startswith("http://")
+    r = subprocess.run([*cli, "models", "ls"], capture_output=True, text=True, env=env, timeout=120)
+    assert "simsiam-fashion-mnist-resnet18_cifar" in r.stdout
+    r = subprocess.run([*cli, "models", "promote", "no-such-model", "1"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 2 and "no version '1'" in r.stderr and "Traceback" not in r.stderr

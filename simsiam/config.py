@@ -113,6 +113,8 @@ class TrainConfig(_Section):
     compile: bool = False
     checkpoint_every_steps: int | None = Field(None, ge=1, description="also checkpoint every N steps (default: each epoch)")
     log_every_steps: int = Field(1, ge=1)
+    fail_at_step: int | None = Field(None, ge=1, description="testing only: the last rank raises once at this step "
+                                                              "in a run that did not resume (fault-tolerance tests)")
 
 
 class EvalConfig(_Section):

@@ -292,14 +292,16 @@ class ViewsDataset(Dataset):
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
-    """Shuffled order fixed by (seed, epoch); `start` skips the first samples for a mid-epoch resume."""
+    """Shuffled order fixed by (seed, epoch); rank r of `world` takes every world-th sample of the
+    same permutation (equal counts); `start` skips this rank's first samples for a mid-epoch resume."""
 
-    def __init__(self, n: int, seed: int, epoch: int = 0, start: int = 0) -> None:
-        self.n, self.seed, self.epoch, self.start = n, seed, epoch, start
+    def __init__(self, n: int, seed: int, epoch: int = 0, start: int = 0, rank: int = 0, world: int = 1) -> None:
+        self.n, self.seed, self.epoch, self.start, self.rank, self.world = n, seed, epoch, start, rank, world
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g)[self.start:].tolist())
+        perm = torch.randperm(self.n, generator=g)[: (self.n // self.world) * self.world]
+        return iter(perm[self.rank::self.world][self.start:].tolist())
 
     def __len__(self) -> int:
-        return self.n - self.start
+        return self.n // self.world - self.start

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ class Reporter:
     def on_start(self, cfg: Config, plan: dict[str, Any]) -> None: ...
     def on_step(self, step: int, metrics: dict[str, float]) -> None: ...
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
-    def on_checkpoint(self, path: Path, step: int) -> None: ...
+    def on_checkpoint(self, path: Path | None, step: int) -> None: ...
     def on_end(self, result: "TrainResult") -> None: ...
 
 
@@ -241,10 +241,17 @@ def knn_monitor(model: SimSiam, cfg: Config, sets: EvalSets, device: torch.devic
 
 def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path | None = None,
           resume: bool = False, stop_after_steps: int | None = None,
-          train_source: ImageSource | None = None, test_source: ImageSource | None = None) -> TrainResult:
+          train_source: ImageSource | None = None, test_source: ImageSource | None = None,
+          rank: int = 0, world_size: int = 1, wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+          ) -> TrainResult:
     """Pretrain SimSiam per `cfg`. With `out_dir`, checkpoints go to out_dir/checkpoint.pt each epoch
     (and every `train.checkpoint_every_steps`); `resume` continues from it. `stop_after_steps`
-    ends the process early as if interrupted (the schedule still spans the full run)."""
+    ends the process early as if interrupted (the schedule still spans the full run).
+
+    Data-parallel use (one call per rank, e.g. in Ray Train workers): `train.batch_size` is the
+    global batch, split over `world_size` ranks that read disjoint samples; `wrap_model` wraps the
+    model for the forward/backward (DDP); only rank 0 writes checkpoints and runs the kNN monitor,
+    while every rank calls `on_checkpoint` (path None off rank 0) at the same steps."""
     t0 = time.perf_counter()
     reporters = list(reporters)
     device = resolve_device(cfg.train.device)
@@ -258,10 +265,12 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     tf = train_transform(cfg.data.recipe, train_source.name, cfg.data.image_size, cfg.model.in_channels,
                          cfg.data.crop_min_scale)
     dataset = ViewsDataset(train_source, MultiView(tf, n_views), indices, cfg.train.seed)
-    batch = cfg.train.batch_size
-    steps_per_epoch = len(dataset) // batch
+    if cfg.train.batch_size % world_size:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world_size} workers")
+    batch = cfg.train.batch_size // world_size  # per rank
+    steps_per_epoch = (len(dataset) // world_size) // batch
     if steps_per_epoch == 0:
-        raise ConfigError(f"train.batch_size={batch} exceeds the {len(dataset)} training images")
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} exceeds the {len(dataset)} training images")
     total_steps = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps is not None:
         total_steps = min(total_steps, cfg.train.max_steps)
@@ -274,7 +283,7 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     model = model.to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = build_optimizer(model, cfg.optim, batch, total_steps, steps_per_epoch)
+    optimizer, scheduler = build_optimizer(model, cfg.optim, cfg.train.batch_size, total_steps, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16" and device.type == "cuda")
 
     step, best_knn, last_knn = 0, None, None
@@ -292,9 +301,12 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
         _set_rng_state(ckpt["rng"])
     if cfg.train.compile:
         model.compile()
+    net = wrap_model(model) if wrap_model is not None else model
+    start_step = step
+    is_main = rank == 0
 
     eval_sets = None
-    if cfg.eval.knn_every_epochs > 0:
+    if cfg.eval.knn_every_epochs > 0 and is_main:
         test_source = test_source or load_source(cfg.data, "test")
         eval_sets = EvalSets(train_source, test_source,
                              subset_indices(len(train_source), cfg.eval.knn_train_samples, cfg.train.seed + 1),
@@ -312,10 +324,12 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
             r.on_epoch(0, {"knn/top1": init_knn})
 
     def checkpoint() -> None:
-        if ckpt_path is None:
-            return
         if last_loss is not None and not torch.isfinite(last_loss):  # never save diverged weights
             raise FloatingPointError(f"loss is {last_loss.item()} at step {step}; lower optim.base_lr")
+        if ckpt_path is None or not is_main:
+            for r in reporters:
+                r.on_checkpoint(None, step)
+            return
         save_checkpoint(ckpt_path, {
             "config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step,
@@ -333,7 +347,8 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
         dataset.set_epoch(epoch)
         done_in_epoch = step - epoch * steps_per_epoch
         loader = DataLoader(dataset, batch_size=batch, drop_last=True, num_workers=cfg.data.num_workers,
-                            sampler=EpochSampler(len(dataset), cfg.train.seed, epoch, done_in_epoch * batch),
+                            sampler=EpochSampler(len(dataset), cfg.train.seed, epoch, done_in_epoch * batch,
+                                                 rank, world_size),
                             pin_memory=device.type == "cuda")
         for views, _ in loader:
             if n_views == 4:  # asymmetric_2x: two independent pairs per image
@@ -345,7 +360,7 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
             x2 = x2.to(device, non_blocking=True, memory_format=mf)
             lr = optimizer.param_groups[0]["lr"]
             with _autocast(device, cfg.train.amp):
-                p1, p2, z1, z2 = model(x1, x2)
+                p1, p2, z1, z2 = net(x1, x2)
                 loss = simsiam_loss(p1.float(), p2.float(), z1.float(), z2.float(), stop_grad=cfg.loss.stop_grad,
                                     similarity=cfg.loss.similarity, symmetry=cfg.loss.symmetry)
             optimizer.zero_grad(set_to_none=True)
@@ -355,6 +370,8 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
             scheduler.step()
             step += 1
             last_loss = loss.detach()
+            if step == cfg.train.fail_at_step and start_step == 0 and rank == world_size - 1:
+                raise RuntimeError(f"injected failure at step {step} (train.fail_at_step, testing only)")
             if step % cfg.train.log_every_steps == 0 or step == limit:
                 z_std = collapse_std(z1)
                 metrics = {"train/loss": loss.item(), "train/z_std": z_std,

@@ -84,7 +84,8 @@ class MlflowReporter(Reporter):
 
     def __init__(self, tracking_uri: str, experiment: str = "simsiam", run_name: str | None = None,
                  dataset: dict | None = None, flush_every: int = 50, system_metrics: bool = True,
-                 unsent_path: Path | None = None) -> None:
+                 unsent_path: Path | None = None, run_id: str | None = None, parent_run_id: str | None = None,
+                 log_models: bool = True) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.run_name = run_name
@@ -97,7 +98,10 @@ class MlflowReporter(Reporter):
         self.failed_flushes = 0
         self.history: dict[str, list[tuple[int, float]]] = {}
         self.step = 0
-        self.run_id: str | None = None
+        self.run_id: str | None = run_id
+        self.parent_run_id = parent_run_id
+        self.log_models = log_models
+        self.skip_through = 0  # steps already in the run's history (a restarted worker re-runs them)
         self.dim = 1
         self.model_uris: dict[str, str] = {}
 
@@ -109,8 +113,13 @@ class MlflowReporter(Reporter):
         exp = mlflow.set_experiment(self.experiment)
         if self.system_metrics:
             mlflow.set_system_metrics_sampling_interval(2)
-        run = mlflow.start_run(experiment_id=exp.experiment_id, run_name=self.run_name or cfg.name,
-                               log_system_metrics=self.system_metrics)
+        if self.run_id is not None:  # attach to a run created by the driver (Ray), maybe after a restart
+            history = self.client.get_metric_history(self.run_id, "train/loss")
+            self.skip_through = max((m.step for m in history), default=0)
+            run = mlflow.start_run(run_id=self.run_id, log_system_metrics=self.system_metrics)
+        else:
+            run = mlflow.start_run(experiment_id=exp.experiment_id, run_name=self.run_name or cfg.name,
+                                   parent_run_id=self.parent_run_id, log_system_metrics=self.system_metrics)
         self.run_id = run.info.run_id
         self.cfg, self.dim = cfg, cfg.model.dim
         params = {k: _redact(v) for k, v in cfg.flat().items()}
@@ -120,6 +129,8 @@ class MlflowReporter(Reporter):
                 "simsiam.registered_name": registered_name(cfg)}
         if (commit := git_commit()):
             tags["mlflow.source.git.commit"] = commit
+        if plan.get("start_step"):
+            tags["simsiam.resumed_from_step"] = str(plan["start_step"])
         if self.dataset:
             tags.update({f"dataset.{k}": str(v) for k, v in self.dataset.items()})
         for i in range(0, len(items), 100):
@@ -145,6 +156,10 @@ class MlflowReporter(Reporter):
         extra["train/epoch"] = float(epoch)
         self._record(self.step, extra)
 
+    def on_checkpoint(self, path: Path | None, step: int) -> None:
+        # A checkpoint is the point a restarted worker resumes from: make the history durable up to it.
+        self.flush()
+
     def on_end(self, result: TrainResult) -> None:
         self._record(result.step, {"train/steps": float(result.step)})
         self.flush()
@@ -155,7 +170,8 @@ class MlflowReporter(Reporter):
                     "The encoder maps all images to nearly one point; it will not be promoted.")
             self._safe(lambda: self.client.set_tag(self.run_id, "simsiam.collapsed", "true"))
             self._safe(lambda: self.client.set_tag(self.run_id, "mlflow.note.content", note))
-        self._safe(lambda: self._log_models(result))
+        if self.log_models:
+            self._safe(lambda: self._log_models(result))
 
     # ------------------------------------------------------------------ after training
 
@@ -164,7 +180,7 @@ class MlflowReporter(Reporter):
         self._record(self.step, {("knn/final_top1" if k == "knn/top1" else k): v for k, v in metrics.items()})
         self.flush()
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def finish(self, status: str = "FINISHED", end_run: bool = True) -> None:
         self.flush()
         if self.buffer and self.unsent_path is not None:
             self.unsent_path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +190,10 @@ class MlflowReporter(Reporter):
             print(f"warning: MLflow server unreachable; {len(self.buffer)} metric values written to "
                   f"{self.unsent_path} instead", file=sys.stderr)
         try:
-            mlflow.end_run(status=status)
+            if end_run:
+                mlflow.end_run(status=status)
+            else:  # stop the system-metrics thread; the driver sets the final status
+                mlflow.end_run()
         except MlflowException as exc:
             print(f"warning: could not close the MLflow run: {str(exc).splitlines()[0]}", file=sys.stderr)
 
@@ -182,6 +201,8 @@ class MlflowReporter(Reporter):
 
     def _record(self, step: int, metrics: dict[str, float]) -> None:
         now = int(time.time() * 1000)
+        if step and step <= self.skip_through:
+            return
         for k, v in metrics.items():
             if v is None or not math.isfinite(float(v)):
                 continue
@@ -263,6 +284,23 @@ class MlflowReporter(Reporter):
                                             input_example=example.numpy().astype(np.float32),
                                             pip_requirements=reqs, code_paths=code)
             self.model_uris[name] = info.model_uri
+
+
+def create_run(tracking_uri: str, experiment: str, run_name: str, parent_run_id: str | None = None,
+               tags: dict[str, str] | None = None) -> str:
+    """A run created up front, so distributed workers (and their restarts) log into one history."""
+    check_server(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    all_tags = dict(tags or {})
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    return client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+
+
+def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    MlflowClient(tracking_uri).set_terminated(run_id, status)
 
 
 # --------------------------------------------------------------------------- registry gate

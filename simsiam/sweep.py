@@ -1,0 +1,161 @@
+"""Ray Tune sweeps over SimSiam's fragile knobs (lr x batch, or any config key), with ASHA on the
+kNN monitor and a collapse stopper, in the Ray Train V2 pattern: each trial is a Tune function
+that builds and fits its own TorchTrainer (`Tuner(TorchTrainer)` is not supported in V2).
+
+MLflow: one parent run for the sweep, one child run per trial (parent id passed explicitly).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from ray import tune
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
+
+from simsiam.config import Config, override_config, validate_config
+from simsiam.distributed import (COLLAPSE_RATIO, DistSettings, _loop_config, _run_config, _scaling, _worker_loop,
+                                 init_ray, storage_filesystem)
+
+
+class CollapseStopper(tune.Stopper):
+    """Ends a trial whose `train/z_std_ratio` (z_std * sqrt(d)) is below `threshold` after
+    `warmup_epochs`: a collapsed SimSiam never recovers, so its remaining epochs are wasted."""
+
+    def __init__(self, threshold: float = COLLAPSE_RATIO, warmup_epochs: int = 1) -> None:
+        self.threshold, self.warmup = threshold, warmup_epochs
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        ratio = result.get("train/z_std_ratio")
+        return ratio is not None and result.get("epoch", 0) >= self.warmup and ratio < self.threshold
+
+    def stop_all(self) -> bool:
+        return False
+
+
+def _trial(config: dict, base: dict, dist: DistSettings) -> None:
+    overrides = [f"{k}={v}" for k, v in config.items()]
+    cfg = override_config(validate_config(base["cfg"]), overrides)
+    trial_id = tune.get_context().get_trial_id()
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config=_loop_config(cfg, dist, parent_run_id=base.get("parent_run_id"),
+                                       run_name=f"trial-{trial_id}"),
+        scaling_config=_scaling(dist),
+        run_config=_run_config(f"{base['name']}-{trial_id}", dist, callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()
+
+
+@dataclass
+class SweepResult:
+    name: str
+    rows: list[dict[str, Any]]
+    parent_run_id: str | None
+
+    @property
+    def best(self) -> dict | None:
+        ok = [r for r in self.rows if not r["collapsed"] and r["best_knn"] is not None]
+        return max(ok, key=lambda r: r["best_knn"]) if ok else None
+
+
+def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: int = 1, name: str | None = None,
+              collapse_threshold: float = COLLAPSE_RATIO, grace_period: int = 1,
+              max_concurrent: int | None = None) -> SweepResult:
+    """Grid over `space` (dotted config keys -> values, e.g. {"optim.base_lr": [...], "train.batch_size": [...]}),
+    repeated `samples` times; lr follows base_lr x batch/256 through the config."""
+    import ray
+
+    init_ray()
+    # ASHA needs the kNN metric in every report; reports happen at epoch ends only.
+    cfg = override_config(cfg, ["eval.knn_every_epochs=1", "train.checkpoint_every_steps=null"])
+    name = name or f"sweep-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    parent = None
+    if dist.tracking_uri:
+        from simsiam.tracking import create_run
+
+        parent = create_run(dist.tracking_uri, dist.experiment, name, tags={"simsiam.sweep": "true"})
+    if max_concurrent is None:
+        per_trial = dist.num_workers * (dist.gpus_per_worker if dist.use_gpu else dist.cpus_per_worker)
+        avail = ray.available_resources().get("GPU" if dist.use_gpu else "CPU", 1)
+        max_concurrent = max(1, int(avail // per_trial))
+    epochs = cfg.train.epochs
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=min(grace_period, epochs),
+                              reduction_factor=2)
+    run_kwargs: dict[str, Any] = {}
+    if dist.storage is not None:
+        run_kwargs.update(storage_path=f"{dist.storage.bucket}/{dist.storage_prefix}",
+                          storage_filesystem=storage_filesystem(dist.storage))
+    elif dist.local_storage:
+        run_kwargs.update(storage_path=dist.local_storage)
+    base = {"cfg": cfg.to_dict(), "name": name, "parent_run_id": parent}
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(_trial, base=base, dist=dist), {"cpu": 0.01}),
+        param_space={k: tune.grid_search(list(v)) for k, v in space.items()},
+        tune_config=tune.TuneConfig(metric="knn/top1", mode="max", scheduler=scheduler, num_samples=samples,
+                                    max_concurrent_trials=max_concurrent),
+        run_config=tune.RunConfig(name=name, stop=CollapseStopper(collapse_threshold), verbose=1, **run_kwargs),
+    )
+    grid = tuner.fit()
+    rows = []
+    for res in grid:
+        df = res.metrics_dataframe
+        knn = df["knn/top1"].dropna() if df is not None and "knn/top1" in df else []
+        last = res.metrics or {}
+        ratio = last.get("train/z_std_ratio")
+        rows.append({
+            "trial": last.get("trial_id") or (res.path.rstrip("/").split("/")[-1] if res.path else "?"),
+            **{k: res.config.get(k) for k in space},
+            "lr": res.config.get("optim.base_lr", cfg.optim.base_lr)
+            * res.config.get("train.batch_size", cfg.train.batch_size) / 256,
+            "best_knn": float(max(knn)) if len(knn) else None,
+            "collapsed": ratio is not None and ratio < collapse_threshold,
+            "z_std_ratio": ratio,
+            "stopped_at_epoch": int(last.get("epoch", 0)),
+            "stopped_by": ("collapse" if ratio is not None and ratio < collapse_threshold
+                           and int(last.get("epoch", 0)) < epochs else
+                           "asha" if int(last.get("epoch", 0)) < epochs else "completed"),
+            "error": repr(res.error)[:200] if res.error else None,
+        })
+    if parent:
+        _close_sweep_runs(dist, parent, rows)
+    return SweepResult(name, rows, parent)
+
+
+def _close_sweep_runs(dist: DistSettings, parent: str, rows: list[dict]) -> None:
+    """Children of trials that Tune stopped are still RUNNING: end them, tag collapse, log the table."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(dist.tracking_uri)
+    exp_id = client.get_run(parent).info.experiment_id
+    children = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent}'")
+    by_trial = {r["trial"]: r for r in rows}
+    for run in children:
+        trial_id = run.data.tags.get("mlflow.runName", run.info.run_name or "").removeprefix("trial-")
+        row = by_trial.get(trial_id)
+        if row is not None:
+            client.set_tag(run.info.run_id, "simsiam.collapsed", str(row["collapsed"]).lower())
+            client.set_tag(run.info.run_id, "simsiam.stopped_at_epoch", str(row["stopped_at_epoch"]))
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "KILLED")
+    client.log_text(parent, format_table(rows), "sweep_results.md")
+    best = [r["best_knn"] for r in rows if r["best_knn"] is not None and not r["collapsed"]]
+    if best:
+        client.log_metric(parent, "sweep/best_knn_top1", max(best))
+    client.set_terminated(parent, "FINISHED")
+
+
+def format_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no trials)"
+    keys = [k for k in rows[0] if k != "error"]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        cells = [f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v) for v in (r[k] for k in keys)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -211,12 +211,26 @@ def pretrain(
     register: Annotated[bool, typer.Option(help="with --track: probe, register the backbone and run the champion gate")] = True,
     tracking_uri: TrackingUriOpt = None,
     state: StateOpt = None,
+    workers: Annotated[int, typer.Option(help="Ray Train workers (data-parallel DDP); 0 = this process")] = 0,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray worker (0 = CPU workers)")] = 0.0,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per Ray worker")] = 1.0,
+    max_failures: Annotated[int, typer.Option(help="Ray worker-group restarts from the latest checkpoint")] = 2,
 ) -> None:
-    """Pretrain a SimSiam encoder in this process (CPU or one GPU)."""
+    """Pretrain a SimSiam encoder: in this process (CPU or one GPU), or with --workers N on Ray
+    (local, or the cluster at $RAY_ADDRESS) with checkpoints in S3."""
     from simsiam.config import load_config
     from simsiam.engine import JsonlReporter, ProgressReporter, load_checkpoint, train
 
     config_file = out / "config.yaml"
+    if workers > 0:
+        if resume:
+            raise SimSiamError("--resume is for in-process runs; a Ray run resumes when restarted with the same --out name")
+        cfg = load_config(preset, set_ or [])
+        out.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(cfg.to_yaml())
+        _echo_json(_pretrain_ray(cfg, out, workers, gpus_per_worker, cpus_per_worker, max_failures, track,
+                                 tracking_uri, state))
+        return
     if resume:
         if not config_file.is_file():
             raise SimSiamError(f"cannot resume: {config_file} not found")
@@ -252,6 +266,79 @@ def pretrain(
     if tracker is not None:
         summary.update(_track_finish(cfg, tracker, result, train_src, test_src, register))
     _echo_json(summary)
+
+
+def _dist_settings(cfg, workers: int, gpus: float, cpus: float, max_failures: int, track: bool,
+                   tracking_uri: str | None, state: Path | None):
+    from simsiam.distributed import DistSettings
+    from simsiam.services import state_dir
+    from simsiam.storage.client import settings_from_env
+
+    storage = settings_from_env(cfg.storage.endpoint_url, cfg.storage.bucket, cfg.storage.region, state)
+    uri = None
+    if track:
+        from simsiam.tracking import check_server
+
+        uri = _tracking_uri(tracking_uri, state)
+        check_server(uri)
+    return DistSettings(num_workers=workers, use_gpu=gpus > 0, gpus_per_worker=gpus or 1.0, cpus_per_worker=cpus,
+                        storage=storage, max_failures=max_failures, tracking_uri=uri,
+                        experiment=cfg.tracking.experiment, state_path=str(state_dir(state)),
+                        data_endpoint=cfg.storage.endpoint_url)
+
+
+def _pretrain_ray(cfg, out: Path, workers, gpus, cpus, max_failures, track, tracking_uri, state) -> dict:
+    from simsiam.distributed import pretrain_distributed
+
+    dist = _dist_settings(cfg, workers, gpus, cpus, max_failures, track, tracking_uri, state)
+    res = pretrain_distributed(cfg, dist, name=out.name)
+    if res.error:
+        raise SimSiamError(f"distributed training failed after {max_failures} restarts: {res.error[:300]}")
+    return {"out": str(out), "ray_run": res.name, "checkpoint": f"s3://{res.checkpoint_path}",
+            "mlflow_run_id": res.run_id, "workers": workers, **res.metrics}
+
+
+@app.command()
+def sweep(
+    preset: PresetOpt = "cpu-demo",
+    set_: SetOpt = None,
+    lr: Annotated[str, typer.Option(help="comma list of optim.base_lr values (lr = base x batch/256)")] = "0.03,0.06",
+    batch: Annotated[str, typer.Option(help="comma list of train.batch_size values")] = "128",
+    grid: Annotated[Optional[list[str]], typer.Option(help="extra grid axis key=v1,v2 (e.g. loss.stop_grad=true,false)")] = None,
+    samples: Annotated[int, typer.Option(help="repeats of the whole grid")] = 1,
+    workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per worker (0 = CPU)")] = 0.0,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker")] = 1.0,
+    collapse_threshold: Annotated[float, typer.Option(help="stop a trial once z_std*sqrt(d) falls below this")] = 0.1,
+    track: Annotated[bool, typer.Option("--track", help="MLflow parent run + one child run per trial")] = False,
+    tracking_uri: TrackingUriOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """Ray Tune sweep over base lr x batch (and --grid axes): ASHA on knn/top1, collapsed trials
+    stopped early. Prints the trial table."""
+    import yaml
+
+    from simsiam.config import load_config
+    from simsiam.sweep import format_table, run_sweep
+
+    cfg = load_config(preset, set_ or [])
+
+    def values(text: str) -> list:
+        return [yaml.safe_load(v) for v in text.split(",") if v.strip()]
+
+    space = {"optim.base_lr": values(lr), "train.batch_size": values(batch)}
+    for axis in grid or []:
+        key, _, vals = axis.partition("=")
+        space[key.strip()] = values(vals)
+    for key, vals in space.items():
+        from simsiam.config import override_config
+
+        for v in vals:
+            override_config(cfg, [f"{key}={v}"])  # reject a bad value before any trial starts
+    dist = _dist_settings(cfg, workers_per_trial, gpus_per_worker, cpus_per_worker, 0, track, tracking_uri, state)
+    res = run_sweep(cfg, space, dist, samples=samples, collapse_threshold=collapse_threshold)
+    typer.echo(format_table(res.rows))
+    _echo_json({"sweep": res.name, "parent_run_id": res.parent_run_id, "best": res.best})
 
 
 def _dataset_info(cfg, source) -> dict:

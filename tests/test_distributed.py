@@ -99,3 +99,22 @@ def test_sweep_asha_and_collapse_stopper(stack):
     assert len(children) == 4 and all(c.info.status != "RUNNING" for c in children)
     assert sum(c.data.tags.get("simsiam.collapsed") == "true" for c in children) >= 1
     assert "sweep_results.md" in {a.path for a in client.list_artifacts(res.parent_run_id)}
+
+
+def test_cli_pretrain_on_ray_workers(stack, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    state, s3, _ = stack
+    env = {**os.environ, "SIMSIAM_STATE": str(state)}
+    r = subprocess.run([sys.executable, "-m", "simsiam.cli", "pretrain", "--workers", "1", "--cpus-per-worker", "0.5",
+                        "--out", str(tmp_path / "cli-ray"), "--set", "model.width=4", "--set", "model.dim=32",
+                        "--set", "model.pred_dim=8", "--set", "train.batch_size=32", "--set", "data.train_subset=64",
+                        "--set", "train.epochs=1", "--set", "eval.knn_every_epochs=0", "--set", "train.device=cpu"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = r.stdout if r.stdout.startswith("{") else r.stdout[r.stdout.rindex("\n{") + 1:]  # Ray may print first
+    out = json.loads(text)
+    assert out["step"] == 2 and out["checkpoint"].startswith("s3://data/ray/cli-ray/")
+    assert s3.secret_key not in r.stdout + r.stderr

@@ -159,15 +159,18 @@ def _worker_loop(config: dict) -> None:
         shutil.rmtree(local, ignore_errors=True)
 
 
-def _run_config(name: str, dist: DistSettings, callbacks: list | None = None) -> RunConfig:
-    kwargs: dict[str, Any] = {}
+def storage_kwargs(dist: DistSettings) -> dict[str, Any]:
+    """RunConfig storage arguments: `bucket/prefix` on S3 (no s3:// in this form), or a local path."""
     if dist.storage is not None:
-        kwargs.update(storage_path=f"{dist.storage.bucket}/{dist.storage_prefix}",
-                      storage_filesystem=storage_filesystem(dist.storage))
-    elif dist.local_storage:
-        kwargs.update(storage_path=dist.local_storage)
+        return {"storage_path": f"{dist.storage.bucket}/{dist.storage_prefix}",
+                "storage_filesystem": storage_filesystem(dist.storage)}
+    return {"storage_path": dist.local_storage} if dist.local_storage else {}
+
+
+def _run_config(name: str, dist: DistSettings, callbacks: list | None = None) -> RunConfig:
     return RunConfig(name=name, checkpoint_config=CheckpointConfig(num_to_keep=dist.num_to_keep),
-                     failure_config=FailureConfig(max_failures=dist.max_failures), callbacks=callbacks, **kwargs)
+                     failure_config=FailureConfig(max_failures=dist.max_failures), callbacks=callbacks,
+                     **storage_kwargs(dist))
 
 
 def _scaling(dist: DistSettings) -> ScalingConfig:

@@ -179,16 +179,22 @@ def stop_s3(state_path: str | Path | None = None, timeout: float = 15.0) -> bool
     state = state_dir(state_path)
     if not _service_file(state).exists():
         return False
-    info = json.loads(_service_file(state).read_text())
-    pid = info.get("pid")
+    return _terminate(json.loads(_service_file(state).read_text()).get("pid"), timeout)
+
+
+def _terminate(pid: int | None, timeout: float) -> bool:
+    """SIGTERM the server's process group (servers run in their own session), SIGKILL after `timeout`."""
     if not _pid_alive(pid):
         return False
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
     deadline = time.monotonic() + timeout
     while _pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     if _pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     return True
 
 
@@ -273,16 +279,5 @@ def stop_mlflow(state_path: str | Path | None = None, timeout: float = 15.0) -> 
     state = state_dir(state_path)
     if not _mlflow_file(state).exists():
         return False
-    pid = json.loads(_mlflow_file(state).read_text()).get("pid")
-    if not _pid_alive(pid):
-        return False
-    try:  # the server runs uvicorn children in its own process group
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _pid_alive(pid):
-        os.killpg(pid, signal.SIGKILL)
-    return True
+    # the server runs uvicorn children in its own process group
+    return _terminate(json.loads(_mlflow_file(state).read_text()).get("pid"), timeout)

@@ -20,7 +20,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from simsiam.config import Config, override_config, validate_config
 from simsiam.distributed import (COLLAPSE_RATIO, DistSettings, _loop_config, _run_config, _scaling, _worker_loop,
-                                 init_ray, storage_filesystem)
+                                 init_ray, storage_kwargs)
 
 
 class CollapseStopper(tune.Stopper):
@@ -87,19 +87,13 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
     epochs = cfg.train.epochs
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=min(grace_period, epochs),
                               reduction_factor=2)
-    run_kwargs: dict[str, Any] = {}
-    if dist.storage is not None:
-        run_kwargs.update(storage_path=f"{dist.storage.bucket}/{dist.storage_prefix}",
-                          storage_filesystem=storage_filesystem(dist.storage))
-    elif dist.local_storage:
-        run_kwargs.update(storage_path=dist.local_storage)
     base = {"cfg": cfg.to_dict(), "name": name, "parent_run_id": parent}
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trial, base=base, dist=dist), {"cpu": 0.01}),
         param_space={k: tune.grid_search(list(v)) for k, v in space.items()},
         tune_config=tune.TuneConfig(metric="knn/top1", mode="max", scheduler=scheduler, num_samples=samples,
                                     max_concurrent_trials=max_concurrent),
-        run_config=tune.RunConfig(name=name, stop=CollapseStopper(collapse_threshold), verbose=1, **run_kwargs),
+        run_config=tune.RunConfig(name=name, stop=CollapseStopper(collapse_threshold), verbose=1, **storage_kwargs(dist)),
     )
     grid = tuner.fit()
     rows = []

@@ -231,41 +231,20 @@ class MlflowReporter(Reporter):
                   file=sys.stderr)
 
     def _log_figures(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         h = self.history
         if "train/z_std" in h:
-            fig, ax = plt.subplots(figsize=(6, 3.5))
-            s, v = zip(*h["train/z_std"])
-            ax.plot(s, v, label="std of z/||z|| (per-channel mean)")
-            ax.axhline(1 / math.sqrt(self.dim), color="g", ls="--", label=f"1/sqrt(d), d={self.dim}: healthy")
-            ax.axhline(0, color="r", ls=":", label="0: collapsed")
-            ax.set_xlabel("step"), ax.set_ylabel("z std"), ax.legend(fontsize=8), ax.set_title("Collapse diagnostic")
-            fig.tight_layout()
-            mlflow.log_figure(fig, "figures/z_std.png")
-            plt.close(fig)
+            _log_line_figure("figures/z_std.png", *zip(*h["train/z_std"]), "step", "z std", "Collapse diagnostic",
+                             [(1 / math.sqrt(self.dim), "g", f"1/sqrt(d), d={self.dim}: healthy"), (0, "r", "0: collapsed")],
+                             label="std of z/||z|| (per-channel mean)")
         if "train/loss" in h:
-            fig, ax = plt.subplots(figsize=(6, 3.5))
-            s, v = zip(*h["train/loss"])
-            ax.plot(s, v)
-            ax.axhline(-1, color="r", ls=":", label="-1: minimum (collapse if reached fast)")
-            ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.legend(fontsize=8), ax.set_title("SimSiam loss")
-            fig.tight_layout()
-            mlflow.log_figure(fig, "figures/loss.png")
-            plt.close(fig)
+            _log_line_figure("figures/loss.png", *zip(*h["train/loss"]), "step", "loss", "SimSiam loss",
+                             [(-1, "r", "-1: minimum (collapse if reached fast)")])
         if "knn/top1" in h:
-            fig, ax = plt.subplots(figsize=(6, 3.5))
-            epochs = [e for _, e in h.get("train/epoch", [])]
             knn = [v for _, v in h["knn/top1"]]
+            epochs = [e for _, e in h.get("train/epoch", [])]
             xs = epochs[-len(knn):] if len(epochs) >= len(knn) else list(range(len(knn)))
-            ax.plot(xs, knn, marker="o")
-            ax.set_xlabel("epoch"), ax.set_ylabel("kNN top-1 (%)"), ax.set_title("kNN monitor (k=200, t=0.1)")
-            fig.tight_layout()
-            mlflow.log_figure(fig, "figures/knn.png")
-            plt.close(fig)
+            _log_line_figure("figures/knn.png", xs, knn, "epoch", "kNN top-1 (%)", "kNN monitor (k=200, t=0.1)", [],
+                             marker="o")
 
     def _log_models(self, result: TrainResult) -> None:
         from mlflow.models import infer_signature
@@ -301,6 +280,25 @@ def create_run(tracking_uri: str, experiment: str, run_name: str, parent_run_id:
 
 def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     MlflowClient(tracking_uri).set_terminated(run_id, status)
+
+
+def _log_line_figure(path: str, xs, ys, xlabel: str, ylabel: str, title: str, hlines: list[tuple[float, str, str]],
+                     label: str | None = None, marker: str | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(xs, ys, label=label, marker=marker)
+    for y, color, text in hlines:
+        ax.axhline(y, color=color, ls="--", label=text)
+    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.set_title(title)
+    if label or hlines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    mlflow.log_figure(fig, path)
+    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- registry gate

@@ -243,7 +243,7 @@ class MlflowReporter(Reporter):
             knn = [v for _, v in h["knn/top1"]]
             epochs = [e for _, e in h.get("train/epoch", [])]
             xs = epochs[-len(knn):] if len(epochs) >= len(knn) else list(range(len(knn)))
-            _log_line_figure("figures/knn.png", xs, knn, "epoch", "kNN top-1 (%)", "kNN monitor (k=200, t=0.1)", [],
+            _log_line_figure("figures/knn.png", xs, knn, "epoch", "kNN top-1 (%)", f"kNN monitor (k={self.cfg.eval.knn_k}, t={self.cfg.eval.knn_t})", [],
                              marker="o")
 
     def _log_models(self, result: TrainResult) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# On a small busy node a sweep's workers can wait for a free CPU longer than Ray's 60 s default.
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 
 import ray  # noqa: E402
 import ray.train  # noqa: E402

@@ -42,9 +42,6 @@ class S3Service:
     pid: int | None = None
     state: Path | None = None
 
-    def describe(self) -> dict:
-        return {"endpoint_url": self.endpoint_url, "pid": self.pid, "state_dir": str(self.state)}
-
 
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,9 @@ multipart transfers and errors that name the endpoint/bucket/key but never a cre
 from __future__ import annotations
 
 import io
+from pathlib import Path
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 # boto3 >= 1.36 sends CRC checksums that non-AWS servers may reject; only when required.
@@ -114,12 +114,6 @@ class ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise StorageError(f"object s3://{self.bucket}/{key} not found on {self.settings.where}") from None
-            raise self._error("get", key, exc) from None
-
-    def download(self, key: str, path: Path) -> None:
-        try:
-            self.client.download_file(self.bucket, key, str(path), Config=TRANSFER)
-        except (ClientError, BotoCoreError) as exc:
             raise self._error("get", key, exc) from None
 
     def head(self, key: str) -> dict | None:

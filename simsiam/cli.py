@@ -46,6 +46,16 @@ def _echo_json(obj: dict) -> None:
     typer.echo(json.dumps(obj, indent=2, sort_keys=True))
 
 
+def _print_table(rows: list[dict], columns: list[tuple], empty: str) -> None:
+    """Plain aligned text table; columns are (header, format spec, value function)."""
+    if not rows:
+        typer.echo(empty)
+        return
+    typer.echo("  ".join(f"{h:{spec}}" for h, spec, _ in columns).rstrip())
+    for r in rows:
+        typer.echo("  ".join(f"{str(fn(r)):{spec}}" for _, spec, fn in columns).rstrip())
+
+
 def _store(cfg, state: Path | None = None):
     from simsiam.storage import open_store
     from simsiam.storage.client import settings_from_env
@@ -140,14 +150,11 @@ def models_ls(tracking_uri: TrackingUriOpt = None, state: StateOpt = None) -> No
 
     uri = _tracking_uri(tracking_uri, state)
     check_server(uri)
-    rows = list_models(MlflowClient(uri))
-    if not rows:
-        typer.echo("no registered models (run `simsiam pretrain --track`)")
-        return
-    typer.echo(f"{'name':<36} {'version':>7}  {'aliases':<22} {'probe/top1':>10}  decision")
-    for r in rows:
-        typer.echo(f"{r['name']:<36} {r['version']:>7}  {','.join(r['aliases']) or '-':<22} "
-                   f"{r['probe/top1'] or '-':>10}  {r['decision'] or '-'}")
+    _print_table(list_models(MlflowClient(uri)), [
+        ("name", "<36", lambda r: r["name"]), ("version", ">7", lambda r: r["version"]),
+        ("aliases", "<22", lambda r: ",".join(r["aliases"]) or "-"),
+        ("probe/top1", ">10", lambda r: r["probe/top1"] or "-"), ("decision", "", lambda r: r["decision"] or "-"),
+    ], empty="no registered models (run `simsiam pretrain --track`)")
 
 
 @models_app.command("promote")
@@ -173,14 +180,12 @@ def data_ls(preset: PresetOpt = "cpu-demo", set_: SetOpt = None, state: StateOpt
     from simsiam.config import load_config
     from simsiam.storage import list_datasets
 
-    rows = list_datasets(_store(load_config(preset, set_ or []), state))
-    if not rows:
-        typer.echo("no staged datasets (stage one with `simsiam stage fashion-mnist`)")
-        return
-    typer.echo(f"{'name':<28} {'version':<18} {'split':<6} {'samples':>8} {'shards':>6} {'MB':>8}  created")
-    for r in rows:
-        typer.echo(f"{r['name']:<28} {r['version']:<18} {r['split']:<6} {r['samples']:>8} {r['shards']:>6} "
-                   f"{r['bytes'] / 2**20:>8.1f}  {r['created_at']}")
+    _print_table(list_datasets(_store(load_config(preset, set_ or []), state)), [
+        ("name", "<28", lambda r: r["name"]), ("version", "<18", lambda r: r["version"]),
+        ("split", "<6", lambda r: r["split"]), ("samples", ">8", lambda r: r["samples"]),
+        ("shards", ">6", lambda r: r["shards"]), ("MB", ">8", lambda r: f"{r['bytes'] / 2**20:.1f}"),
+        ("created", "", lambda r: r["created_at"]),
+    ], empty="no staged datasets (stage one with `simsiam stage fashion-mnist`)")
 
 
 @app.command()

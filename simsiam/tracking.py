@@ -247,22 +247,57 @@ class MlflowReporter(Reporter):
                              marker="o")
 
     def _log_models(self, result: TrainResult) -> None:
-        from mlflow.models import infer_signature
+        self.model_uris.update(log_models(result.model, self.cfg))
 
-        cfg = self.cfg
-        model = copy.deepcopy(result.model).float().cpu().eval()
-        model = model.to(memory_format=torch.contiguous_format)
-        example = torch.randn(2, cfg.model.in_channels, cfg.data.image_size, cfg.data.image_size)
-        reqs = [f"torch=={torch.__version__.split('+')[0]}", "torchvision==0.29.1", "numpy"]
-        code = [str(Path(__file__).resolve().parent)]
-        for name, net in (("backbone", model.backbone), ("encoder", torch.nn.Sequential(model.backbone, model.projector))):
-            with torch.no_grad():
-                out = net(example).numpy()
-            info = mlflow.pytorch.log_model(net, name=name, serialization_format="pickle",
-                                            signature=infer_signature(example.numpy(), out),
-                                            input_example=example.numpy().astype(np.float32),
-                                            pip_requirements=reqs, code_paths=code)
-            self.model_uris[name] = info.model_uri
+
+def log_models(model: torch.nn.Module, cfg: Config) -> dict[str, str]:
+    """Log `backbone` and `encoder` (backbone + projector) to the active run; returns their model URIs.
+    Pickle format with a batch-2 example at the real input size (pt2 would freeze the shapes)."""
+    from mlflow.models import infer_signature
+
+    model = copy.deepcopy(model).float().cpu().eval()
+    model = model.to(memory_format=torch.contiguous_format)
+    example = torch.randn(2, cfg.model.in_channels, cfg.data.image_size, cfg.data.image_size)
+    reqs = [f"torch=={torch.__version__.split('+')[0]}", "torchvision==0.29.1", "numpy"]
+    code = [str(Path(__file__).resolve().parent)]
+    uris = {}
+    for name, net in (("backbone", model.backbone), ("encoder", torch.nn.Sequential(model.backbone, model.projector))):
+        with torch.no_grad():
+            out = net(example).numpy()
+        info = mlflow.pytorch.log_model(net, name=name, serialization_format="pickle",
+                                        signature=infer_signature(example.numpy(), out),
+                                        input_example=example.numpy().astype(np.float32),
+                                        pip_requirements=reqs, code_paths=code)
+        uris[name] = info.model_uri
+    return uris
+
+
+def log_models_to_run(tracking_uri: str, run_id: str, model: torch.nn.Module, cfg: Config) -> dict[str, str]:
+    """`log_models` into an existing (possibly finished) run, e.g. a Ray-trained run or a sweep trial."""
+    check_server(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    status = client.get_run(run_id).info.status
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        uris = log_models(model, cfg)
+    if status != "RUNNING":  # start_run/end_run marked it FINISHED; keep what it was (e.g. KILLED)
+        client.set_terminated(run_id, status)
+    return uris
+
+
+def log_metrics_to_run(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    now = int(time.time() * 1000)
+    MlflowClient(tracking_uri).log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()
+                                                          if v is not None and math.isfinite(float(v))])
+
+
+def run_url(tracking_uri: str, run_id: str) -> str:
+    run = MlflowClient(tracking_uri).get_run(run_id)
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
+def model_version_url(tracking_uri: str, name: str, version: str) -> str:
+    return f"{tracking_uri.rstrip('/')}/#/models/{name}/versions/{version}"
 
 
 def create_run(tracking_uri: str, experiment: str, run_name: str, parent_run_id: str | None = None,

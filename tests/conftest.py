@@ -2,6 +2,7 @@ import gzip
 import os
 import pickle
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,9 @@ from simsiam.config import load_config
 from simsiam.data import DEBIAN_FASHION_MNIST, load_fashion_mnist
 
 os.environ.setdefault("SIMSIAM_CACHE", str(Path(__file__).parent / ".cache-unused"))
+# Prefect reads its settings at import: keep tests' database/results out of ~/.prefect, no telemetry.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="simsiam-test-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> Path:

@@ -1,0 +1,63 @@
+"""Markdown run reports and trial tables for Prefect artifacts (pure functions: unit-tested)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from simsiam.config import Config
+
+
+def _redact(text: str) -> str:
+    return re.sub(r"(//[^:/@\s]+:)[^@\s]*@", r"\1***@", text)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    return "-" if v is None else str(v)
+
+
+def run_report(cfg: Config, staged: dict, train: dict, metrics: dict | None, gate: dict | None,
+               run_url: str | None, mode: str = "pretrain", sweep_rows: list[dict] | None = None) -> str:
+    """The pipeline's markdown report: data version, config, metrics, collapse verdict, gate, links."""
+    lines = [f"# SimSiam {mode}: `{cfg.name}`", ""]
+    if run_url:
+        lines += [f"**MLflow run:** [{train.get('run_id')}]({_redact(run_url)})", ""]
+    if gate:
+        lines += [f"**Registered:** [`{gate['name']}` v{gate['version']}]({_redact(gate.get('url', ''))})"
+                  f" with alias **`{gate['decision']}`** (`{gate.get('alias_uri', '')}`)",
+                  f"- gate: {gate.get('reasons') or '-'}", ""]
+    lines += ["## Data", "| split | staged version | samples | shards | uploaded objects |", "|---|---|---|---|---|"]
+    for split in ("train", "test"):
+        s = staged.get(split)
+        if s:
+            lines.append(f"| {split} | `{s['uri']}` | {s['samples']} | {s['shards']} | {s['uploaded_objects']} |")
+    collapsed = bool(train.get("collapsed"))
+    ratio = train.get("train/z_std_ratio")
+    lines += ["", "## Result", "| metric | value |", "|---|---|"]
+    rows = [("steps", train.get("steps") or train.get("step")), ("epochs", train.get("epochs") or train.get("epoch")),
+            ("train wall s", train.get("wall_s")), ("final loss", train.get("train/loss")),
+            ("z_std x sqrt(d)", ratio), ("kNN monitor best top-1 (%)", train.get("knn/best_top1"))]
+    if metrics:
+        rows += [("kNN top-1, full test (%)", metrics.get("knn/top1")), ("linear probe top-1 (%)", metrics.get("probe/top1"))]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in rows]
+    verdict = ("**COLLAPSED**: z/||z|| has (almost) no spread; the encoder maps images to one point and is never "
+               "promoted." if collapsed else "healthy: no collapse (z_std x sqrt(d) well above 0).")
+    lines += ["", f"**Collapse verdict:** {verdict}", ""]
+    if sweep_rows:
+        lines += ["## Sweep trials", trial_markdown(sweep_rows), ""]
+    lines += ["## Config", f"preset name `{cfg.name}`, config hash `{cfg.config_hash()}`", "",
+              "```yaml", _redact(cfg.to_yaml()).rstrip(), "```"]
+    return "\n".join(lines)
+
+
+def trial_markdown(rows: list[dict]) -> str:
+    from simsiam.sweep import format_table
+
+    return format_table(rows)
+
+
+def trial_table(rows: list[dict]) -> list[dict]:
+    """Rows for `create_table_artifact`: JSON-friendly values only."""
+    return [{k: (_fmt(v) if isinstance(v, float) else v) for k, v in r.items() if k != "error"} for r in rows]

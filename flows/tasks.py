@@ -1,0 +1,56 @@
+"""Prefect tasks around `simsiam.jobs`. I/O steps retry with a delay; staging is cached across
+runs on the dataset source and its content version (INPUTS + TASK_SOURCE, persisted results)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prefect import task
+from prefect.cache_policies import INPUTS, NONE, TASK_SOURCE
+
+from flows.common import inject_io_fault
+from simsiam import jobs
+from simsiam.config import Config
+
+IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 10, 30])
+
+
+@task(task_run_name="version-{split}", cache_policy=NONE)
+def source_version(cfg: Config, split: str, subset: int | None) -> str:
+    return jobs.dataset_version(cfg, split, subset)
+
+
+@task(task_run_name="stage-{split}", cache_policy=(INPUTS - "cfg" - "state") + TASK_SOURCE, persist_result=True,
+      cache_expiration=timedelta(days=365), **IO_RETRIES)
+def stage_split(cfg: Config, split: str, subset: int | None, version: str, where: str, name: str | None = None,
+                state: str | None = None) -> dict:
+    """Upload one split. Cache key: split, subset, the source's content version (which covers the
+    dataset files and shard size), the target store and dataset name; not the rest of the config."""
+    inject_io_fault("stage")
+    return jobs.stage(cfg, split, name, subset, state)
+
+
+@task(task_run_name="check-staged-{split}", cache_policy=NONE, **IO_RETRIES)
+def check_staged(cfg: Config, staged: dict, split: str, state: str | None) -> bool:
+    return jobs.is_staged(cfg, staged, state)
+
+
+@task(task_run_name="train-{run_name}", cache_policy=NONE)
+def train_encoder(cfg: Config, out: str, tracking_uri: str | None, run_name: str, state: str | None,
+                  workers: int = 0, gpus_per_worker: float = 0.0, progress: bool = False) -> dict:
+    # No retries: a failed multi-hour run is worth a look, and Ray already restarts its workers.
+    return jobs.pretrain(cfg, out, tracking_uri, run_name, state, progress, workers, gpus_per_worker)
+
+
+@task(task_run_name="evaluate", cache_policy=NONE, **IO_RETRIES)
+def evaluate_encoder(cfg: Config, checkpoint: str | None, model_uri: str | None, tracking_uri: str | None,
+                     run_id: str | None, state: str | None) -> dict:
+    inject_io_fault("evaluate")
+    return jobs.evaluate(cfg, checkpoint, model_uri, tracking_uri, run_id, state)
+
+
+@task(task_run_name="register", cache_policy=NONE, **IO_RETRIES)
+def register_encoder(cfg: Config, run_id: str, checkpoint: str, probe_top1: float, collapsed: bool,
+                     tracking_uri: str, state: str | None) -> dict:
+    inject_io_fault("register")
+    return jobs.register(cfg, run_id, checkpoint, probe_top1, collapsed, tracking_uri, state)

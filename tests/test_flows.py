@@ -1,0 +1,133 @@
+"""The Prefect pipeline against real services: SeaweedFS, an `mlflow server`, a Prefect test server
+(prefect_test_harness) and, for `simsiam run`, Prefect's ephemeral API in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from flows.report import run_report
+from simsiam.config import load_config
+from simsiam.services import start_mlflow, start_s3, stop_mlflow, stop_prefect, stop_s3
+
+pytestmark = pytest.mark.integration
+
+# 512 staged images, width-4 net, 1 epoch: the whole pipeline in ~15 s after start-up.
+TINY = ["model.width=4", "model.dim=32", "model.pred_dim=8", "train.batch_size=64", "train.epochs=1",
+        "eval.knn_every_epochs=0", "train.device=cpu", "tracking.system_metrics=false", "data.train_subset=null",
+        "eval.probe_epochs=5", "data.download=false"]
+# Without stop-grad and without output BN (paper Fig. 2 / Table 4b), z collapses within ~100 steps.
+COLLAPSING = ["loss.stop_grad=false", "model.bn=hidden", "optim.base_lr=1.0", "train.batch_size=32", "train.epochs=6"]
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    state = tmp_path_factory.mktemp("flowstate")
+    s3 = start_s3(state)
+    ml = start_mlflow(state)
+    yield state, s3, ml
+    stop_prefect(state)
+    stop_mlflow(state)
+    stop_s3(state)
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def _task_runs(name: str):
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[name])))
+
+
+def test_pipeline_flow_registers_champion_with_report_and_retries(services, harness, monkeypatch):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.pipeline import REPORT_KEY, pipeline
+
+    state, s3, ml = services
+    # Staging and registration each fail once like a dropped connection; their retries must recover.
+    monkeypatch.setenv("SIMSIAM_INJECT_IO_FAULT", "stage,register")
+    out = pipeline(overrides=TINY, subset=512, mlflow_uri=ml.tracking_uri, state=str(state))
+    assert out["registered"]["decision"] == "champion" and out["uploaded_objects"] > 0
+    assert [tr.run_count for tr in _task_runs("stage-train")] == [2]
+    assert [tr.run_count for tr in _task_runs("register")] == [2]
+
+    client = MlflowClient(ml.tracking_uri)
+    name = out["registered"]["name"]
+    champ = client.get_model_version_by_alias(name, "champion")
+    assert champ.run_id == out["run_id"]
+    run = client.get_run(out["run_id"])
+    assert run.data.metrics["probe/top1"] == pytest.approx(out["metrics"]["probe/top1"])
+    assert run.data.tags["dataset.version"] == out["staged"]["train"].rsplit("/", 1)[1]
+
+    with get_client(sync_client=True) as pc:
+        arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[REPORT_KEY])))
+    assert len(arts) == 1
+    report = arts[0].data
+    assert out["run_url"] in report and "champion" in report and "healthy" in report
+    assert s3.secret_key not in report and s3.access_key not in report
+
+
+def test_simsiam_run_twice_reuses_staged_data_and_keeps_worse_run_challenger(tmp_path):
+    """`simsiam run` on a fresh state dir brings up S3 and MLflow itself, as on a new machine."""
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SIMSIAM_S3"))}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
+    def run(*sets: str) -> dict:
+        args = [sys.executable, "-m", "simsiam.cli", "run", "--subset", "512", "--state", str(state)]
+        for s in TINY + list(sets):
+            args += ["--set", s]
+        r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        secret = json.loads((state / "s3" / "credentials.json").read_text())["secret_key"]
+        assert secret not in r.stdout + r.stderr
+        return json.loads(r.stdout[r.stdout.index("{\n"):])
+
+    try:
+        first = run()
+        where = first["where_to_look"]
+        assert where["alias"] == "champion" and where["model_uri"].endswith("@champion")
+        assert first["uploaded_objects"] > 0 and where["prefect_artifact"] == "simsiam-pipeline-report"
+        assert (state / "prefect").is_dir()  # the ephemeral API kept its database in the state dir
+
+        second = run(*COLLAPSING)
+        assert second["uploaded_objects"] == 0  # staging was a cache hit
+        assert second["collapsed"] and second["where_to_look"]["alias"] == "challenger"
+        client = MlflowClient(where["mlflow_ui"])
+        assert client.get_model_version_by_alias(where["registered_model"], "champion").version == where["version"]
+    finally:
+        subprocess.run([sys.executable, "-m", "simsiam.cli", "down", "--state", str(state)], capture_output=True,
+                       timeout=120)
+
+
+def test_bad_preset_fails_before_services_with_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "simsiam.cli", "run", "--preset", "no-such-preset",
+                        "--state", str(tmp_path / "s")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no-such-preset" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_run_report_marks_collapse_and_redacts_credentials():
+    cfg = load_config("cpu-demo", ["storage.endpoint_url=http://user:hunter2@127.0.0.1:9000"])
+    staged = {"train": {"uri": "s3://data/datasets/x/1", "samples": 10, "shards": 1, "uploaded_objects": 0}}
+    gate = {"name": "m", "version": "3", "decision": "challenger", "reasons": "collapsed", "url": "http://ml/#/models/m/versions/3",
+            "alias_uri": "models:/m@challenger"}
+    md = run_report(cfg, staged, {"run_id": "r1", "collapsed": True, "train/z_std_ratio": 0.01}, {"probe/top1": 11.0},
+                    gate, "http://ml/#/experiments/1/runs/r1")
+    assert "COLLAPSED" in md and "challenger" in md and "(http://ml/#/experiments/1/runs/r1)" in md
+    assert "hunter2" not in md and "user:***@" in md
+    healthy = run_report(cfg, staged, {"run_id": "r1", "collapsed": False}, None, None, None)
+    assert "healthy" in healthy and "COLLAPSED" not in healthy

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import DEFAULT_PRESET, resolve_config, run_name, store_where
+from flows.common import DEFAULT_PRESET, progress, resolve_config, run_name, store_where
 from flows.tasks import check_staged, source_version, stage_split
 from simsiam.config import Config
 
@@ -29,7 +29,7 @@ def stage_data(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None,
     out = {}
     for split in splits or ["train", "test"]:
         version = source_version(cfg, split, subset)
-        st = stage_split(cfg, split, subset, version, where, state=state, return_state=True)
+        st = stage_split(cfg, split, subset, version, where, state=state, progress=progress(), return_state=True)
         staged = {**st.result(), "cached": st.name == "Cached"}
         if staged["cached"]:
             staged["uploaded_objects"] = 0  # the cached value is the first staging's count

@@ -20,14 +20,14 @@ def source_version(cfg: Config, split: str, subset: int | None) -> str:
     return jobs.dataset_version(cfg, split, subset)
 
 
-@task(task_run_name="stage-{split}", cache_policy=(INPUTS - "cfg" - "state") + TASK_SOURCE, persist_result=True,
-      cache_expiration=timedelta(days=365), **IO_RETRIES)
+@task(task_run_name="stage-{split}", cache_policy=(INPUTS - "cfg" - "state" - "progress") + TASK_SOURCE,
+      persist_result=True, cache_expiration=timedelta(days=365), **IO_RETRIES)
 def stage_split(cfg: Config, split: str, subset: int | None, version: str, where: str, name: str | None = None,
-                state: str | None = None) -> dict:
+                state: str | None = None, progress: bool = False) -> dict:
     """Upload one split. Cache key: split, subset, the source's content version (which covers the
     dataset files and shard size), the target store and dataset name; not the rest of the config."""
     inject_io_fault("stage")
-    return jobs.stage(cfg, split, name, subset, state)
+    return jobs.stage(cfg, split, name, subset, state, progress)
 
 
 @task(task_run_name="check-staged-{split}", cache_policy=NONE, **IO_RETRIES)

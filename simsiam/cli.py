@@ -148,6 +148,7 @@ def run(
         "model_uri": reg.get("alias_uri"), "gate": reg.get("reasons"),
         "prefect_artifact": out["artifact"],
         "prefect_ui": prefect_ui or f"run `simsiam up --with-prefect-server` (PREFECT_HOME={os.environ['PREFECT_HOME']}) to browse flow runs and artifacts",
+        "stop_services": "simsiam down" + (f" --state {state}" if state else ""),
     }
     _echo_json({"where_to_look": where, "metrics": {k: v for k, v in out["metrics"].items() if "/" in k},
                 "collapsed": out["collapsed"], "staged": out["staged"], "uploaded_objects": out["uploaded_objects"]})
@@ -270,7 +271,7 @@ def pretrain(
         out.mkdir(parents=True, exist_ok=True)
         config_file.write_text(cfg.to_yaml())
         _echo_json(_pretrain_ray(cfg, out, workers, gpus_per_worker, cpus_per_worker, max_failures, track,
-                                 tracking_uri, state))
+                                 register, tracking_uri, state))
         return
     if resume:
         if not config_file.is_file():
@@ -317,15 +318,20 @@ def _dist_settings(cfg, workers: int, gpus: float, cpus: float, max_failures: in
                          state)
 
 
-def _pretrain_ray(cfg, out: Path, workers, gpus, cpus, max_failures, track, tracking_uri, state) -> dict:
-    from simsiam.distributed import pretrain_distributed
+def _pretrain_ray(cfg, out: Path, workers, gpus, cpus, max_failures, track, register, tracking_uri, state) -> dict:
+    from simsiam import jobs
 
-    dist = _dist_settings(cfg, workers, gpus, cpus, max_failures, track, tracking_uri, state)
-    res = pretrain_distributed(cfg, dist, name=out.name)
-    if res.error:
-        raise SimSiamError(f"distributed training failed after {max_failures} restarts: {res.error[:300]}")
-    return {"out": str(out), "ray_run": res.name, "checkpoint": f"s3://{res.checkpoint_path}",
-            "mlflow_run_id": res.run_id, "workers": workers, **res.metrics}
+    uri = _tracking_uri(tracking_uri, state) if track else None
+    res = jobs.pretrain(cfg, out, uri, out.name, state, workers=workers, gpus_per_worker=gpus,
+                        cpus_per_worker=cpus, max_failures=max_failures)
+    summary = {"out": str(out), "mlflow_run_id": res.pop("run_id"), **res}
+    if track and register:  # probe the final checkpoint, log the models to the run, gate champion
+        metrics = jobs.evaluate(cfg, checkpoint=res["checkpoint"], tracking_uri=uri, run_id=summary["mlflow_run_id"],
+                                state=state)
+        summary.update({k: v for k, v in metrics.items() if "/" in k})
+        summary["registry"] = jobs.register(cfg, summary["mlflow_run_id"], res["checkpoint"], metrics["probe/top1"],
+                                            bool(res["collapsed"]), uri, state)
+    return summary
 
 
 @app.command()

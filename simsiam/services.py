@@ -340,6 +340,11 @@ def start_prefect(state_path: str | Path | None = None, pool: str = "local", wor
         _write_private(_prefect_file(state), json.dumps(info))
     env["PREFECT_API_URL"] = info["api_url"]
     env["SIMSIAM_STATE"] = str(state)  # flow runs use this node's embedded S3/MLflow
+    # Create the pool before the worker does, so `prefect deploy` right after this finds it.
+    made = subprocess.run([prefect, "work-pool", "create", pool, "--type", "process"], env=env, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    if made.returncode != 0 and "already exists" not in made.stdout + made.stderr:
+        raise StorageError(f"could not create Prefect work pool {pool!r}: {(made.stdout + made.stderr).strip()[-300:]}")
     if worker and not _pid_alive(info.get("worker_pid")):
         log = (state / "logs" / "prefect-worker.out").open("ab")
         # cwd: the project root, so deployments' relative entrypoints and pull steps resolve

@@ -34,3 +34,18 @@ def test_quality_prints_curve_and_baselines():
     for key in ("trained", "random_init"):
         assert 10 <= out[key]["knn/top1"] <= 100 and 10 <= out[key]["probe/top1"] <= 100
     assert 60 <= out["raw_pixels_linear/top1"] <= 95
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_pipeline_bench_splits_wall_time():
+    out = _json(["bench/pipeline.py", "--preset", "cpu-demo", "--subset", "256", "--set", "model.width=4",
+                 "--set", "model.dim=32", "--set", "model.pred_dim=8", "--set", "train.batch_size=64",
+                 "--set", "train.epochs=1", "--set", "eval.knn_every_epochs=0", "--set", "train.device=cpu",
+                 "--set", "tracking.system_metrics=false", "--set", "data.train_subset=null",
+                 "--set", "eval.probe_epochs=2"])
+    run = out["first_run"]
+    assert run["decision"] == "champion" and run["uploaded_objects"] > 0
+    assert all(run[k] > 0 for k in ("staging_s", "training_s", "evaluation_s", "registry_s"))
+    assert run["wall_s"] >= run["staging_s"] + run["training_s"] + run["evaluation_s"] + run["registry_s"]
+    assert out["ratio_pipeline_over_bare"] > 1

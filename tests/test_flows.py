@@ -131,3 +131,27 @@ def test_run_report_marks_collapse_and_redacts_credentials():
     assert "hunter2" not in md and "user:***@" in md
     healthy = run_report(cfg, staged, {"run_id": "r1", "collapsed": False}, None, None, None)
     assert "healthy" in healthy and "COLLAPSED" not in healthy
+
+
+@pytest.mark.slow
+def test_pipeline_sweep_mode_registers_best_trial(services, harness):
+    import os as _os
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.pipeline import pipeline
+
+    _os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    state, s3, ml = services
+    out = pipeline(overrides=TINY + ["tracking.experiment=flow-sweep", "model.backbone=resnet18"], subset=512,
+                   mode="sweep", sweep_lr=[0.06, 0.5], sweep_batch=[64], mlflow_uri=ml.tracking_uri, state=str(state))
+    client = MlflowClient(ml.tracking_uri)
+    run = client.get_run(out["run_id"])
+    assert run.data.tags["mlflow.runName"].startswith("trial-") and "mlflow.parentRunId" in run.data.tags
+    assert out["registered"]["decision"] == "champion"  # its own registered name (resnet18): first version
+    mv = client.get_model_version_by_alias(out["registered"]["name"], "champion")
+    assert mv.run_id == out["run_id"] and "probe/top1" in run.data.metrics
+    with get_client(sync_client=True) as pc:
+        table = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["simsiam-sweep-trials"])))
+    assert len(table) == 1 and table[0].type == "table"

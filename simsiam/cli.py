@@ -190,7 +190,8 @@ def models_ls(tracking_uri: TrackingUriOpt = None, state: StateOpt = None) -> No
     _print_table(list_models(MlflowClient(uri)), [
         ("name", "<36", lambda r: r["name"]), ("version", ">7", lambda r: r["version"]),
         ("aliases", "<22", lambda r: ",".join(r["aliases"]) or "-"),
-        ("probe/top1", ">10", lambda r: r["probe/top1"] or "-"), ("decision", "", lambda r: r["decision"] or "-"),
+        ("probe/top1", ">10", lambda r: f"{float(r['probe/top1']):.2f}" if r["probe/top1"] else "-"),
+        ("decision", "", lambda r: r["decision"] or "-"),
     ], empty="no registered models (run `simsiam pretrain --track`)")
 
 

@@ -374,7 +374,7 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
         reasons.append(f"probe/top1 {probe_top1:.2f} >= floor {floor:.2f}, not collapsed, "
                        + (f"beats champion v{champ.version} ({champ_probe:.2f})" if champ else "no previous champion"))
     decision = CHAMPION if promote else CHALLENGER
-    mv = mlflow.register_model(model_uri, name, tags={"probe/top1": f"{probe_top1:.4f}",
+    mv = mlflow.register_model(model_uri, name, tags={"probe/top1": repr(float(probe_top1)),
                                                       "collapsed": str(collapsed).lower(), "run_id": run_id})
     client.set_model_version_tag(name, mv.version, "gate.decision", decision)
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(reasons))

@@ -102,6 +102,12 @@ def test_gate_champion_challenger_collapsed_and_ui(server, small, run_a, fmnist_
     assert client.get_model_version_by_alias(name, "champion").version == g1["version"]
     assert client.get_model_version_by_alias(name, "challenger").version == g2["version"]
 
+    # A tie is not an improvement, at full precision (a 4-decimal tag once let 78.42000127 "beat" 78.4200).
+    tie = 78.42000126838684
+    t1 = register_and_gate(client, best.run_id, best.model_uris["backbone"], "simsiam-gate-tie", tie, False)
+    t2 = register_and_gate(client, worse.run_id, worse.model_uris["backbone"], "simsiam-gate-tie", tie, False)
+    assert t1["decision"] == "champion" and t2["decision"] == "challenger" and "does not beat" in t2["reasons"]
+
     # A collapsed run (stop-grad off, paper Fig. 2 settings of the slow test) is never promoted,
     # even with a probe number far above the champion's.
     _, rep_c, res_c, _ = _tracked_run(server, small, "loss.stop_grad=false", "model.bn=hidden", "optim.base_lr=1.0",

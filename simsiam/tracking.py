@@ -277,7 +277,9 @@ def log_models_to_run(tracking_uri: str, run_id: str, model: torch.nn.Module, cf
     check_server(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
-    status = client.get_run(run_id).info.status
+    info = client.get_run(run_id).info
+    status = info.status
+    mlflow.set_experiment(experiment_id=info.experiment_id)  # start_run(run_id) insists they match
     with mlflow.start_run(run_id=run_id, log_system_metrics=False):
         uris = log_models(model, cfg)
     if status != "RUNNING":  # start_run/end_run marked it FINISHED; keep what it was (e.g. KILLED)

@@ -11,8 +11,22 @@ from prefect.cache_policies import INPUTS, NONE, TASK_SOURCE
 from flows.common import inject_io_fault
 from simsiam import jobs
 from simsiam.config import Config
+from simsiam.errors import ConfigError, DataError
 
-IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 10, 30])
+
+def _transient(task, task_run, state) -> bool:
+    """Retry I/O failures (connections, S3, the tracking server), not bad input or bugs: a corrupt
+    checkpoint or a wrong config key fails at once instead of repeating a long evaluation."""
+    try:
+        state.result()
+    except (ConfigError, DataError, TypeError, ValueError, KeyError, AttributeError, MemoryError):
+        return False
+    except Exception:  # noqa: BLE001 - StorageError, TrackingError, ConnectionError, MlflowException ...
+        return True
+    return True
+
+
+IO_RETRIES = dict(retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=_transient)
 
 
 @task(task_run_name="version-{split}", cache_policy=NONE)

@@ -125,20 +125,29 @@ def run(
 
     if mode not in ("pretrain", "sweep"):
         raise SimSiamError(f"--mode must be pretrain or sweep, got {mode!r}")
-    cfg = load_config(preset, set_ or [])  # a bad preset/override fails here, before any service starts
+    from simsiam import jobs
+
+    def values(text: str | None, cast, opt: str) -> list | None:
+        try:
+            return [cast(v) for v in text.split(",") if v.strip()] if text else None
+        except ValueError:
+            raise SimSiamError(f"{opt} takes a comma list of numbers, got {text!r}") from None
+
+    sweep_lr, sweep_batch = values(lr, float, "--lr"), values(batch, int, "--batch")
+    # Bad input fails here with one line, before any service starts: config, then the local data.
+    cfg = load_config(preset, set_ or [])
+    for split in ("train", "test"):
+        jobs.local_source(cfg, split, subset)
     st = state_dir(state)
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or start_mlflow(st).tracking_uri
     for k, v in prefect_env(st).items():
         os.environ.setdefault(k, v)  # before Prefect is imported: its settings are read from the env
     os.environ.setdefault("SIMSIAM_STATE", str(st))
 
-    def values(text: str | None, cast) -> list | None:
-        return [cast(v) for v in text.split(",") if v.strip()] if text else None
-
     from flows.pipeline import pipeline
 
     out = pipeline(config=cfg, mode=mode, subset=subset, workers=workers, gpus_per_worker=gpus_per_worker,
-                   sweep_lr=values(lr, float), sweep_batch=values(batch, int), mlflow_uri=uri, state=str(st))
+                   sweep_lr=sweep_lr, sweep_batch=sweep_batch, mlflow_uri=uri, state=str(st))
     reg = out.get("registered") or {}
     prefect_ui = os.environ.get("PREFECT_UI_URL") or (os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None)
     where = {

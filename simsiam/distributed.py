@@ -52,9 +52,21 @@ class DistSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def init_ray(num_cpus: int | None = None) -> None:
+def export_credentials(settings: S3Settings | None) -> None:
+    """Explicit S3 keys (the embedded SeaweedFS) go to this process's AWS environment, never into
+    the pyarrow filesystem object: Ray pickles RunConfig, filesystem included, into the bucket
+    (Tune's tuner.pkl). From the environment the AWS chain finds them here and in the Ray
+    workers of a local Ray started afterwards; cluster nodes use their own chain (IAM roles)."""
+    if settings is not None and settings.access_key:
+        os.environ["AWS_ACCESS_KEY_ID"] = settings.access_key
+        os.environ["AWS_SECRET_ACCESS_KEY"] = settings.secret_key or ""
+
+
+def init_ray(num_cpus: int | None = None, storage: S3Settings | None = None) -> None:
     """Connect to $RAY_ADDRESS if set, else start a local Ray (its dashboard serves the State API
-    that Ray Train polls; it binds 127.0.0.1)."""
+    that Ray Train polls; it binds 127.0.0.1). `storage` credentials are exported first, so the
+    local workers inherit them."""
+    export_credentials(storage)
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
@@ -73,8 +85,7 @@ def storage_filesystem(settings: S3Settings):
     if settings.endpoint_url:
         scheme, _, host = settings.endpoint_url.partition("://")
         kwargs.update(endpoint_override=host, scheme=scheme)
-    if settings.access_key:
-        kwargs.update(access_key=settings.access_key, secret_key=settings.secret_key)
+    export_credentials(settings)  # keys from the environment, not pickled with the filesystem
     return pafs.S3FileSystem(**kwargs)
 
 
@@ -200,7 +211,7 @@ class DistResult:
 
 def pretrain_distributed(cfg: Config, dist: DistSettings, name: str | None = None) -> DistResult:
     """Data-parallel pretraining on Ray Train. Re-using `name` with the same storage resumes that run."""
-    init_ray()
+    init_ray(storage=dist.storage)
     name = name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     run_id = None
     if dist.tracking_uri:
@@ -209,7 +220,14 @@ def pretrain_distributed(cfg: Config, dist: DistSettings, name: str | None = Non
         run_id = create_run(dist.tracking_uri, dist.experiment, name)
     trainer = TorchTrainer(_worker_loop, train_loop_config=_loop_config(cfg, dist, run_id=run_id, run_name=name),
                            scaling_config=_scaling(dist), run_config=_run_config(name, dist))
-    result = trainer.fit()
+    try:
+        result = trainer.fit()  # Ray 2.60 raises when training fails for good (after max_failures restarts)
+    except Exception as exc:  # noqa: BLE001 - reported as DistResult.error; the caller decides
+        if run_id:
+            from simsiam.tracking import end_run
+
+            end_run(dist.tracking_uri, run_id, "FAILED")
+        return DistResult(name, {}, None, run_id, f"{type(exc).__name__}: {str(exc)[:500]}")
     if run_id:
         from simsiam.tracking import end_run
 

@@ -251,9 +251,9 @@ def register(cfg: Config, run_id: str, checkpoint: str, probe_top1: float, colla
 
     from simsiam.tracking import log_models_to_run, model_version_url, register_and_gate, registered_name
 
-    model, _ = model_from_checkpoint(checkpoint, state, cfg)
-    uris = log_models_to_run(tracking_uri, run_id, model, cfg)
-    name = registered_name(cfg)
+    model, trained_cfg = model_from_checkpoint(checkpoint, state, cfg)  # a sweep trial may differ from cfg
+    uris = log_models_to_run(tracking_uri, run_id, model, trained_cfg)
+    name = registered_name(trained_cfg)
     gate = register_and_gate(MlflowClient(tracking_uri), run_id, uris["backbone"], name, probe_top1, collapsed,
                              cfg.tracking.promote_floor)
     return {**gate, "model_uri": uris["backbone"], "alias_uri": f"models:/{name}@{gate['decision']}",

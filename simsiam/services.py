@@ -45,11 +45,14 @@ class S3Service:
 
 
 def _write_private(path: Path, text: str) -> None:
+    """Mode 0600 from the start, and atomic: a concurrent reader sees the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
-    os.chmod(path, 0o600)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 def s3_credentials(state: Path) -> tuple[str, str]:
@@ -321,6 +324,8 @@ def start_prefect(state_path: str | Path | None = None, pool: str = "local", wor
     (state / "logs").mkdir(parents=True, exist_ok=True)
     info = json.loads(_prefect_file(state).read_text()) if _prefect_file(state).exists() else {}
     if not status["running"]:
+        if _pid_alive(info.get("worker_pid")):  # a worker left polling a dead server: replace it, not orphan it
+            _terminate(info["worker_pid"], 20.0, first=signal.SIGINT)
         port = info.get("port") if info.get("port") and _port_free(info["port"]) else _free_ports(1)[0]
         env.pop("PREFECT_API_URL", None)
         log = (state / "logs" / "prefect-server.out").open("ab")

@@ -71,7 +71,7 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
     repeated `samples` times; lr follows base_lr x batch/256 through the config."""
     import ray
 
-    init_ray()
+    init_ray(storage=dist.storage)
     # ASHA needs the kNN metric in every report; reports happen at epoch ends only.
     cfg = override_config(cfg, ["eval.knn_every_epochs=1", "train.checkpoint_every_steps=null"])
     name = name or f"sweep-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"

@@ -280,11 +280,14 @@ def log_models_to_run(tracking_uri: str, run_id: str, model: torch.nn.Module, cf
     info = client.get_run(run_id).info
     status = info.status
     mlflow.set_experiment(experiment_id=info.experiment_id)  # start_run(run_id) insists they match
-    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-        uris = log_models(model, cfg)
-    if status != "RUNNING":  # start_run/end_run marked it FINISHED; keep what it was (e.g. KILLED)
-        client.set_terminated(run_id, status)
-    return uris
+    try:
+        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+            return log_models(model, cfg)
+    finally:
+        # leaving start_run marks the run FINISHED (FAILED on an error); keep what it was, so a
+        # retried attempt does not leave a successful run FAILED
+        if status != "RUNNING":
+            client.set_terminated(run_id, status)
 
 
 def log_metrics_to_run(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
@@ -356,7 +359,7 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
         existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except MlflowException:
         existing = []
-    if existing:
+    if existing and existing[0].tags.get("gate.decision"):
         v = existing[0]
         return {"name": name, "version": v.version, "decision": v.tags.get("gate.decision"), "noop": True,
                 "reasons": v.tags.get("gate.reasons", "")}
@@ -376,8 +379,10 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
         reasons.append(f"probe/top1 {probe_top1:.2f} >= floor {floor:.2f}, not collapsed, "
                        + (f"beats champion v{champ.version} ({champ_probe:.2f})" if champ else "no previous champion"))
     decision = CHAMPION if promote else CHALLENGER
-    mv = mlflow.register_model(model_uri, name, tags={"probe/top1": repr(float(probe_top1)),
-                                                      "collapsed": str(collapsed).lower(), "run_id": run_id})
+    # A version registered by an attempt that died before its gate tags is gated now, not registered twice.
+    mv = existing[0] if existing else mlflow.register_model(
+        model_uri, name, tags={"probe/top1": repr(float(probe_top1)), "collapsed": str(collapsed).lower(),
+                               "run_id": run_id})
     client.set_model_version_tag(name, mv.version, "gate.decision", decision)
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(reasons))
     client.update_model_version(name, mv.version, description=f"gate: {decision}: " + "; ".join(reasons))

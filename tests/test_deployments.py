@@ -29,7 +29,7 @@ def test_prefect_yaml_deploys_and_worker_runs_stage_data(tmp_path):
         assert info["running"] and info["worker_pid"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update(PREFECT_API_URL=info["api_url"], PREFECT_HOME=str(state / "prefect"),
-                   PREFECT_SERVER_ANALYTICS_ENABLED="false", PWD=str(ROOT))
+                   PREFECT_SERVER_ANALYTICS_ENABLED="false")
         prefect = str(Path(sys.executable).parent / "prefect")
         r = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=300)
@@ -42,6 +42,8 @@ def test_prefect_yaml_deploys_and_worker_runs_stage_data(tmp_path):
         assert crons["stage-data"] == []
         assert deps["nightly-pipeline"]["work_pool_name"] == "local"
         assert deps["weekly-sweep"]["parameters"]["mode"] == "sweep"
+        pull = deps["stage-data"]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]
+        assert Path(pull["directory"]) == ROOT  # recorded from where `prefect deploy` ran
 
         # The worker (started by start_prefect with SIMSIAM_STATE) picks the run up and stages to the
         # state dir's embedded S3.

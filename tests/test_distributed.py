@@ -25,7 +25,8 @@ def stack(tmp_path_factory):
     state = tmp_path_factory.mktemp("raystate")
     s3 = start_s3(state)
     ml = start_mlflow(state)
-    init_ray(num_cpus=2)
+    init_ray(num_cpus=2, storage=S3Settings(endpoint_url=s3.endpoint_url, access_key=s3.access_key,
+                                            secret_key=s3.secret_key))
     yield state, s3, ml
     ray.shutdown()
     stop_mlflow(state)
@@ -108,6 +109,11 @@ def test_sweep_asha_and_collapse_stopper(stack):
     assert len(children) == 4 and all(c.info.status != "RUNNING" for c in children)
     assert sum(c.data.tags.get("simsiam.collapsed") == "true" for c in children) >= 1
     assert "sweep_results.md" in {a.path for a in client.list_artifacts(res.parent_run_id)}
+    # Ray pickles the run config (storage filesystem included) into the bucket: no key may be in it.
+    store = open_store(dist.storage)
+    objects = [o for o in store.list_keys(f"ray/{res.name}") if o["Size"] < 20_000_000]
+    assert any(o["Key"].endswith("tuner.pkl") for o in objects)
+    assert not [o["Key"] for o in objects if s3.secret_key.encode() in store.get_bytes(o["Key"])]
 
 
 def test_cli_pretrain_on_ray_workers(stack, tmp_path):

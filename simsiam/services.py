@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simsiam.errors import StorageError
+from simsiam.redact import redact
 
 S3_PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
                  "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")
@@ -136,6 +137,26 @@ def s3_status(state_path: str | Path | None = None) -> dict:
             "state_dir": str(state)}
 
 
+def _spawn_server(name: str, cmd: list[str], state: Path, log_name: str, ready, where: str, timeout: float,
+                  env: dict | None = None, poll: float = 0.3) -> subprocess.Popen:
+    """Start a server in its own session (Ctrl-C in the user's shell does not kill it; `simsiam down`
+    does), logging to state/logs/<log_name>, and wait until `ready()`; a clear error if it exits or
+    does not answer in time."""
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    log_path = state / "logs" / log_name
+    proc = subprocess.Popen(cmd, stdout=log_path.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env, start_new_session=True, cwd=state)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            raise StorageError(f"{name} exited with code {proc.returncode} at start; see {log_path}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGTERM)
+            raise StorageError(f"{name} did not answer at {where} within {timeout:.0f}s; see {state / 'logs'}")
+        time.sleep(poll)
+    return proc
+
+
 def start_s3(state_path: str | Path | None = None, buckets: tuple[str, ...] = DEFAULT_BUCKETS,
              timeout: float = 30.0) -> S3Service:
     """Start (or reuse) SeaweedFS S3 bound to 127.0.0.1. Ports of an earlier start are reused when
@@ -152,25 +173,14 @@ def start_s3(state_path: str | Path | None = None, buckets: tuple[str, ...] = DE
                                   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
     _write_private(state / "s3" / "identities.json", json.dumps(identities))
     (state / "s3" / "data").mkdir(parents=True, exist_ok=True)
-    (state / "logs").mkdir(parents=True, exist_ok=True)
     cmd = [_weed_binary(), f"-logdir={state / 'logs'}", "mini", f"-dir={state / 's3' / 'data'}",
            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={state / 's3' / 'identities.json'}",
            f"-bucket={','.join(buckets)}"]
     cmd += [f"-{flag}={port}" for flag, port in zip(S3_PORT_FLAGS, ports)]
-    log = (state / "logs" / "weed.out").open("ab")
-    # Own session: Ctrl-C in the user's shell does not kill the server; `simsiam down` does.
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, cwd=state)
     endpoint = f"http://127.0.0.1:{ports[S3_PORT_FLAGS.index('s3.port')]}"
-    deadline = time.monotonic() + timeout
-    while not s3_answers(endpoint, timeout=0.5):
-        if proc.poll() is not None:
-            raise StorageError(f"SeaweedFS exited with code {proc.returncode} at start; see {state / 'logs' / 'weed.out'}")
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise StorageError(f"SeaweedFS S3 did not answer at {endpoint} within {timeout:.0f}s; see {state / 'logs'}")
-        time.sleep(0.2)
+    proc = _spawn_server("SeaweedFS S3", cmd, state, "weed.out", lambda: s3_answers(endpoint, timeout=0.5), endpoint,
+                         timeout, poll=0.2)
     _write_private(_service_file(state), json.dumps({"pid": proc.pid, "endpoint_url": endpoint, "ports": ports}))
     return S3Service(endpoint, access, secret, proc.pid, state)
 
@@ -250,30 +260,13 @@ def start_mlflow(state_path: str | Path | None = None, backend_store_uri: str | 
            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required", "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
            # job execution spawns helper processes worth ~2 GB RSS that a local run does not need
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    (state / "logs").mkdir(parents=True, exist_ok=True)
     (state / "mlflow").mkdir(parents=True, exist_ok=True)
-    log = (state / "logs" / "mlflow.out").open("ab")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                            start_new_session=True, cwd=state)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while not http_ok(uri + "/health"):
-        if proc.poll() is not None:
-            raise StorageError(f"mlflow server exited with code {proc.returncode} at start; see {state / 'logs' / 'mlflow.out'}")
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, signal.SIGTERM)
-            raise StorageError(f"mlflow server did not answer at {uri} within {timeout:.0f}s; see {state / 'logs'}")
-        time.sleep(0.3)
+    proc = _spawn_server("mlflow server", cmd, state, "mlflow.out", lambda: http_ok(uri + "/health"), uri, timeout,
+                         env=env)
     _write_private(_mlflow_file(state), json.dumps({"pid": proc.pid, "tracking_uri": uri, "port": port,
-                                                    "backend_store_uri": _redact_uri(backend)}))
+                                                    "backend_store_uri": redact(backend)}))
     return MlflowService(uri, proc.pid, state)
-
-
-def _redact_uri(uri: str) -> str:
-    """postgresql://user:secret@host/db -> postgresql://user:***@host/db"""
-    import re
-
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", uri)
 
 
 def stop_mlflow(state_path: str | Path | None = None, timeout: float = 15.0) -> bool:
@@ -328,19 +321,10 @@ def start_prefect(state_path: str | Path | None = None, pool: str = "local", wor
             _terminate(info["worker_pid"], 20.0, first=signal.SIGINT)
         port = info.get("port") if info.get("port") and _port_free(info["port"]) else _free_ports(1)[0]
         env.pop("PREFECT_API_URL", None)
-        log = (state / "logs" / "prefect-server.out").open("ab")
-        proc = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                cwd=state)
         api = f"http://127.0.0.1:{port}/api"
-        deadline = time.monotonic() + timeout
-        while not http_ok(api + "/health"):
-            if proc.poll() is not None:
-                raise StorageError(f"prefect server exited with code {proc.returncode}; see {state / 'logs'}")
-            if time.monotonic() > deadline:
-                os.killpg(proc.pid, signal.SIGTERM)
-                raise StorageError(f"prefect server did not answer at {api} within {timeout:.0f}s; see {state / 'logs'}")
-            time.sleep(0.5)
+        proc = _spawn_server("prefect server", [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                             state, "prefect-server.out", lambda: http_ok(api + "/health"), api, timeout, env=env,
+                             poll=0.5)
         info = {"pid": proc.pid, "port": port, "api_url": api, "ui_url": f"http://127.0.0.1:{port}", "pool": pool}
         _write_private(_prefect_file(state), json.dumps(info))
     env["PREFECT_API_URL"] = info["api_url"]

@@ -20,16 +20,6 @@ def resolve_config(preset: str, overrides: list[str] | None, config: Config | No
     return override_config(cfg, list(overrides or []))
 
 
-def tracking_uri(uri: str | None, state: str | None) -> str:
-    """The given URI, $MLFLOW_TRACKING_URI, or the embedded MLflow server (started if needed)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    from simsiam.services import start_mlflow
-
-    return start_mlflow(state).tracking_uri
-
-
 def store_where(cfg: Config, state: str | None) -> str:
     """endpoint/bucket of the store this config stages to (part of the staging cache key)."""
     from simsiam.jobs import open_store

@@ -8,7 +8,7 @@ from typing import Literal
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import DEFAULT_PRESET, resolve_config, run_name, tracking_uri
+from flows.common import DEFAULT_PRESET, resolve_config, run_name
 from flows.evaluate import evaluate
 from flows.pretrain import pretrain
 from flows.report import run_report
@@ -16,6 +16,7 @@ from flows.stage import stage_data
 from flows.sweep import sweep
 from flows.tasks import register_encoder
 from simsiam.config import Config
+from simsiam.jobs import tracking_uri
 from simsiam.errors import SimSiamError
 from simsiam.jobs import with_staged
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import DEFAULT_PRESET, out_dir, progress, resolve_config, run_name, tracking_uri
+from flows.common import DEFAULT_PRESET, out_dir, progress, resolve_config, run_name
 from flows.tasks import train_encoder
 from simsiam.config import Config
+from simsiam.jobs import tracking_uri
 
 
 @flow(name="pretrain", flow_run_name=run_name("pretrain"), log_prints=True)

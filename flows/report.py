@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import math
-import re
 
 from simsiam.config import Config
-
-
-def _redact(text: str) -> str:
-    return re.sub(r"(//[^:/@\s]+:)[^@\s]*@", r"\1***@", text)
+from simsiam.redact import redact as _redact
 
 
 def _fmt(v) -> str:

@@ -6,9 +6,10 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 
-from flows.common import DEFAULT_PRESET, resolve_config, run_name, tracking_uri
+from flows.common import DEFAULT_PRESET, resolve_config, run_name
 from flows.report import trial_table
 from simsiam.config import Config
+from simsiam.jobs import tracking_uri
 
 
 @task(task_run_name="ray-tune-sweep", cache_policy=NONE)

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from simsiam import jobs
 from simsiam.errors import SimSiamError
 
 app = typer.Typer(
@@ -31,17 +32,6 @@ app.add_typer(models_app, name="models")
 TrackingUriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow server [default: $MLFLOW_TRACKING_URI or the embedded one]")]
 
 
-def _tracking_uri(uri: str | None, state: Path | None = None) -> str:
-    import os
-
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    from simsiam.services import start_mlflow
-
-    return start_mlflow(state).tracking_uri
-
-
 def _echo_json(obj: dict) -> None:
     typer.echo(json.dumps(obj, indent=2, sort_keys=True))
 
@@ -54,18 +44,6 @@ def _print_table(rows: list[dict], columns: list[tuple], empty: str) -> None:
     typer.echo("  ".join(f"{h:{spec}}" for h, spec, _ in columns).rstrip())
     for r in rows:
         typer.echo("  ".join(f"{str(fn(r)):{spec}}" for _, spec, fn in columns).rstrip())
-
-
-def _store(cfg, state: Path | None = None):
-    from simsiam.jobs import open_store
-
-    return open_store(cfg, state)
-
-
-def _sources(cfg, need_test: bool):
-    from simsiam.jobs import sources
-
-    return sources(cfg, need_test)
 
 
 @app.command()
@@ -125,7 +103,6 @@ def run(
 
     if mode not in ("pretrain", "sweep"):
         raise SimSiamError(f"--mode must be pretrain or sweep, got {mode!r}")
-    from simsiam import jobs
 
     def values(text: str | None, cast, opt: str) -> list | None:
         try:
@@ -177,7 +154,6 @@ def stage(
 ) -> None:
     """Stage a dataset split to S3 as a content-addressed version (Parquet shards + manifest.json).
     Re-staging the same data uploads nothing; an interrupted staging resumes."""
-    from simsiam import jobs
     from simsiam.config import load_config, override_config
 
     cfg = load_config(preset, set_ or [])
@@ -194,7 +170,7 @@ def models_ls(tracking_uri: TrackingUriOpt = None, state: StateOpt = None) -> No
 
     from simsiam.tracking import check_server, list_models
 
-    uri = _tracking_uri(tracking_uri, state)
+    uri = jobs.tracking_uri(tracking_uri, state)
     check_server(uri)
     _print_table(list_models(MlflowClient(uri)), [
         ("name", "<36", lambda r: r["name"]), ("version", ">7", lambda r: r["version"]),
@@ -216,7 +192,7 @@ def models_promote(
 
     from simsiam.tracking import check_server, promote
 
-    uri = _tracking_uri(tracking_uri, state)
+    uri = jobs.tracking_uri(tracking_uri, state)
     check_server(uri)
     _echo_json(promote(MlflowClient(uri), name, version))
 
@@ -227,7 +203,7 @@ def data_ls(preset: PresetOpt = "cpu-demo", set_: SetOpt = None, state: StateOpt
     from simsiam.config import load_config
     from simsiam.storage import list_datasets
 
-    _print_table(list_datasets(_store(load_config(preset, set_ or []), state)), [
+    _print_table(list_datasets(jobs.open_store(load_config(preset, set_ or []), state)), [
         ("name", "<28", lambda r: r["name"]), ("version", "<18", lambda r: r["version"]),
         ("split", "<6", lambda r: r["split"]), ("samples", ">8", lambda r: r["samples"]),
         ("shards", ">6", lambda r: r["shards"]), ("MB", ">8", lambda r: f"{r['bytes'] / 2**20:.1f}"),
@@ -298,11 +274,11 @@ def pretrain(
     if track:
         from simsiam.tracking import MlflowReporter, check_server
 
-        uri = _tracking_uri(tracking_uri, state)
+        uri = jobs.tracking_uri(tracking_uri, state)
         check_server(uri)  # before any training: a dead server is a clear error now, not after an hour
-    train_src, test_src = _sources(cfg, need_test=cfg.eval.knn_every_epochs > 0 or (track and register))
+    train_src, test_src = jobs.sources(cfg, need_test=cfg.eval.knn_every_epochs > 0 or (track and register))
     if track:
-        tracker = MlflowReporter(uri, cfg.tracking.experiment, run_name=out.name, dataset=_dataset_info(cfg, train_src),
+        tracker = MlflowReporter(uri, cfg.tracking.experiment, run_name=out.name, dataset=jobs.dataset_info(cfg, train_src),
                                  flush_every=cfg.tracking.flush_every_steps, system_metrics=cfg.tracking.system_metrics,
                                  unsent_path=out / "metrics-unsent.jsonl")
         reporters.append(tracker)
@@ -320,18 +296,9 @@ def pretrain(
     _echo_json(summary)
 
 
-def _dist_settings(cfg, workers: int, gpus: float, cpus: float, max_failures: int, track: bool,
-                   tracking_uri: str | None, state: Path | None):
-    from simsiam.jobs import dist_settings
-
-    return dist_settings(cfg, workers, gpus, cpus, max_failures, _tracking_uri(tracking_uri, state) if track else None,
-                         state)
-
-
 def _pretrain_ray(cfg, out: Path, workers, gpus, cpus, max_failures, track, register, tracking_uri, state) -> dict:
-    from simsiam import jobs
 
-    uri = _tracking_uri(tracking_uri, state) if track else None
+    uri = jobs.tracking_uri(tracking_uri, state) if track else None
     res = jobs.pretrain(cfg, out, uri, out.name, state, workers=workers, gpus_per_worker=gpus,
                         cpus_per_worker=cpus, max_failures=max_failures)
     summary = {"out": str(out), "mlflow_run_id": res.pop("run_id"), **res}
@@ -381,16 +348,11 @@ def sweep(
 
         for v in vals:
             override_config(cfg, [f"{key}={v}"])  # reject a bad value before any trial starts
-    dist = _dist_settings(cfg, workers_per_trial, gpus_per_worker, cpus_per_worker, 0, track, tracking_uri, state)
+    uri = jobs.tracking_uri(tracking_uri, state) if track else None
+    dist = jobs.dist_settings(cfg, workers_per_trial, gpus_per_worker, cpus_per_worker, 0, uri, state)
     res = run_sweep(cfg, space, dist, samples=samples, collapse_threshold=collapse_threshold)
     typer.echo(format_table(res.rows))
     _echo_json({"sweep": res.name, "parent_run_id": res.parent_run_id, "best": res.best})
-
-
-def _dataset_info(cfg, source) -> dict:
-    from simsiam.jobs import dataset_info
-
-    return dataset_info(cfg, source)
 
 
 def _track_finish(cfg, tracker, result, train_src, test_src, register: bool) -> dict:
@@ -398,10 +360,10 @@ def _track_finish(cfg, tracker, result, train_src, test_src, register: bool) -> 
 
     from simsiam.engine import resolve_device
     from simsiam.evaluation import evaluate_backbone
-    from simsiam.tracking import register_and_gate, registered_name
+    from simsiam.tracking import register_and_gate, registered_name, run_url
 
     out = {"mlflow_run_id": tracker.run_id,
-           "mlflow_run_url": f"{tracker.tracking_uri}/#/experiments/{_experiment_id(tracker)}/runs/{tracker.run_id}"}
+           "mlflow_run_url": run_url(tracker.tracking_uri, tracker.run_id)}
     if register and "backbone" in tracker.model_uris:
         metrics = evaluate_backbone(result.model.backbone, cfg, train_src, test_src, resolve_device(cfg.train.device))
         tracker.log_eval(metrics)
@@ -412,12 +374,6 @@ def _track_finish(cfg, tracker, result, train_src, test_src, register: bool) -> 
         out["registry"] = gate
     tracker.finish()
     return out
-
-
-def _experiment_id(tracker) -> str:
-    import mlflow
-
-    return mlflow.get_experiment_by_name(tracker.experiment).experiment_id
 
 
 @app.command()
@@ -441,7 +397,7 @@ def probe(
         load_weights(model, ckpt["model"], checkpoint)
     device = resolve_device(cfg.train.device)
     model.to(device)
-    train_src, test_src = _sources(cfg, need_test=True)
+    train_src, test_src = jobs.sources(cfg, need_test=True)
     metrics = evaluate_backbone(model.backbone, cfg, train_src, test_src, device)
     _echo_json({"checkpoint": str(checkpoint), "step": ckpt["step"], "random_init": random_init,
                 "train_images": len(train_src), "test_images": len(test_src), **metrics})

@@ -26,7 +26,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer  # noqa: E402
 
 from simsiam.config import Config, override_config, validate_config  # noqa: E402
-from simsiam.engine import CHECKPOINT_NAME, Reporter, TrainResult, train  # noqa: E402
+from simsiam.engine import CHECKPOINT_NAME, Reporter, train  # noqa: E402
 from simsiam.storage.client import S3Settings  # noqa: E402
 
 COLLAPSE_RATIO = 0.1

@@ -11,12 +11,13 @@ training) or `s3://<bucket>/<key>/checkpoint.pt` (Ray Train runs and sweep trial
 from __future__ import annotations
 
 import io
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from simsiam.config import Config, override_config, validate_config
-from simsiam.errors import DataError, SimSiamError
+from simsiam.errors import SimSiamError
 
 
 # --------------------------------------------------------------------------- data
@@ -96,6 +97,19 @@ def dataset_info(cfg: Config, source) -> dict:
     if ref is not None:
         return {"name": ref.name, "version": ref.version, "uri": ref.uri, "manifest_uri": ref.manifest_uri}
     return {"name": cfg.data.dataset, "source": "local files", "samples": len(source)}
+
+
+# --------------------------------------------------------------------------- services
+
+
+def tracking_uri(uri: str | None = None, state: str | Path | None = None) -> str:
+    """The given URI, $MLFLOW_TRACKING_URI, or the embedded MLflow server (started if needed)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    from simsiam.services import start_mlflow
+
+    return start_mlflow(state).tracking_uri
 
 
 # --------------------------------------------------------------------------- training
@@ -268,9 +282,3 @@ def with_staged(cfg: Config, train: dict | None, test: dict | None) -> Config:
     if test:
         sets.append(f"data.test_source={test['spec']}")
     return override_config(cfg, sets) if sets else cfg
-
-
-def require(value: Any, what: str) -> Any:
-    if value is None:
-        raise DataError(f"{what} is missing")
-    return value

@@ -13,7 +13,6 @@ import copy
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -39,17 +38,13 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from simsiam.config import Config  # noqa: E402
 from simsiam.engine import Reporter, TrainResult  # noqa: E402
 from simsiam.errors import SimSiamError  # noqa: E402
+from simsiam.redact import redact as _redact  # noqa: E402
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 class TrackingError(SimSiamError):
     """The tracking server is unreachable, or a model/alias does not exist."""
-
-
-def _redact(value: Any) -> Any:
-    """Strip credentials embedded in URIs (scheme://user:secret@host)."""
-    return re.sub(r"(//[^:/@\s]+:)[^@\s]*@", r"\1***@", value) if isinstance(value, str) else value
 
 
 def check_server(tracking_uri: str, timeout: float = 5.0) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from simsiam.data import ImageSource, cache_dir
-from simsiam.errors import DataError, StorageError
+from simsiam.errors import DataError
 from simsiam.storage.client import ObjectStore
 from simsiam.storage.shards import decode_image, read_shard, sha256
 from simsiam.storage.staging import MANIFEST, DatasetRef

@@ -31,7 +31,8 @@ class ModelConfig(_Section):
 
     backbone: Backbone = "resnet18_cifar"
     width: int = Field(64, ge=4, description="ResNet base width; 64 is torchvision's, smaller is a thin CPU net")
-    in_channels: Literal[1, 3] = Field(3, description="input channels the backbone expects (grey data is repeated to 3)")
+    in_channels: Literal[1, 3] = Field(3, description="input channels the backbone expects "
+                                                      "(grey data is repeated to 3)")
     proj_layers: Literal[2, 3] = Field(3, description="3 for ImageNet, 2 for CIFAR-size images (App. D)")
     proj_hidden: int | None = Field(None, ge=1, description="projector hidden dim; default d (paper: 2048)")
     dim: int = Field(2048, ge=2, description="projection/prediction output dim d")
@@ -86,7 +87,8 @@ class StorageConfig(_Section):
     """S3 object store. Credentials are NOT config: they come from the AWS chain (env, profile,
     instance role) or, for the embedded SeaweedFS, from the state dir."""
 
-    endpoint_url: str | None = Field(None, description="S3 endpoint; None = $SIMSIAM_S3_ENDPOINT or the embedded SeaweedFS")
+    endpoint_url: str | None = Field(None, description="S3 endpoint; None = $SIMSIAM_S3_ENDPOINT or the embedded "
+                                                        "SeaweedFS")
     bucket: str = Field("data", min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
     region: str = "us-east-1"
     shard_size: int = Field(10_000, ge=1, description="samples per Parquet shard")
@@ -111,10 +113,9 @@ class TrainConfig(_Section):
     channels_last: bool = False
     amp: Literal["none", "bf16", "fp16"] = "none"
     compile: bool = False
-    checkpoint_every_steps: int | None = Field(None, ge=1, description="also checkpoint every N steps (default: each epoch)")
+    checkpoint_every_steps: int | None = Field(None, ge=1, description="also checkpoint every N steps "
+                                                                        "(default: each epoch)")
     log_every_steps: int = Field(1, ge=1)
-    fail_at_step: int | None = Field(None, ge=1, description="testing only: the last rank raises once at this step "
-                                                              "in a run that did not resume (fault-tolerance tests)")
 
 
 class EvalConfig(_Section):
@@ -131,6 +132,15 @@ class EvalConfig(_Section):
     feature_batch_size: int = Field(512, ge=1)
 
 
+class FaultsConfig(_Section):
+    """Fault injection for tests and chaos drills (see `simsiam.faults`); off by default."""
+
+    fail_at_step: int | None = Field(None, ge=1, description="the last rank raises once at this step, in a run "
+                                                              "that did not resume: a crash mid-training")
+    weights_digest_dir: str | None = Field(None, description="each rank writes rank<N>.sha256 of its parameters "
+                                                             "here at the end (data-parallel ranks must agree)")
+
+
 class Config(_Section):
     name: str = "simsiam"
     model: ModelConfig = ModelConfig()
@@ -141,6 +151,7 @@ class Config(_Section):
     eval: EvalConfig = EvalConfig()
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
+    faults: FaultsConfig = FaultsConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
@@ -245,9 +256,19 @@ def _section_for(loc: Sequence[Any]) -> type[BaseModel] | None:
     return model
 
 
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """Configs saved before `faults` had its own section (checkpoints, config.yaml of old runs)."""
+    train = data.get("train")
+    if isinstance(train, dict) and "fail_at_step" in train:
+        train = dict(train)
+        faults = {"fail_at_step": train.pop("fail_at_step"), **(data.get("faults") or {})}
+        data = {**data, "train": train, "faults": faults}
+    return data
+
+
 def validate_config(data: dict[str, Any]) -> Config:
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(_upgrade(data))
     except ValidationError as exc:
         msgs = [_format_error(e) for e in exc.errors()]
         raise ConfigError("invalid config: " + "; ".join(msgs)) from None

@@ -118,7 +118,8 @@ def read_idx(path: Path) -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected = header + int(np.prod(dims)) * dtype.itemsize
     if len(raw) != expected:
-        raise DataError(f"IDX file {path} is truncated or padded: {len(raw)} bytes, expected {expected} for shape {dims}")
+        raise DataError(f"IDX file {path} is truncated or padded: {len(raw)} bytes, expected {expected} "
+                        f"for shape {dims}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 

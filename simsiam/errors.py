@@ -15,3 +15,7 @@ class DataError(SimSiamError):
 
 class StorageError(SimSiamError):
     """Object storage is unreachable or refuses access."""
+
+
+class ServiceError(SimSiamError):
+    """An embedded service (SeaweedFS, MLflow or Prefect server) cannot start or answer."""

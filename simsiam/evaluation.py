@@ -115,6 +115,29 @@ def features_for(backbone: nn.Module, cfg, source, indices: torch.Tensor | None 
     return extract_features(backbone, source, tf, indices, cfg.eval.feature_batch_size, device, progress)
 
 
+class KnnMonitor:
+    """The kNN monitor during training: fixed seeded subsets of the train split (the memory bank)
+    and the test split, chosen once per run so every epoch is measured on the same images."""
+
+    def __init__(self, cfg, train_source, test_source) -> None:
+        from simsiam.data import subset_indices
+
+        self.cfg, self.train, self.test = cfg, train_source, test_source
+        self.train_idx = subset_indices(len(train_source), cfg.eval.knn_train_samples, cfg.train.seed + 1)
+        self.test_idx = subset_indices(len(test_source), cfg.eval.knn_test_samples, cfg.train.seed + 2)
+
+    def __call__(self, backbone: nn.Module, device: str | torch.device = "cpu") -> float:
+        ftr, ytr = features_for(backbone, self.cfg, self.train, self.train_idx, device)
+        fte, yte = features_for(backbone, self.cfg, self.test, self.test_idx, device)
+        return knn_accuracy(ftr, ytr, fte, yte, len(self.train.classes), self.cfg.eval.knn_k, self.cfg.eval.knn_t)
+
+
+def as_final(metrics: dict[str, float]) -> dict[str, float]:
+    """Names for the evaluation after training: its kNN on the full splits is `knn/final_top1`, kept
+    apart from the monitor's per-epoch `knn/top1` curve."""
+    return {("knn/final_top1" if k == "knn/top1" else k): v for k, v in metrics.items()}
+
+
 def evaluate_backbone(backbone: nn.Module, cfg, train_source, test_source, device: str | torch.device = "cpu",
                       progress: Callable | None = None) -> dict[str, float]:
     """kNN (k, t from cfg.eval) and linear probe on the full train/test splits; percent top-1."""

@@ -1,0 +1,114 @@
+"""How the training loop tells the world what it does, without knowing who listens: the `Reporter`
+protocol, the `TrainResult` it ends with, and the two reporters every run has (a JSONL file and a
+progress bar). Adapters (MLflow, Ray) subclass `Reporter` in their own packages."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simsiam.config import Config
+from simsiam.models import SimSiam
+
+
+@dataclass
+class TrainResult:
+    model: SimSiam
+    step: int
+    epoch: int
+    total_steps: int
+    start_step: int = 0
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    knn_last: float | None = None
+    knn_best: float | None = None
+    collapsed: bool = False
+    wall_s: float = 0.0
+    checkpoint: Path | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.total_steps
+
+
+class Reporter:
+    """Callback protocol; subclass and override what you need. Metrics are plain floats.
+
+    `plan` (on_start) holds total_steps, steps_per_epoch, start_step (> 0 after a resume),
+    train_images, device and init_lr."""
+
+    def on_start(self, cfg: Config, plan: dict[str, Any]) -> None: ...
+    def on_step(self, step: int, metrics: dict[str, float]) -> None: ...
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
+    def on_checkpoint(self, path: Path | None, step: int) -> None: ...
+    def on_end(self, result: TrainResult) -> None: ...
+
+
+class JsonlReporter(Reporter):
+    """One JSON line per logged step and per epoch in `path`. A new run starts the file afresh; a
+    resumed one keeps the lines up to its checkpoint's step and drops those written after it (lost
+    with the interrupted run, and about to be written again)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.step = 0
+
+    def on_start(self, cfg: Config, plan: dict[str, Any]) -> None:
+        self.step = plan["start_step"]
+        if not self.path.exists():
+            return
+        if not self.step:
+            self.path.unlink()
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= self.step:
+                    keep.append(line)
+            except json.JSONDecodeError:  # a line cut short by the interruption
+                continue
+        self.path.write_text("".join(line + "\n" for line in keep))
+
+    def _write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        self.step = step
+        self._write({"step": step, **metrics})
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._write({"epoch": epoch, "step": self.step, **metrics})
+
+
+class ProgressReporter(Reporter):
+    """tqdm bar over optimizer steps with the loss and collapse ratio in the postfix."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar = None
+
+    def on_start(self, cfg: Config, plan: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=plan["total_steps"], initial=plan["start_step"], desc=f"pretrain {cfg.name}",
+                        unit="step", file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 15.0)
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", z_ratio=f"{metrics['train/z_std_ratio']:.2f}",
+                                 refresh=False)
+            self.bar.refresh() if step == self.bar.total else self.bar.update(0)
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        if self.bar is not None and "knn/top1" in metrics:
+            self.bar.write(f"epoch {epoch}: knn/top1={metrics['knn/top1']:.2f}", file=sys.stderr)
+
+    def on_end(self, result: TrainResult) -> None:
+        if self.bar is not None:
+            self.bar.close()

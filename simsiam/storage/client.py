@@ -4,9 +4,9 @@ multipart transfers and errors that name the endpoint/bucket/key but never a cre
 from __future__ import annotations
 
 import io
-from pathlib import Path
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator
 
 # boto3 >= 1.36 sends CRC checksums that non-AWS servers may reject; only when required.

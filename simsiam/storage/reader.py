@@ -1,6 +1,9 @@
 """Read a staged dataset version: shards are downloaded once into a local cache keyed by their
 sha256, verified, and decoded into an ImageSource that the core's transforms and engine use.
-Ranks read disjoint shards (`rank`, `world_size`)."""
+
+Every reader (each data-parallel rank too) holds the whole version: ranks take disjoint samples
+of one seeded permutation (`simsiam.data.EpochSampler`), which keeps the sample order, and so a
+resume, independent of the worker count."""
 
 from __future__ import annotations
 
@@ -90,25 +93,18 @@ class StagedSource(ImageSource):
     """A staged version as an ImageSource (`src[i] -> (uint8 CxHxW, label)`). Fixed-size images are
     decoded once into one tensor (`images`), variable-size ones on access."""
 
-    def __init__(self, store: ObjectStore, spec: str, rank: int = 0, world_size: int = 1,
-                 cache: str | Path | None = None) -> None:
+    def __init__(self, store: ObjectStore, spec: str, cache: str | Path | None = None) -> None:
         self.ref, self.manifest = resolve_dataset(store, spec)
         self.name = self.manifest["dataset"]
         self.classes = list(self.manifest["classes"])
         self.cache = Path(cache) if cache else cache_dir() / "shards"
-        shards = self.manifest["shards"][rank::world_size]
-        if not shards:
-            raise DataError(f"{self.ref.uri} has {len(self.manifest['shards'])} shards, too few for "
-                            f"rank {rank} of {world_size}")
         channels = self.manifest["channels"]
-        blobs, labels, indices = [], [], []
-        for shard in shards:
+        blobs, labels = [], []
+        for shard in self.manifest["shards"]:
             table = read_shard(fetch_shard(store, shard, self.cache), shard["key"])
             blobs += table.column("image").to_pylist()
             labels += table.column("label").to_pylist()
-            indices += table.column("index").to_pylist()
         self.labels = torch.tensor(labels, dtype=torch.long)
-        self.source_indices = torch.tensor(indices, dtype=torch.long)
         self.channels = channels
         if self.manifest.get("image_shape"):
             self.images = torch.stack([decode_image(b, channels) for b in blobs])

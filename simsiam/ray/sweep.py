@@ -13,14 +13,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import ray
 from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from simsiam.config import Config, override_config, validate_config
-from simsiam.distributed import (COLLAPSE_RATIO, DistSettings, _loop_config, _run_config, _scaling, _worker_loop,
-                                 init_ray, storage_kwargs)
+from simsiam.diagnostics import COLLAPSE_RATIO, is_collapsed
+from simsiam.ray.cluster import DistSettings, init_ray, loop_config, run_config, scaling_config, storage_kwargs
+from simsiam.ray.worker import worker_loop
 
 
 class CollapseStopper(tune.Stopper):
@@ -32,22 +34,20 @@ class CollapseStopper(tune.Stopper):
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         ratio = result.get("train/z_std_ratio")
-        return ratio is not None and result.get("epoch", 0) >= self.warmup and ratio < self.threshold
+        return ratio is not None and result.get("epoch", 0) >= self.warmup and is_collapsed(ratio, self.threshold)
 
     def stop_all(self) -> bool:
         return False
 
 
 def _trial(config: dict, base: dict, dist: DistSettings) -> None:
-    overrides = [f"{k}={v}" for k, v in config.items()]
-    cfg = override_config(validate_config(base["cfg"]), overrides)
+    cfg = override_config(validate_config(base["cfg"]), [f"{k}={v}" for k, v in config.items()])
     trial_id = tune.get_context().get_trial_id()
     trainer = TorchTrainer(
-        _worker_loop,
-        train_loop_config=_loop_config(cfg, dist, parent_run_id=base.get("parent_run_id"),
-                                       run_name=f"trial-{trial_id}"),
-        scaling_config=_scaling(dist),
-        run_config=_run_config(f"{base['name']}-{trial_id}", dist, callbacks=[TuneReportCallback()]),
+        worker_loop,
+        train_loop_config=loop_config(cfg, dist, parent_run_id=base.get("parent_run_id"), run_name=f"trial-{trial_id}"),
+        scaling_config=scaling_config(dist),
+        run_config=run_config(f"{base['name']}-{trial_id}", dist, callbacks=[TuneReportCallback()]),
     )
     trainer.fit()
 
@@ -69,8 +69,6 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
               max_concurrent: int | None = None) -> SweepResult:
     """Grid over `space` (dotted config keys -> values, e.g. {"optim.base_lr": [...], "train.batch_size": [...]}),
     repeated `samples` times; lr follows base_lr x batch/256 through the config."""
-    import ray
-
     init_ray(storage=dist.storage)
     # ASHA needs the kNN metric in every report; reports happen at epoch ends only.
     cfg = override_config(cfg, ["eval.knn_every_epochs=1", "train.checkpoint_every_steps=null"])
@@ -80,58 +78,63 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
         from simsiam.tracking import create_run
 
         parent = create_run(dist.tracking_uri, dist.experiment, name, tags={"simsiam.sweep": "true"})
-    if max_concurrent is None:
-        per_trial = dist.num_workers * (dist.gpus_per_worker if dist.use_gpu else dist.cpus_per_worker)
-        avail = ray.available_resources().get("GPU" if dist.use_gpu else "CPU", 1)
-        max_concurrent = max(1, int(avail // per_trial))
     epochs = cfg.train.epochs
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=min(grace_period, epochs),
                               reduction_factor=2)
-    base = {"cfg": cfg.to_dict(), "name": name, "parent_run_id": parent}
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trial, base=base, dist=dist), {"cpu": 0.01}),
+        tune.with_resources(tune.with_parameters(_trial, base={"cfg": cfg.to_dict(), "name": name,
+                                                               "parent_run_id": parent}, dist=dist), {"cpu": 0.01}),
         param_space={k: tune.grid_search(list(v)) for k, v in space.items()},
         tune_config=tune.TuneConfig(metric="knn/top1", mode="max", scheduler=scheduler, num_samples=samples,
-                                    max_concurrent_trials=max_concurrent),
-        run_config=tune.RunConfig(name=name, stop=CollapseStopper(collapse_threshold), verbose=1, **storage_kwargs(dist)),
+                                    max_concurrent_trials=max_concurrent or _fitting_trials(dist)),
+        run_config=tune.RunConfig(name=name, stop=CollapseStopper(collapse_threshold), verbose=1,
+                                  **storage_kwargs(dist)),
     )
-    grid = tuner.fit()
-    rows = []
-    for res in grid:
-        df = res.metrics_dataframe
-        knn = df["knn/top1"].dropna() if df is not None and "knn/top1" in df else []
-        last = res.metrics or {}
-        ratio = last.get("train/z_std_ratio")
-        rows.append({
-            "trial": last.get("trial_id") or (res.path.rstrip("/").split("/")[-1] if res.path else "?"),
-            **{k: res.config.get(k) for k in space},
-            "lr": res.config.get("optim.base_lr", cfg.optim.base_lr)
-            * res.config.get("train.batch_size", cfg.train.batch_size) / 256,
-            "best_knn": float(max(knn)) if len(knn) else None,
-            "collapsed": ratio is not None and ratio < collapse_threshold,
-            "z_std_ratio": ratio,
-            "stopped_at_epoch": int(last.get("epoch", 0)),
-            "stopped_by": ("collapse" if ratio is not None and ratio < collapse_threshold
-                           and int(last.get("epoch", 0)) < epochs else
-                           "asha" if int(last.get("epoch", 0)) < epochs else "completed"),
-            "error": repr(res.error)[:200] if res.error else None,
-        })
+    rows = [_row(res, cfg, space, collapse_threshold) for res in tuner.fit()]
     if parent:
         _close_sweep_runs(dist, parent, rows)
     return SweepResult(name, rows, parent)
+
+
+def _fitting_trials(dist: DistSettings) -> int:
+    """How many trials the free CPUs (or GPUs) hold at once."""
+    per_trial = dist.num_workers * (dist.gpus_per_worker if dist.use_gpu else dist.cpus_per_worker)
+    return max(1, int(ray.available_resources().get("GPU" if dist.use_gpu else "CPU", 1) // per_trial))
+
+
+def _row(res, cfg: Config, space: dict[str, list], threshold: float) -> dict[str, Any]:
+    """One trial as a table row: its grid values, effective lr, best kNN, collapse and why it stopped."""
+    df = res.metrics_dataframe
+    knn = df["knn/top1"].dropna() if df is not None and "knn/top1" in df else []
+    last = res.metrics or {}
+    ratio = last.get("train/z_std_ratio")
+    collapsed = ratio is not None and is_collapsed(ratio, threshold)
+    stopped_at = int(last.get("epoch", 0))
+    early = stopped_at < cfg.train.epochs
+    return {
+        "trial": last.get("trial_id") or (res.path.rstrip("/").split("/")[-1] if res.path else "?"),
+        **{k: res.config.get(k) for k in space},
+        "lr": res.config.get("optim.base_lr", cfg.optim.base_lr)
+        * res.config.get("train.batch_size", cfg.train.batch_size) / 256,
+        "best_knn": float(max(knn)) if len(knn) else None,
+        "collapsed": collapsed,
+        "z_std_ratio": ratio,
+        "stopped_at_epoch": stopped_at,
+        "stopped_by": "collapse" if collapsed and early else "asha" if early else "completed",
+        "error": repr(res.error)[:200] if res.error else None,
+    }
 
 
 def _close_sweep_runs(dist: DistSettings, parent: str, rows: list[dict]) -> None:
     """Children of trials that Tune stopped are still RUNNING: end them, tag collapse, log the table."""
     from mlflow import MlflowClient
 
+    from simsiam.tracking import child_runs
+
     client = MlflowClient(dist.tracking_uri)
-    exp_id = client.get_run(parent).info.experiment_id
-    children = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent}'")
     by_trial = {r["trial"]: r for r in rows}
-    for run in children:
-        trial_id = run.data.tags.get("mlflow.runName", run.info.run_name or "").removeprefix("trial-")
-        row = by_trial.get(trial_id)
+    for run in child_runs(dist.tracking_uri, parent):
+        row = by_trial.get(run.data.tags.get("mlflow.runName", run.info.run_name or "").removeprefix("trial-"))
         if row is not None:
             client.set_tag(run.info.run_id, "simsiam.collapsed", str(row["collapsed"]).lower())
             client.set_tag(run.info.run_id, "simsiam.stopped_at_epoch", str(row["stopped_at_epoch"]))
@@ -145,6 +148,7 @@ def _close_sweep_runs(dist: DistSettings, parent: str, rows: list[dict]) -> None
 
 
 def format_table(rows: list[dict]) -> str:
+    """The trial rows as a markdown table (CLI output, `sweep_results.md`, the Prefect report)."""
     if not rows:
         return "(no trials)"
     keys = [k for k in rows[0] if k != "error"]

@@ -1,0 +1,98 @@
+"""Where and how Ray runs our work: the cluster to connect to, where checkpoints go (S3 or a local
+path), and the run, scaling and loop configs that a pretraining run and every sweep trial share."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+
+from simsiam.config import Config
+from simsiam.storage.client import S3Settings
+
+
+@dataclass
+class DistSettings:
+    """Where and how to run. `storage` holds Ray's checkpoints (s3://<bucket>/<prefix>/<name>)."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    storage: S3Settings | None = None
+    storage_prefix: str = "ray"
+    local_storage: str | None = None  # a path instead of S3 (tests, single node)
+    max_failures: int = 2
+    num_to_keep: int = 2
+    state_path: str | None = None  # embedded services' state dir, for workers on this node
+    tracking_uri: str | None = None
+    experiment: str = "simsiam"
+
+
+def export_credentials(settings: S3Settings | None) -> None:
+    """Explicit S3 keys (the embedded SeaweedFS) go to this process's AWS environment, never into
+    the pyarrow filesystem object: Ray pickles RunConfig, filesystem included, into the bucket
+    (Tune's tuner.pkl). From the environment the AWS chain finds them here and in the Ray
+    workers of a local Ray started afterwards; cluster nodes use their own chain (IAM roles)."""
+    if settings is not None and settings.access_key:
+        os.environ["AWS_ACCESS_KEY_ID"] = settings.access_key
+        os.environ["AWS_SECRET_ACCESS_KEY"] = settings.secret_key or ""
+
+
+def init_ray(num_cpus: int | None = None, storage: S3Settings | None = None) -> None:
+    """Connect to $RAY_ADDRESS if set, else start a local Ray (its dashboard serves the State API
+    that Ray Train polls; it binds 127.0.0.1). `storage` credentials are exported first, so the
+    local workers inherit them."""
+    export_credentials(storage)
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, _temp_dir=os.environ.get("SIMSIAM_RAY_TMP", "/tmp/ray-simsiam"),
+                 log_to_driver=True)
+
+
+def storage_filesystem(settings: S3Settings):
+    """pyarrow S3 filesystem for Ray's RunConfig (pyarrow ignores AWS_ENDPOINT_URL_S3)."""
+    import pyarrow.fs as pafs
+
+    kwargs: dict[str, Any] = {"region": settings.region}
+    if settings.endpoint_url:
+        scheme, _, host = settings.endpoint_url.partition("://")
+        kwargs.update(endpoint_override=host, scheme=scheme)
+    export_credentials(settings)  # keys from the environment, not pickled with the filesystem
+    return pafs.S3FileSystem(**kwargs)
+
+
+def storage_kwargs(dist: DistSettings) -> dict[str, Any]:
+    """RunConfig storage arguments: `bucket/prefix` on S3 (no s3:// in this form), or a local path."""
+    if dist.storage is not None:
+        return {"storage_path": f"{dist.storage.bucket}/{dist.storage_prefix}",
+                "storage_filesystem": storage_filesystem(dist.storage)}
+    return {"storage_path": dist.local_storage} if dist.local_storage else {}
+
+
+def run_config(name: str, dist: DistSettings, callbacks: list | None = None) -> RunConfig:
+    """Re-using `name` with the same storage resumes that run from its latest checkpoint."""
+    return RunConfig(name=name, checkpoint_config=CheckpointConfig(num_to_keep=dist.num_to_keep),
+                     failure_config=FailureConfig(max_failures=dist.max_failures), callbacks=callbacks,
+                     **storage_kwargs(dist))
+
+
+def scaling_config(dist: DistSettings) -> ScalingConfig:
+    res = {"CPU": dist.cpus_per_worker}
+    if dist.use_gpu:
+        res["GPU"] = dist.gpus_per_worker
+    return ScalingConfig(num_workers=dist.num_workers, use_gpu=dist.use_gpu, resources_per_worker=res)
+
+
+def loop_config(cfg: Config, dist: DistSettings, **extra: Any) -> dict:
+    """What the workers get. Only non-secret values: Ray may persist this. Workers find S3 credentials
+    in the AWS chain, or in the embedded server's state dir on this node."""
+    return {"cfg": cfg.to_dict(), "state_path": dist.state_path, "tracking_uri": dist.tracking_uri,
+            "experiment": dist.experiment, **extra}

@@ -1,0 +1,85 @@
+"""What every Ray Train worker runs: the core engine with DDP, resumed from Ray's latest checkpoint,
+reporting each checkpoint to Ray (which uploads it) and, on rank 0, the run to MLflow."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+from ray.train import Checkpoint
+
+from simsiam import faults
+from simsiam.checkpoint import CHECKPOINT_NAME
+from simsiam.config import override_config, validate_config
+from simsiam.engine import train
+from simsiam.reporters import Reporter
+from simsiam.storage.sources import open_sources
+
+
+class RayReportReporter(Reporter):
+    """On every checkpoint (each epoch end, and every `train.checkpoint_every_steps`), all ranks call
+    `ray.train.report`; rank 0 attaches the checkpoint directory, which Ray uploads to storage."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, float] = {}
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        self.metrics.update(metrics)
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.metrics.update(metrics)
+        self.metrics["epoch"] = float(epoch)
+
+    def on_checkpoint(self, path: Path | None, step: int) -> None:
+        report = {**self.metrics, "step": step}
+        if path is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                shutil.copy(path, Path(tmp) / CHECKPOINT_NAME)
+                ray.train.report(report, checkpoint=Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(report)
+
+
+def _restore_into(local: Path) -> bool:
+    """Copy Ray's latest checkpoint (after a restart, or a re-used run name) into `local`."""
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return False
+    with ckpt.as_directory() as d:
+        shutil.copy(Path(d) / CHECKPOINT_NAME, local / CHECKPOINT_NAME)
+    return True
+
+
+def _mlflow_reporter(config: dict, cfg) -> Reporter:
+    from simsiam.tracking import MlflowReporter
+
+    return MlflowReporter(config["tracking_uri"], config.get("experiment", "simsiam"), run_id=config.get("run_id"),
+                          parent_run_id=config.get("parent_run_id"), run_name=config.get("run_name"),
+                          system_metrics=cfg.tracking.system_metrics, flush_every=cfg.tracking.flush_every_steps)
+
+
+def worker_loop(config: dict) -> None:
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    cfg = override_config(validate_config(config["cfg"]),
+                          [f"train.device={device.type}" + (f":{device.index}" if device.index is not None else "")])
+    local = Path(tempfile.mkdtemp(prefix=f"simsiam-rank{rank}-"))
+    resume = _restore_into(local)
+    train_src, test_src = open_sources(cfg, need_test=rank == 0 and cfg.eval.knn_every_epochs > 0,
+                                       state=config.get("state_path"))
+    tracker = _mlflow_reporter(config, cfg) if rank == 0 and config.get("tracking_uri") else None
+    # log before reporting: a stopped trial may not return from report
+    reporters = ([tracker] if tracker else []) + [RayReportReporter()]
+    wrap = ray.train.torch.prepare_model if world > 1 else None
+    try:
+        result = train(cfg, reporters, out_dir=local, resume=resume, train_source=train_src, test_source=test_src,
+                       rank=rank, world_size=world, wrap_model=wrap)
+        faults.write_weights_digest(cfg.faults, result.model, rank)
+    finally:
+        if tracker is not None:
+            tracker.finish(end_run=False)
+        shutil.rmtree(local, ignore_errors=True)

@@ -1,0 +1,94 @@
+"""A local Prefect server with a process worker, for scheduled deployments (`simsiam up
+--with-prefect-server`); without it, flows run against Prefect's ephemeral API on the same
+database under the state dir, so the UI shows those runs later too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from simsiam.errors import ServiceError
+from simsiam.services.process import http_ok, pid_alive, reuse_port, spawn_server, terminate, venv_binary
+from simsiam.services.state import read_record, state_dir, write_record
+
+
+def prefect_env(state_path: str | Path | None = None) -> dict[str, str]:
+    """Prefect settings for local use: its database and results under the state dir, no telemetry,
+    and the API of a running `simsiam up --with-prefect-server`, if any."""
+    state = state_dir(state_path)
+    env = {"PREFECT_HOME": str(state / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           # the ephemeral API migrates a fresh database first: ~19 s on 2 busy cores, Prefect waits 20 s
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+    info = prefect_status(state)
+    if info["running"]:
+        env["PREFECT_API_URL"] = info["api_url"]
+    return env
+
+
+def use_local_prefect(state_path: str | Path | None = None) -> None:
+    """Point this process's Prefect at the state dir (before `prefect` is imported: it reads its
+    settings from the environment once). Values already set win."""
+    state = state_dir(state_path)
+    for key, value in prefect_env(state).items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("SIMSIAM_STATE", str(state))
+
+
+def prefect_status(state_path: str | Path | None = None) -> dict:
+    info = read_record(state_dir(state_path), "prefect")
+    up = bool(info) and pid_alive(info.get("pid")) and http_ok(info["api_url"] + "/health")
+    return {"service": "prefect", "running": up, "api_url": info.get("api_url"), "ui_url": info.get("ui_url"),
+            "pid": info.get("pid"), "worker_pid": info.get("worker_pid") if pid_alive(info.get("worker_pid")) else None,
+            "pool": info.get("pool")}
+
+
+def _start_server(state: Path, info: dict, env: dict, pool: str, timeout: float) -> dict:
+    if pid_alive(info.get("worker_pid")):  # a worker left polling a dead server: replace it, not orphan it
+        terminate(info["worker_pid"], 20.0, first=signal.SIGINT)
+    port = reuse_port(info.get("port"))
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+    proc = spawn_server("prefect server", [venv_binary("prefect"), "server", "start", "--host", "127.0.0.1",
+                                           "--port", str(port)],
+                        state, "prefect-server.out", lambda: http_ok(api + "/health"), api, timeout, env=env, poll=0.5)
+    info = {"pid": proc.pid, "port": port, "api_url": api, "ui_url": f"http://127.0.0.1:{port}", "pool": pool}
+    write_record(state, "prefect", info)
+    return info
+
+
+def _ensure_pool(pool: str, env: dict) -> None:
+    made = subprocess.run([venv_binary("prefect"), "work-pool", "create", pool, "--type", "process"], env=env,
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    if made.returncode != 0 and "already exists" not in made.stdout + made.stderr:
+        raise ServiceError(f"could not create Prefect work pool {pool!r}: {(made.stdout + made.stderr).strip()[-300:]}")
+
+
+def start_prefect(state_path: str | Path | None = None, pool: str = "local", worker: bool = True,
+                  timeout: float = 120.0) -> dict:
+    """Start (or reuse) `prefect server` on 127.0.0.1 and a process worker polling `pool`
+    (created if missing), so deployments from prefect.yaml run on their schedules."""
+    state = state_dir(state_path)
+    env = {**os.environ, **prefect_env(state)}
+    info = read_record(state, "prefect")
+    if not prefect_status(state)["running"]:
+        info = _start_server(state, info, env, pool, timeout)
+    env.update(PREFECT_API_URL=info["api_url"], SIMSIAM_STATE=str(state))  # flow runs use this state dir
+    _ensure_pool(pool, env)  # before the worker does, so `prefect deploy` right after this finds it
+    if worker and not pid_alive(info.get("worker_pid")):
+        (state / "logs").mkdir(parents=True, exist_ok=True)
+        log = (state / "logs" / "prefect-worker.out").open("ab")
+        # cwd: the project root, so deployments' relative entrypoints and pull steps resolve
+        proc = subprocess.Popen([venv_binary("prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+        write_record(state, "prefect", {**info, "worker_pid": proc.pid, "pool": pool})
+    return prefect_status(state)
+
+
+def stop_prefect(state_path: str | Path | None = None, timeout: float = 20.0) -> bool:
+    info = read_record(state_dir(state_path), "prefect")
+    # The worker ignores SIGTERM; SIGINT stops it cleanly.
+    stopped = terminate(info.get("worker_pid"), timeout, first=signal.SIGINT)
+    return terminate(info.get("pid"), timeout) or stopped

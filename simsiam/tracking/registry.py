@@ -1,0 +1,106 @@
+"""The model registry: each trained backbone becomes a version of `simsiam-<dataset>-<backbone>`;
+the gate gives it `challenger`, and `champion` only when it is better. Decisions and their reasons
+are written on the version."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from simsiam import faults
+from simsiam.config import Config
+from simsiam.tracking.runs import TrackingError
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def registered_name(cfg: Config) -> str:
+    return f"simsiam-{cfg.data.dataset}-{cfg.model.backbone}"
+
+
+def _champion(client: MlflowClient, name: str):
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def gate_decision(probe_top1: float, collapsed: bool, floor: float, champ_probe: float | None,
+                  champ_version: str | None) -> tuple[bool, list[str]]:
+    """(promote?, reasons): not collapsed, probe >= floor, and strictly better than the champion."""
+    reasons, promote = [], True
+    if collapsed:
+        promote = False
+        reasons.append("collapsed (z_std*sqrt(d) below threshold)")
+    if probe_top1 < floor:
+        promote = False
+        reasons.append(f"probe/top1 {probe_top1:.2f} < floor {floor:.2f}")
+    if champ_probe is not None and not probe_top1 > champ_probe:
+        promote = False
+        reasons.append(f"probe/top1 {probe_top1:.2f} does not beat champion v{champ_version} ({champ_probe:.2f})")
+    if promote:
+        reasons.append(f"probe/top1 {probe_top1:.2f} >= floor {floor:.2f}, not collapsed, "
+                       + (f"beats champion v{champ_version} ({champ_probe:.2f})" if champ_probe is not None
+                          else "no previous champion"))
+    return promote, reasons
+
+
+def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: str, probe_top1: float,
+                      collapsed: bool, floor: float = 0.0) -> dict:
+    """Register the run's backbone and gate it. Idempotent per run: a gated version is returned as
+    is (`noop`), and a version registered by an attempt that died before its gate is gated now."""
+    try:
+        existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    except MlflowException:
+        existing = []
+    if existing and existing[0].tags.get("gate.decision"):
+        v = existing[0]
+        return {"name": name, "version": v.version, "decision": v.tags.get("gate.decision"), "noop": True,
+                "reasons": v.tags.get("gate.reasons", "")}
+    champ = _champion(client, name)
+    champ_probe = float(champ.tags.get("probe/top1", "nan")) if champ else None
+    promote, reasons = gate_decision(probe_top1, collapsed, floor, champ_probe, champ.version if champ else None)
+    decision = CHAMPION if promote else CHALLENGER
+    mv = existing[0] if existing else mlflow.register_model(
+        model_uri, name, tags={"probe/top1": repr(float(probe_top1)), "collapsed": str(collapsed).lower(),
+                               "run_id": run_id})
+    faults.io_fault("register")
+    client.set_model_version_tag(name, mv.version, "gate.decision", decision)
+    client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(reasons))
+    client.update_model_version(name, mv.version, description=f"gate: {decision}: " + "; ".join(reasons))
+    client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    if promote:
+        client.set_registered_model_alias(name, CHAMPION, mv.version)
+    return {"name": name, "version": mv.version, "decision": decision, "noop": False, "reasons": "; ".join(reasons)}
+
+
+def promote(client: MlflowClient, name: str, version: str, who: str | None = None) -> dict:
+    """Manual override: make `version` the champion, recorded on the version."""
+    try:
+        mv = client.get_model_version(name, str(version))
+    except MlflowException:
+        raise TrackingError(f"registered model {name!r} has no version {version!r} (see `simsiam models ls`)") from None
+    who = who or os.environ.get("USER", "unknown")
+    reason = f"manual promotion by {who} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+    client.set_model_version_tag(name, mv.version, "gate.decision", "champion (manual)")
+    client.set_model_version_tag(name, mv.version, "gate.reasons", reason)
+    client.set_registered_model_alias(name, CHAMPION, mv.version)
+    return {"name": name, "version": mv.version, "decision": "champion (manual)", "reasons": reason}
+
+
+def list_models(client: MlflowClient) -> list[dict]:
+    rows = []
+    for rm in client.search_registered_models():
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (rm.aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        for mv in client.search_model_versions(f"name='{rm.name}'"):
+            rows.append({"name": rm.name, "version": mv.version, "aliases": sorted(aliases.get(str(mv.version), [])),
+                         "probe/top1": mv.tags.get("probe/top1"), "decision": mv.tags.get("gate.decision"),
+                         "run_id": mv.run_id})
+    rows.sort(key=lambda r: (r["name"], -int(r["version"])))
+    return rows

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from simsiam.config import load_config  # noqa: E402
-from simsiam.distributed import DistSettings, init_ray, pretrain_distributed  # noqa: E402
 from simsiam.engine import train  # noqa: E402
+from simsiam.ray import DistSettings, init_ray, pretrain_distributed  # noqa: E402
 
 
 def main() -> None:

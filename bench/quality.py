@@ -20,9 +20,11 @@ import torch  # noqa: E402
 from simsiam.augment import eval_transform  # noqa: E402
 from simsiam.config import load_config  # noqa: E402
 from simsiam.data import load_source  # noqa: E402
-from simsiam.engine import JsonlReporter, ProgressReporter, Reporter, resolve_device, seed_everything, train  # noqa: E402
+from simsiam.engine import train  # noqa: E402
 from simsiam.evaluation import evaluate_backbone, linear_probe  # noqa: E402
 from simsiam.models import build_model  # noqa: E402
+from simsiam.reporters import JsonlReporter, ProgressReporter, Reporter  # noqa: E402
+from simsiam.runtime import resolve_device, seed_everything  # noqa: E402
 
 
 class Curve(Reporter):
@@ -32,7 +34,8 @@ class Curve(Reporter):
 
     def on_epoch(self, epoch, metrics):
         point = {"epoch": epoch, "minutes": round((time.perf_counter() - self.t0) / 60, 2)}
-        point.update({k: round(v, 4) for k, v in metrics.items() if k in ("knn/top1", "train/loss", "train/z_std_ratio")})
+        keep = ("knn/top1", "train/loss", "train/z_std_ratio")
+        point.update({k: round(v, 4) for k, v in metrics.items() if k in keep})
         self.points.append(point)
         print(json.dumps(point), file=sys.stderr, flush=True)
 

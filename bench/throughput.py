@@ -24,10 +24,10 @@ import torch  # noqa: E402
 from simsiam.augment import MultiView, train_transform  # noqa: E402
 from simsiam.config import load_config  # noqa: E402
 from simsiam.data import ViewsDataset, load_source, subset_indices  # noqa: E402
-from simsiam.engine import _autocast, resolve_device  # noqa: E402
 from simsiam.losses import simsiam_loss  # noqa: E402
 from simsiam.models import build_model  # noqa: E402
 from simsiam.optim import build_optimizer  # noqa: E402
+from simsiam.runtime import autocast, resolve_device  # noqa: E402
 
 VARIANTS = {
     "base": [],
@@ -43,8 +43,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _train_tf(cfg, source):
+    return train_transform(cfg.data.recipe, source.name, cfg.data.image_size, cfg.model.in_channels,
+                           cfg.data.crop_min_scale)
+
+
 def bench_augment(cfg, source, n: int) -> float:
-    tf = train_transform(cfg.data.recipe, source.name, cfg.data.image_size, cfg.model.in_channels, cfg.data.crop_min_scale)
+    tf = _train_tf(cfg, source)
     ds = ViewsDataset(source, MultiView(tf, 2), subset_indices(len(source), n, 0))
     t0 = time.perf_counter()
     for i in range(len(ds)):
@@ -55,7 +60,7 @@ def bench_augment(cfg, source, n: int) -> float:
 def bench_train(cfg, source, steps: int, warmup: int) -> dict:
     device = resolve_device(cfg.train.device)
     batch = cfg.train.batch_size
-    tf = train_transform(cfg.data.recipe, source.name, cfg.data.image_size, cfg.model.in_channels, cfg.data.crop_min_scale)
+    tf = _train_tf(cfg, source)
     ds = ViewsDataset(source, MultiView(tf, 2), subset_indices(len(source), batch, 0))
     views = [ds[i][0] for i in range(batch)]
     mf = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
@@ -69,7 +74,7 @@ def bench_train(cfg, source, steps: int, warmup: int) -> dict:
         model.compile()
 
     def step():
-        with _autocast(device, cfg.train.amp):
+        with autocast(device, cfg.train.amp):
             p1, p2, z1, z2 = model(x1, x2)
             loss = simsiam_loss(p1.float(), p2.float(), z1.float(), z2.float())
         opt.zero_grad(set_to_none=True)
@@ -111,7 +116,8 @@ def main() -> None:
     cfg = load_config(args.preset, base)
     source = load_source(cfg.data, "train")
     result = {"preset": args.preset, "batch": cfg.train.batch_size, "backbone": cfg.model.backbone,
-              "width": cfg.model.width, "image_size": cfg.data.image_size, "device": str(resolve_device(cfg.train.device)),
+              "width": cfg.model.width, "image_size": cfg.data.image_size,
+              "device": str(resolve_device(cfg.train.device)),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
               "augment_img_per_s": round(bench_augment(cfg, source, args.augment_samples), 1), "variants": {}}
     for name in args.variants.split(","):

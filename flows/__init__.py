@@ -1,4 +1,4 @@
-"""Prefect 3 flows: thin compositions of `simsiam.jobs` steps.
+"""Prefect 3 flows: thin compositions of `simsiam.steps`.
 
     stage_data  ->  pretrain | sweep  ->  evaluate  ->  register (champion gate)
     \\__________________________ pipeline ___________________________/

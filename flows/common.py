@@ -1,13 +1,11 @@
-"""What every flow needs: the resolved config, where the services are, run names, fault injection."""
+"""What every flow needs: the resolved config, where its data goes, and run names."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from pathlib import Path
 
-from prefect.runtime import flow_run, task_run
+from prefect.runtime import flow_run
 
 from simsiam.config import Config, load_config, override_config
 
@@ -22,9 +20,9 @@ def resolve_config(preset: str, overrides: list[str] | None, config: Config | No
 
 def store_where(cfg: Config, state: str | None) -> str:
     """endpoint/bucket of the store this config stages to (part of the staging cache key)."""
-    from simsiam.jobs import open_store
+    from simsiam.storage import store_for
 
-    store = open_store(cfg, state)
+    store = store_for(cfg, state)
     return f"{store.settings.endpoint_url}/{store.bucket}"
 
 
@@ -44,17 +42,3 @@ def run_name(kind: str):
         return "-".join(p for p in parts if p)
 
     return name
-
-
-def out_dir(state: str | None, name: str) -> Path:
-    from simsiam.services import state_dir
-
-    return state_dir(state) / "runs" / name
-
-
-def inject_io_fault(step: str) -> None:
-    """Test hook: with SIMSIAM_INJECT_IO_FAULT naming this step, its first attempt fails like a
-    dropped connection, so the task's retries are exercised against real services."""
-    wanted = {s.strip() for s in os.environ.get("SIMSIAM_INJECT_IO_FAULT", "").split(",") if s.strip()}
-    if step in wanted and task_run.run_count <= 1:
-        raise ConnectionError(f"injected I/O fault in {step} (SIMSIAM_INJECT_IO_FAULT)")

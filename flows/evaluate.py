@@ -8,7 +8,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.common import DEFAULT_PRESET, resolve_config, run_name
 from flows.tasks import evaluate_encoder
 from simsiam.config import Config
-from simsiam.jobs import tracking_uri
+from simsiam.steps import tracking_uri
 
 
 @flow(name="evaluate", flow_run_name=run_name("evaluate"), log_prints=True)

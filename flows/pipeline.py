@@ -16,9 +16,8 @@ from flows.stage import stage_data
 from flows.sweep import sweep
 from flows.tasks import register_encoder
 from simsiam.config import Config
-from simsiam.jobs import tracking_uri
 from simsiam.errors import SimSiamError
-from simsiam.jobs import with_staged
+from simsiam.steps import tracking_uri, with_staged
 
 REPORT_KEY = "simsiam-pipeline-report"
 
@@ -52,21 +51,16 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     else:
         res = sweep(config=cfg, lr=sweep_lr, batch=sweep_batch, grid=sweep_grid, gpus_per_worker=gpus_per_worker,
                     mlflow_uri=uri, state=state)
-        best, rows = res["best"], res["rows"]
-        if best is None or res["checkpoint"] is None:
+        trained, rows = res["trained"], res["rows"]
+        if trained is None:
             raise SimSiamError(f"sweep {res['name']}: no trial finished without collapse; nothing to register")
-        trained = {"run_id": res["run_id"], "checkpoint": res["checkpoint"], "collapsed": best["collapsed"],
-                   "train/z_std_ratio": best["z_std_ratio"], "knn/best_top1": best["best_knn"],
-                   "epochs": best["stopped_at_epoch"], "sweep": res["name"], "trial": best["trial"]}
     metrics = evaluate(config=cfg, checkpoint=trained["checkpoint"], run_id=trained["run_id"], mlflow_uri=uri,
                        state=state)
     gate = None
     if registry and trained["run_id"]:
         gate = register_encoder(cfg, trained["run_id"], trained["checkpoint"], metrics["probe/top1"],
                                 bool(trained["collapsed"]), uri, state)
-    from simsiam.tracking import run_url
-
-    url = run_url(uri, trained["run_id"]) if trained["run_id"] else None
+    url = trained.get("run_url")
     create_markdown_artifact(key=REPORT_KEY, markdown=run_report(cfg, staged, trained, metrics, gate, url, mode, rows),
                              description=f"SimSiam {mode} report: data, metrics, collapse verdict, registry gate")
     return {"mode": mode, "tracking_uri": uri, "experiment": cfg.tracking.experiment, "run_id": trained["run_id"],

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import DEFAULT_PRESET, out_dir, progress, resolve_config, run_name
+from flows.common import DEFAULT_PRESET, progress, resolve_config, run_name
 from flows.tasks import train_encoder
 from simsiam.config import Config
-from simsiam.jobs import tracking_uri
+from simsiam.steps import run_dir, tracking_uri
 
 
 @flow(name="pretrain", flow_run_name=run_name("pretrain"), log_prints=True)
@@ -27,4 +27,4 @@ def pretrain(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     cfg = resolve_config(preset, overrides, config)
     name = name or flow_run.name or cfg.name
     uri = tracking_uri(mlflow_uri, state) if track else None
-    return train_encoder(cfg, str(out_dir(state, name)), uri, name, state, workers, gpus_per_worker, progress())
+    return train_encoder(cfg, str(run_dir(state, name)), uri, name, state, workers, gpus_per_worker, progress())

@@ -36,7 +36,8 @@ def run_report(cfg: Config, staged: dict, train: dict, metrics: dict | None, gat
             ("train wall s", train.get("wall_s")), ("final loss", train.get("train/loss")),
             ("z_std x sqrt(d)", ratio), ("kNN monitor best top-1 (%)", train.get("knn/best_top1"))]
     if metrics:
-        rows += [("kNN top-1, full test (%)", metrics.get("knn/top1")), ("linear probe top-1 (%)", metrics.get("probe/top1"))]
+        rows += [("kNN top-1, full test (%)", metrics.get("knn/top1")),
+                 ("linear probe top-1 (%)", metrics.get("probe/top1"))]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in rows]
     verdict = ("**COLLAPSED**: z/||z|| has (almost) no spread; the encoder maps images to one point and is never "
                "promoted." if collapsed else "healthy: no collapse (z_std x sqrt(d) well above 0).")
@@ -49,7 +50,7 @@ def run_report(cfg: Config, staged: dict, train: dict, metrics: dict | None, gat
 
 
 def trial_markdown(rows: list[dict]) -> str:
-    from simsiam.sweep import format_table
+    from simsiam.ray import format_table
 
     return format_table(rows)
 

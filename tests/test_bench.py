@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FP32
+
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8", "--set", "train.device=cpu",
-        "--set", "train.batch_size=16", "--set", "data.train_subset=64"]
+TINY = [*FP32, "--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8",
+        "--set", "train.device=cpu", "--set", "train.batch_size=16", "--set", "data.train_subset=64"]
 
 
 def _json(args):
@@ -39,7 +41,7 @@ def test_quality_prints_curve_and_baselines():
 @pytest.mark.slow
 @pytest.mark.integration
 def test_pipeline_bench_splits_wall_time():
-    out = _json(["bench/pipeline.py", "--preset", "cpu-demo", "--subset", "256", "--set", "model.width=4",
+    out = _json(["bench/pipeline.py", "--preset", "cpu-demo", "--subset", "256", *FP32, "--set", "model.width=4",
                  "--set", "model.dim=32", "--set", "model.pred_dim=8", "--set", "train.batch_size=64",
                  "--set", "train.epochs=1", "--set", "eval.knn_every_epochs=0", "--set", "train.device=cpu",
                  "--set", "tracking.system_metrics=false", "--set", "data.train_subset=null",

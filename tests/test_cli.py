@@ -4,10 +4,13 @@ import sys
 
 import pytest
 
+from conftest import FP32
+from simsiam.errors import SimSiamError
+
 SIMSIAM = [sys.executable, "-m", "simsiam.cli"]
-TINY = ["--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8", "--set", "train.batch_size=16",
-        "--set", "data.train_subset=64", "--set", "train.epochs=2", "--set", "train.device=cpu",
-        "--set", "eval.knn_every_epochs=0"]
+TINY = [*FP32, "--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8",
+        "--set", "train.batch_size=16", "--set", "data.train_subset=64", "--set", "train.epochs=2",
+        "--set", "train.device=cpu", "--set", "eval.knn_every_epochs=0"]
 
 
 def run(*args, check=True):
@@ -17,25 +20,77 @@ def run(*args, check=True):
     return proc
 
 
-def test_pretrain_resume_and_probe(tmp_path):
+def test_pretrain_crash_resume_mid_run_and_probe(tmp_path, fmnist_small_root):
     out = tmp_path / "run"
+    # 4 steps per epoch, 8 in all; the run crashes at step 6, after the epoch-1 checkpoint at step 4.
     r = run("pretrain", "--preset", "cpu-demo", "--out", str(out), "--no-progress", *TINY,
-            "--set", "train.max_steps=3")
-    summary = json.loads(r.stdout)
-    assert summary["steps"] == 3
-    assert (out / "config.yaml").is_file() and (out / "checkpoint.pt").is_file()
-    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [ln["step"] for ln in lines if "epoch" not in ln] == [1, 2, 3]
-    # --resume with a longer budget continues from step 3 (the saved config is the source of truth).
+            "--set", "faults.fail_at_step=6", check=False)
+    assert r.returncode != 0 and "injected failure at step 6" in r.stderr
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 5  # crashed before logging 6
+    # --resume keeps the run's own config: an override that changes the plan is refused.
     r = run("pretrain", "--out", str(out), "--resume", "--no-progress", "--set", "train.max_steps=5", check=False)
-    assert r.returncode == 2 and "config differs" in r.stderr  # max_steps is part of the plan
-    r = run("pretrain", "--out", str(out), "--resume", "--no-progress")
-    assert r.returncode == 0, r.stderr
-    r = run("probe", "--checkpoint", str(out / "checkpoint.pt"), "--set", "eval.probe_epochs=1",
-            "--set", "eval.knn_k=10")
-    probe = json.loads(r.stdout)
-    assert 10 <= probe["probe/top1"] <= 100 and 10 <= probe["knn/top1"] <= 100
-    assert probe["test_images"] == 10000 and probe["step"] == 3
+    assert r.returncode == 2 and "config differs" in r.stderr
+    summary = json.loads(run("pretrain", "--out", str(out), "--resume", "--no-progress").stdout)
+    assert summary["resumed_from_step"] == 4 and summary["steps"] == 8
+    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines if "epoch" not in ln] == list(range(1, 9))  # 5, 6 once, from the resume
+    assert [ln["epoch"] for ln in lines if "epoch" in ln] == [1, 2]
+
+    small = ["--set", f"data.root={fmnist_small_root}", "--set", "eval.probe_epochs=1", "--set", "eval.knn_k=10"]
+    trained = json.loads(run("probe", "--checkpoint", str(out / "checkpoint.pt"), *small).stdout)
+    assert 10 <= trained["probe/top1"] <= 100 and 10 <= trained["knn/top1"] <= 100
+    assert trained["test_images"] == 500 and trained["step"] == 8 and not trained["random_init"]
+    baseline = json.loads(run("probe", "--checkpoint", str(out), "--random-init", *small).stdout)
+    assert baseline["random_init"] and baseline["step"] == 8
+    assert baseline["knn/top1"] != trained["knn/top1"]  # other weights, same data and probe
+
+
+def test_diverging_run_exits_1_without_a_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    r = run("pretrain", "--out", str(out), "--no-progress", *TINY, "--set", "optim.base_lr=1e30", check=False)
+    assert r.returncode == 1 and "training diverged: loss is nan" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (out / "checkpoint.pt").exists() and not list(out.glob("*.tmp"))
+
+
+@pytest.mark.integration
+def test_up_status_down(tmp_path):
+    state = str(tmp_path / "state")
+    try:
+        up = json.loads(run("up", "--state", state).stdout)
+        assert up["s3"]["running"] and up["mlflow"]["running"] and not up["prefect"]["running"]
+        status = json.loads(run("status", "--state", state).stdout)
+        assert status["mlflow"]["tracking_uri"] == up["mlflow"]["tracking_uri"]
+        assert status["s3"]["endpoint_url"].startswith("http://127.0.0.1:")
+    finally:
+        down = json.loads(run("down", "--state", state).stdout)
+    assert down == {"prefect": {"stopped": False}, "mlflow": {"stopped": True}, "s3": {"stopped": True}}
+    after = json.loads(run("status", "--state", state).stdout)
+    assert not after["s3"]["running"] and not after["mlflow"]["running"]
+
+
+def test_sweep_grid_parsing():
+    from simsiam.cli import parse_grid, parse_values
+
+    assert parse_values("0.03,0.06", "--lr") == [0.03, 0.06] and parse_values("128", "--batch", int) == [128]
+    assert parse_grid(["loss.stop_grad=true,false", "model.dim=256,512"]) == {
+        "loss.stop_grad": [True, False], "model.dim": [256, 512]}
+    with pytest.raises(SimSiamError, match="key=v1,v2"):
+        parse_grid(["loss.stop_grad"])
+    with pytest.raises(SimSiamError, match="--batch takes a comma list"):
+        parse_values("128,big", "--batch", int)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--grid", "loss.stop_grad"], "--grid takes key=v1,v2"),
+    (["--grid", "loss.stop_gradient=true,false"], "unknown key 'loss.stop_gradient'"),
+    (["--grid", "model.bn=some"], "model.bn='some' is not allowed"),
+    (["--lr", "0.1,x"], "optim.base_lr: Input should be a valid number"),
+])
+def test_sweep_rejects_a_bad_grid_before_any_trial(tmp_path, args, needle):
+    r = run("sweep", "--state", str(tmp_path / "s"), *args, check=False)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "s").exists()  # failed before S3 or Ray started
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -10,7 +10,8 @@ than a test (measured: 640 steps without stop-grad, z_std*sqrt(d) still 0.92 at 
 import pytest
 
 from conftest import tiny_config
-from simsiam.engine import Reporter, train
+from simsiam.engine import train
+from simsiam.reporters import Reporter
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 import pytest
 
-from simsiam.config import list_presets, load_config, override_config
+from simsiam.config import list_presets, load_config, override_config, validate_config
 from simsiam.errors import ConfigError
 
 
@@ -16,7 +16,8 @@ def test_paper_presets_follow_the_recipe():
             cifar.train.batch_size, cifar.train.epochs) == ("resnet18_cifar", 2, 0.03, 5e-4, 512, 800)
     inet = load_config("imagenet-paper")
     assert (inet.model.backbone, inet.model.proj_layers, inet.model.dim, inet.model.pred_hidden,
-            inet.optim.base_lr, inet.optim.weight_decay, inet.train.epochs) == ("resnet50", 3, 2048, 512, 0.05, 1e-4, 100)
+            inet.optim.base_lr, inet.optim.weight_decay, inet.train.epochs) == (
+        "resnet50", 3, 2048, 512, 0.05, 1e-4, 100)
     assert set(list_presets()) >= {"cpu-demo", "fashion-mnist", "cifar10-paper", "imagenet-paper"}
 
 
@@ -67,3 +68,11 @@ def test_flat_and_hash():
     assert flat["optim.base_lr"] == cfg.optim.base_lr and "model.backbone" in flat
     assert cfg.config_hash() == load_config("cpu-demo").config_hash()
     assert cfg.config_hash() != load_config("cpu-demo", ["optim.base_lr=0.01"]).config_hash()
+
+
+def test_configs_saved_before_the_faults_section_still_load():
+    old = load_config("cpu-demo").to_dict()
+    del old["faults"]
+    old["train"]["fail_at_step"] = 7  # where checkpoints and config.yaml files before 2026-11-28 kept it
+    cfg = validate_config(old)
+    assert cfg.faults.fail_at_step == 7 and "fail_at_step" not in cfg.to_dict()["train"]

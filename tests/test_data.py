@@ -6,7 +6,7 @@ from PIL import Image
 from conftest import write_cifar_batches, write_idx
 from simsiam.augment import MultiView, eval_transform, train_transform
 from simsiam.config import DataConfig
-from simsiam.data import (EpochSampler, ViewsDataset, load_cifar10, load_fashion_mnist, load_source, read_idx)
+from simsiam.data import EpochSampler, ViewsDataset, load_cifar10, load_fashion_mnist, load_source, read_idx
 from simsiam.errors import DataError
 
 
@@ -94,7 +94,8 @@ def test_real_fashion_mnist(fmnist_train, fmnist_test):
     assert fmnist_train.classes[9] == "Ankle boot"
 
 
-@pytest.mark.parametrize("recipe,channels,size", [("grey", 1, 28), ("grey", 3, 28), ("cifar", 3, 32), ("imagenet", 3, 64)])
+@pytest.mark.parametrize("recipe,channels,size", [("grey", 1, 28), ("grey", 3, 28), ("cifar", 3, 32),
+                                                  ("imagenet", 3, 64)])
 def test_recipes_give_normalised_views(fmnist_train, recipe, channels, size):
     tf = MultiView(train_transform(recipe, "fashion-mnist", size, channels), 2)
     v1, v2 = tf(fmnist_train.images[0])
@@ -119,3 +120,10 @@ def test_epoch_sampler_resume_offset():
     full = list(EpochSampler(20, seed=1, epoch=2))
     assert sorted(full) == list(range(20)) and full != list(EpochSampler(20, seed=1, epoch=3))
     assert list(EpochSampler(20, seed=1, epoch=2, start=8)) == full[8:]
+
+
+def test_epoch_sampler_ranks_take_disjoint_equal_shares_of_one_permutation():
+    full = list(EpochSampler(21, seed=1, epoch=0))
+    ranks = [list(EpochSampler(21, seed=1, epoch=0, rank=r, world=2)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 10 and not set(ranks[0]) & set(ranks[1])
+    assert ranks[0] + ranks[1] != full[:20] and sorted(ranks[0] + ranks[1]) == sorted(full[:20])

@@ -1,7 +1,10 @@
 """Ray Train / Tune on a real local Ray cluster (2 CPUs), with checkpoints on the real SeaweedFS
 and metrics on a real MLflow server."""
 
+import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local tests: no token file in ~/.ray
 
@@ -9,7 +12,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import tiny_config
+from conftest import FP32, tiny_args, tiny_config
 from simsiam.services import start_mlflow, start_s3, stop_mlflow, stop_s3
 from simsiam.storage import S3Settings, open_store
 
@@ -18,9 +21,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    from simsiam.distributed import init_ray
-
     import ray
+
+    from simsiam.ray import init_ray
 
     state = tmp_path_factory.mktemp("raystate")
     s3 = start_s3(state)
@@ -34,7 +37,7 @@ def stack(tmp_path_factory):
 
 
 def _dist(s3, ml, **kw):
-    from simsiam.distributed import DistSettings
+    from simsiam.ray import DistSettings
 
     storage = S3Settings(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key)
     return DistSettings(storage=storage, tracking_uri=ml.tracking_uri, experiment="ray-tests",
@@ -42,11 +45,12 @@ def _dist(s3, ml, **kw):
 
 
 def test_two_worker_ddp_checkpoints_to_s3(stack, tmp_path):
-    from simsiam.distributed import load_result_checkpoint, pretrain_distributed
+    from simsiam.ray import load_result_checkpoint, pretrain_distributed
 
     _, s3, ml = stack
-    dist = _dist(s3, ml, num_workers=2, max_failures=0, extra={"weights_digest_dir": str(tmp_path)})
-    cfg = tiny_config("train.epochs=3", "data.train_subset=512", "train.batch_size=64", "tracking.system_metrics=false")
+    dist = _dist(s3, ml, num_workers=2, max_failures=0)
+    cfg = tiny_config("train.epochs=3", "data.train_subset=512", "train.batch_size=64", "tracking.system_metrics=false",
+                      f"faults.weights_digest_dir={tmp_path}")
     res = pretrain_distributed(cfg, dist, name="ddp-test")
     assert res.error is None and res.metrics["step"] == 24  # 512 / 64 global batch x 3 epochs
     digests = {p.read_text() for p in tmp_path.glob("rank*.sha256")}
@@ -62,11 +66,11 @@ def test_two_worker_ddp_checkpoints_to_s3(stack, tmp_path):
 
 
 def test_worker_failure_resumes_from_s3_checkpoint(stack):
-    from simsiam.distributed import pretrain_distributed
+    from simsiam.ray import pretrain_distributed
 
     _, s3, ml = stack
     dist = _dist(s3, ml, num_workers=2, max_failures=2)
-    cfg = tiny_config("train.epochs=3", "data.train_subset=256", "train.batch_size=32", "train.fail_at_step=10",
+    cfg = tiny_config("train.epochs=3", "data.train_subset=256", "train.batch_size=32", "faults.fail_at_step=10",
                       "tracking.system_metrics=false")
     res = pretrain_distributed(cfg, dist, name="fault-test")
     assert res.error is None and res.metrics["step"] == 24  # exactly the planned steps
@@ -77,59 +81,70 @@ def test_worker_failure_resumes_from_s3_checkpoint(stack):
     assert sorted(steps) == list(range(1, 25))  # one continuous history, no gap, no duplicates
 
 
-def test_sweep_asha_and_collapse_stopper(stack):
-    from simsiam.sweep import run_sweep
+def _cli_json(stdout: str) -> dict:
+    return json.loads(stdout[stdout.rindex("\n{") + 1:] if not stdout.startswith("{") else stdout)  # Ray prints first
 
-    _, s3, ml = stack
-    dist = _dist(s3, ml, num_workers=1, max_failures=0)
+
+def test_cli_sweep_asha_collapse_stopper_and_best_trial_registered(stack):
+    import ray
+
+    state, s3, ml = stack
     # 32 steps per epoch. Without stop-grad at base lr 1.0 (bn=hidden, as in the Fig. 2 test) the
     # outputs collapse within the first epoch, so the collapse stopper acts at its first report.
     # ASHA never cuts the first trial to reach a rung, and cuts a later one only below the rung's
     # median, so trials run one at a time in grid order (lr varies fastest): (1.0, on) trains
     # (kNN about 43 after one epoch, measured), then (1e-4, on) barely moves from random init
     # (about 34) and must be cut at the first rung.
-    cfg = tiny_config("model.width=8", "model.dim=128", "model.pred_dim=32", "data.train_subset=4096",
-                      "train.batch_size=128", "train.epochs=4", "model.bn=hidden", "eval.knn_train_samples=500",
-                      "eval.knn_test_samples=500", "eval.knn_k=20", "tracking.system_metrics=false")
-    res = run_sweep(cfg, {"optim.base_lr": [1.0, 0.0001], "loss.stop_grad": [True, False]}, dist, grace_period=1,
-                    max_concurrent=1)
-    rows = {(r["optim.base_lr"], r["loss.stop_grad"]): r for r in res.rows}
-    assert len(rows) == 4 and all(r["error"] is None for r in res.rows)
+    args = tiny_args("model.width=8", "model.dim=128", "model.pred_dim=32", "data.train_subset=4096",
+                     "train.epochs=4", "model.bn=hidden", "eval.knn_train_samples=500", "eval.knn_test_samples=500",
+                     "eval.knn_k=20", "tracking.system_metrics=false", "tracking.experiment=ray-tests",
+                     "eval.probe_epochs=5")
+    env = {**os.environ, "SIMSIAM_STATE": str(state), "MLFLOW_TRACKING_URI": ml.tracking_uri,
+           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}  # this module's Ray, not a second one
+    r = subprocess.run([sys.executable, "-m", "simsiam.cli", "sweep", "--lr", "1.0,0.0001", "--batch", "128",
+                        "--grid", "loss.stop_grad=true,false", "--max-concurrent", "1", "--cpus-per-worker", "0.99",
+                        "--track", *args], capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = _cli_json(r.stdout)
+    rows = {(t["optim.base_lr"], t["loss.stop_grad"]): t for t in out["trials"]}
+    assert len(rows) == 4 and all(t["error"] is None for t in out["trials"])
     collapsed = rows[(1.0, False)]
     assert collapsed["collapsed"] and collapsed["stopped_by"] == "collapse" and collapsed["stopped_at_epoch"] < 4
     good, bad = rows[(1.0, True)], rows[(0.0001, True)]
     assert good["stopped_by"] == "completed" and good["stopped_at_epoch"] == 4 and not good["collapsed"]
-    assert bad["stopped_by"] == "asha" and bad["stopped_at_epoch"] == 1, res.rows
-    assert good["best_knn"] > bad["best_knn"]
-    assert res.best is good
+    assert bad["stopped_by"] == "asha" and bad["stopped_at_epoch"] == 1, out["trials"]
+    assert good["best_knn"] > bad["best_knn"] and out["best"]["trial"] == good["trial"]
     assert bad["lr"] == pytest.approx(0.0001 * 128 / 256)
     client = MlflowClient(ml.tracking_uri)
-    parent = client.get_run(res.parent_run_id)
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    parent = client.get_run(out["parent_run_id"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{out['parent_run_id']}'")
     assert len(children) == 4 and all(c.info.status != "RUNNING" for c in children)
     assert sum(c.data.tags.get("simsiam.collapsed") == "true" for c in children) >= 1
-    assert "sweep_results.md" in {a.path for a in client.list_artifacts(res.parent_run_id)}
+    assert "sweep_results.md" in {a.path for a in client.list_artifacts(out["parent_run_id"])}
+    # --track registers the best trial: its child run holds the probe and is the version's source.
+    best_run = next(c for c in children if c.data.tags["mlflow.runName"] == f"trial-{good['trial']}")
+    version = client.get_model_version(out["registry"]["name"], out["registry"]["version"])
+    assert version.run_id == best_run.info.run_id and out["registry"]["decision"] == "champion"
+    assert client.get_run(best_run.info.run_id).data.metrics["probe/top1"] == pytest.approx(out["probe/top1"])
     # Ray pickles the run config (storage filesystem included) into the bucket: no key may be in it.
-    store = open_store(dist.storage)
-    objects = [o for o in store.list_keys(f"ray/{res.name}") if o["Size"] < 20_000_000]
+    store = open_store(S3Settings(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key))
+    objects = [o for o in store.list_keys(f"ray/{out['sweep']}") if o["Size"] < 20_000_000]
     assert any(o["Key"].endswith("tuner.pkl") for o in objects)
     assert not [o["Key"] for o in objects if s3.secret_key.encode() in store.get_bytes(o["Key"])]
+    assert s3.secret_key not in r.stdout + r.stderr
 
 
 def test_cli_pretrain_on_ray_workers(stack, tmp_path):
-    import json
-    import subprocess
-    import sys
+    import ray
 
     state, s3, _ = stack
-    env = {**os.environ, "SIMSIAM_STATE": str(state)}
+    env = {**os.environ, "SIMSIAM_STATE": str(state), "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     r = subprocess.run([sys.executable, "-m", "simsiam.cli", "pretrain", "--workers", "1", "--cpus-per-worker", "0.5",
-                        "--out", str(tmp_path / "cli-ray"), "--set", "model.width=4", "--set", "model.dim=32",
+                        "--out", str(tmp_path / "cli-ray"), *FP32, "--set", "model.width=4", "--set", "model.dim=32",
                         "--set", "model.pred_dim=8", "--set", "train.batch_size=32", "--set", "data.train_subset=64",
                         "--set", "train.epochs=1", "--set", "eval.knn_every_epochs=0", "--set", "train.device=cpu"],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    text = r.stdout if r.stdout.startswith("{") else r.stdout[r.stdout.rindex("\n{") + 1:]  # Ray may print first
-    out = json.loads(text)
-    assert out["step"] == 2 and out["checkpoint"].startswith("s3://data/ray/cli-ray/")
+    out = _cli_json(r.stdout)
+    assert out["steps"] == 2 and out["checkpoint"].startswith("s3://data/ray/cli-ray/")
     assert s3.secret_key not in r.stdout + r.stderr

@@ -2,10 +2,15 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from conftest import tiny_config
-from simsiam.engine import JsonlReporter, Reporter, load_checkpoint, model_from_checkpoint, train
+from simsiam.checkpoint import load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint
+from simsiam.engine import train
 from simsiam.errors import ConfigError, DataError
+from simsiam.models import build_model
+from simsiam.reporters import JsonlReporter, Reporter
+from simsiam.runtime import seed_everything
 
 
 class Recorder(Reporter):
@@ -45,7 +50,7 @@ def test_resume_continues_identically(fmnist_train, tmp_path):
     assert part.step == 7 and not part.finished
     torch.manual_seed(12345)  # a different global RNG state must not matter: it is restored
     resumed = train(cfg, out_dir=tmp_path / "b", resume=True, train_source=fmnist_train)
-    assert resumed.step == straight.step == 12
+    assert resumed.step == straight.step == 12 and resumed.start_step == 7  # the interruption checkpointed
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
@@ -53,16 +58,19 @@ def test_resume_continues_identically(fmnist_train, tmp_path):
     assert not torch.equal(part.model.state_dict()["backbone.conv1.weight"], a["backbone.conv1.weight"])
 
 
-def test_jsonl_reporter_drops_lines_past_resumed_step(tmp_path):
+def test_jsonl_reporter_drops_lines_past_resumed_step_and_restarts_a_new_run(tmp_path, tiny_cfg):
     path = tmp_path / "metrics.jsonl"
     rep = JsonlReporter(path)
+    rep.on_start(tiny_cfg, {"start_step": 0})
     for s in range(1, 6):
         rep.on_step(s, {"train/loss": -s / 10})
     rep.on_epoch(1, {"knn/top1": 50.0})
     with path.open("a") as fh:
         fh.write('{"step": 6, "train/lo')  # cut short by the interruption
-    JsonlReporter(path, resume_step=3)
+    JsonlReporter(path).on_start(tiny_cfg, {"start_step": 3})
     assert [json.loads(ln)["step"] for ln in path.read_text().splitlines()] == [1, 2, 3]
+    JsonlReporter(path).on_start(tiny_cfg, {"start_step": 0})
+    assert not path.exists()
 
 
 def test_resume_errors(fmnist_train, tmp_path):
@@ -71,16 +79,86 @@ def test_resume_errors(fmnist_train, tmp_path):
     train(tiny_config(), out_dir=tmp_path, stop_after_steps=2, train_source=fmnist_train)
     with pytest.raises(ConfigError, match="config differs"):
         train(tiny_config("optim.base_lr=0.5"), out_dir=tmp_path, resume=True, train_source=fmnist_train)
+    # A checkpoint of the layout before the `faults` section resumes: it is the same config.
+    ckpt = load_checkpoint(tmp_path)
+    ckpt["config"]["train"]["fail_at_step"] = ckpt["config"].pop("faults")["fail_at_step"]
+    save_checkpoint(tmp_path / "checkpoint.pt", ckpt)
+    assert train(tiny_config(), out_dir=tmp_path, resume=True, train_source=fmnist_train).start_step == 2
 
 
-@pytest.mark.parametrize("overrides", [
-    ("loss.symmetry=asymmetric_2x",), ("loss.similarity=cross_entropy",), ("model.predictor=none",),
-    ("model.predictor=fixed_random", "optim.fix_pred_lr=false"), ("model.bn=all",),
-    ("train.amp=bf16", "train.channels_last=true"), ("model.in_channels=3",),
-])
-def test_ablation_switches_train(fmnist_train, overrides):
-    result = train(tiny_config("train.epochs=1", *overrides), train_source=fmnist_train)
+class Spy(nn.Module):
+    """Wraps the model as DDP would: records what each step feeds it and under which autocast."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls = model, []
+
+    def forward(self, x1, x2):
+        bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        self.calls.append({"rows": x1.shape[0], "channels": x1.shape[1], "bf16": bf16})
+        return self.model(x1, x2)
+
+
+def _channels_last(model):
+    # A conv with several input channels: with one, both memory formats have the same strides.
+    return model.backbone.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def _train_spied(fmnist_train, *overrides):
+    cfg = tiny_config("train.epochs=1", *overrides)
+    seed_everything(cfg.train.seed)  # train() seeds the same way before building its model
+    init = build_model(cfg.model).state_dict()
+    spy = {}
+    result = train(cfg, train_source=fmnist_train, wrap_model=lambda m: spy.setdefault("net", Spy(m)))
     assert result.step == 4 and torch.isfinite(torch.tensor(result.last_metrics["train/loss"]))
+    return result, spy["net"].calls, init
+
+
+def test_default_step_feeds_two_views_of_the_batch_in_fp32(fmnist_train):
+    result, calls, _ = _train_spied(fmnist_train, "train.amp=none", "train.channels_last=false")
+    assert [c["rows"] for c in calls] == [16] * 4 and not any(c["bf16"] for c in calls)
+    assert not _channels_last(result.model)
+    assert -1 <= result.last_metrics["train/loss"] <= 1  # negative cosine
+
+
+def test_asymmetric_2x_doubles_the_pairs_per_step(fmnist_train):
+    _, calls, _ = _train_spied(fmnist_train, "loss.symmetry=asymmetric_2x")
+    assert [c["rows"] for c in calls] == [32] * 4  # two independent pairs of each of the 16 images
+
+
+def test_cross_entropy_similarity_is_not_a_cosine(fmnist_train):
+    result, _, _ = _train_spied(fmnist_train, "loss.similarity=cross_entropy")
+    # -softmax(z) . log softmax(p) >= entropy of softmax(z) > 0, near log(32) = 3.47 at init; a cosine is <= 1.
+    assert result.last_metrics["train/loss"] > 1.5
+
+
+def test_predictor_none_trains_without_a_predictor(fmnist_train):
+    result, _, _ = _train_spied(fmnist_train, "model.predictor=none")
+    assert isinstance(result.model.predictor, nn.Identity) and not list(result.model.predictor.parameters())
+
+
+def test_fixed_random_predictor_stays_at_its_init(fmnist_train):
+    result, _, init = _train_spied(fmnist_train, "model.predictor=fixed_random", "optim.fix_pred_lr=false")
+    after = result.model.state_dict()
+    assert all(torch.equal(after[k], init[k]) for k in after if k.startswith("predictor.") and "running" not in k
+               and "num_batches" not in k)
+    assert not torch.equal(after["projector.0.weight"], init["projector.0.weight"])  # the rest trains
+
+
+def test_bn_all_adds_a_trained_bn_on_the_predictor_output(fmnist_train):
+    result, _, _ = _train_spied(fmnist_train, "model.bn=all")
+    out_bn = result.model.predictor[-1]
+    assert isinstance(out_bn, nn.BatchNorm1d) and out_bn.num_batches_tracked.item() == 2 * 4  # two views x 4 steps
+
+
+def test_bf16_and_channels_last_reach_the_forward(fmnist_train):
+    result, calls, _ = _train_spied(fmnist_train, "train.amp=bf16", "train.channels_last=true")
+    assert all(c["bf16"] for c in calls) and _channels_last(result.model)
+
+
+def test_in_channels_3_repeats_grey_images_into_an_rgb_stem(fmnist_train):
+    result, calls, _ = _train_spied(fmnist_train, "model.in_channels=3")
+    assert result.model.backbone.conv1.in_channels == 3 and all(c["channels"] == 3 for c in calls)
 
 
 def test_knn_monitor_and_model_from_checkpoint(fmnist_train, fmnist_test, tmp_path):
@@ -91,7 +169,7 @@ def test_knn_monitor_and_model_from_checkpoint(fmnist_train, fmnist_test, tmp_pa
     knn = [(e, m["knn/top1"]) for e, m in rec.epochs]
     assert [e for e, _ in knn] == [0, 1, 2] and all(10 <= v <= 100 for _, v in knn)
     assert result.knn_last == knn[-1][1] and result.knn_best == max(v for e, v in knn if e > 0)
-    model, cfg2, _ = model_from_checkpoint(tmp_path / "checkpoint.pt")
+    model, cfg2 = model_from_checkpoint(load_checkpoint(tmp_path / "checkpoint.pt"), tmp_path)
     assert cfg2 == cfg
     x = fmnist_train.images[:4].float() / 255
     model.eval(), result.model.eval()
@@ -106,9 +184,6 @@ def test_fp16_on_cpu_and_bad_device_are_config_errors(fmnist_train):
 
 
 def test_checkpoint_of_other_architecture_is_a_data_error(fmnist_train, tmp_path):
-    from simsiam.engine import load_weights
-    from simsiam.models import build_model
-
     train(tiny_config("train.epochs=1"), out_dir=tmp_path, train_source=fmnist_train)
     other = build_model(tiny_config("model.dim=64").model)
     with pytest.raises(DataError, match="does not fit the configured model"):

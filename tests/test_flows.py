@@ -10,6 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.report import run_report
+from simsiam import faults
 from simsiam.config import load_config
 from simsiam.services import start_mlflow, start_s3, stop_mlflow, stop_prefect, stop_s3
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.integration
 # 512 staged images, width-4 net, 1 epoch: the whole pipeline in ~15 s after start-up.
 TINY = ["model.width=4", "model.dim=32", "model.pred_dim=8", "train.batch_size=64", "train.epochs=1",
         "eval.knn_every_epochs=0", "train.device=cpu", "tracking.system_metrics=false", "data.train_subset=null",
-        "eval.probe_epochs=5", "data.download=false"]
+        "eval.probe_epochs=5", "data.download=false", "train.amp=none", "train.channels_last=false"]
 # Without stop-grad and without output BN (paper Fig. 2 / Table 4b), z collapses within ~100 steps.
 COLLAPSING = ["loss.stop_grad=false", "model.bn=hidden", "optim.base_lr=1.0", "train.batch_size=32", "train.epochs=6"]
 
@@ -50,25 +51,35 @@ def _task_runs(name: str):
         return client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[name])))
 
 
-def test_pipeline_flow_registers_champion_with_report_and_retries(services, harness, monkeypatch):
+def test_pipeline_flow_retries_partial_io_then_registers_champion_once(services, harness, monkeypatch):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     from flows.pipeline import REPORT_KEY, pipeline
 
     state, s3, ml = services
-    # Staging and registration each fail once like a dropped connection; their retries must recover.
+    # Staging fails after its first shard is stored, registration after the model version exists
+    # (models logged, version created, no gate yet): each like a dropped connection, once.
+    faults.reset()
     monkeypatch.setenv("SIMSIAM_INJECT_IO_FAULT", "stage,register")
     out = pipeline(overrides=TINY, subset=512, mlflow_uri=ml.tracking_uri, state=str(state))
-    assert out["registered"]["decision"] == "champion" and out["uploaded_objects"] > 0
     assert [tr.run_count for tr in _task_runs("stage-train")] == [2]
     assert [tr.run_count for tr in _task_runs("register")] == [2]
+    # The retried staging resumed: the shard stored before the fault was not uploaded again
+    # (train: its manifest only; test: shard + manifest).
+    assert out["uploaded_objects"] == 1 + 2
 
     client = MlflowClient(ml.tracking_uri)
-    name = out["registered"]["name"]
-    champ = client.get_model_version_by_alias(name, "champion")
-    assert champ.run_id == out["run_id"]
-    run = client.get_run(out["run_id"])
+    name, run_id = out["registered"]["name"], out["run_id"]
+    # The retried registration reused the first attempt's models and version instead of adding copies.
+    versions = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    assert len(versions) == 1 and versions[0].tags["gate.decision"] == "champion"
+    exp_id = client.get_run(run_id).info.experiment_id
+    models = client.search_logged_models([exp_id], filter_string=f"source_run_id = '{run_id}'")
+    assert sorted(m.name for m in models) == ["backbone", "encoder"]
+    assert out["registered"]["decision"] == "champion" and not out["registered"]["noop"]
+    assert client.get_model_version_by_alias(name, "champion").run_id == run_id
+    run = client.get_run(run_id)
     assert run.data.metrics["probe/top1"] == pytest.approx(out["metrics"]["probe/top1"])
     assert run.data.tags["dataset.version"] == out["staged"]["train"].rsplit("/", 1)[1]
 
@@ -78,6 +89,19 @@ def test_pipeline_flow_registers_champion_with_report_and_retries(services, harn
     report = arts[0].data
     assert out["run_url"] in report and "champion" in report and "healthy" in report
     assert s3.secret_key not in report and s3.access_key not in report
+
+    # The evaluate flow on the registered champion gives the numbers the pipeline measured on its checkpoint.
+    from flows.evaluate import evaluate
+
+    staged = [f"data.source={out['staged']['train']}", f"data.test_source={out['staged']['test']}"]
+    ev = evaluate(overrides=TINY + staged, model_uri=f"models:/{name}@champion", mlflow_uri=ml.tracking_uri,
+                  state=str(state))
+    assert ev["test_images"] == 512 and ev["model_uri"].endswith("@champion")
+    assert ev["knn/top1"] == pytest.approx(out["metrics"]["knn/top1"], abs=0.5)
+    assert ev["probe/top1"] == pytest.approx(out["metrics"]["probe/top1"], abs=0.5)
+    with get_client(sync_client=True) as pc:
+        arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["simsiam-evaluation"])))
+    assert arts and f"models:/{name}@champion" in arts[0].data
 
 
 def test_simsiam_run_twice_reuses_staged_data_and_keeps_worse_run_challenger(tmp_path):
@@ -155,3 +179,22 @@ def test_pipeline_sweep_mode_registers_best_trial(services, harness):
     with get_client(sync_client=True) as pc:
         table = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["simsiam-sweep-trials"])))
     assert len(table) == 1 and table[0].type == "table"
+
+
+@pytest.mark.parametrize("exc,transient", [
+    (ConnectionError("dropped"), True), (OSError("reset"), True),
+    ("storage", True), ("tracking", True), ("mlflow", True),
+    ("config", False), ("data", False), (ValueError("bad"), False), (KeyError("k"), False),
+])
+def test_retries_are_for_io_failures_not_bad_input(exc, transient):
+    from mlflow.exceptions import MlflowException
+    from prefect.states import Failed
+
+    from flows.tasks import _transient
+    from simsiam.errors import ConfigError, DataError, StorageError
+    from simsiam.tracking import TrackingError
+
+    exc = {"storage": StorageError("S3 down"), "tracking": TrackingError("server down"),
+           "mlflow": MlflowException("503"), "config": ConfigError("unknown key"),
+           "data": DataError("corrupt checkpoint")}.get(exc, exc) if isinstance(exc, str) else exc
+    assert _transient(None, None, Failed(data=exc)) is transient

@@ -470,7 +470,8 @@ def test_k8s_gpu_workers_and_images():
             if _gpus(ray):
                 gpu_groups += 1
                 assert ray["resources"]["requests"].get(GPU) == ray["resources"]["limits"][GPU], f"{name}/{group}"
-                assert _image_parts(ray["image"]) == (CUDA_IMAGE, VERSION), f"{name}/{group}: GPU pods need the CUDA image"
+                assert _image_parts(ray["image"]) == (CUDA_IMAGE, VERSION), \
+                    f"{name}/{group}: GPU pods need the CUDA image"
         assert gpu_groups, f"{name}: no worker group requests {GPU}"
 
 
@@ -609,7 +610,8 @@ def test_prefect_work_pool_template():
     defaults = {k: v["default"] for k, v in variables["properties"].items() if "default" in v}
     jsonschema.Draft7Validator(variables).validate(defaults)
     used = set(PLACEHOLDER.findall(json.dumps(tpl["job_configuration"])))
-    assert used <= set(variables["properties"]), f"placeholders without a variable: {used - set(variables['properties'])}"
+    unknown = used - set(variables["properties"])
+    assert not unknown, f"placeholders without a variable: {unknown}"
     manifest = tpl["job_configuration"]["job_manifest"]
     assert (manifest["apiVersion"], manifest["kind"]) == ("batch/v1", "Job")
     container = manifest["spec"]["template"]["spec"]["containers"][0]

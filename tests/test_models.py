@@ -36,15 +36,22 @@ def test_predictor_is_bottleneck_without_output_bn():
     assert pred[3].bias is not None and pred[3].out_features == 2048
 
 
-@pytest.mark.parametrize("bn,proj_bns,pred_bns,proj_last_bias", [
-    ("none", 0, 0, True), ("hidden", 1, 1, True), ("default", 2, 1, False), ("all", 2, 2, False)])
-def test_bn_variants_of_table_4(bn, proj_bns, pred_bns, proj_last_bias):
+@pytest.mark.parametrize("bn,proj_bns,pred_bns,proj_out_bn,pred_out_bn", [
+    ("none", 0, 0, False, False), ("hidden", 1, 1, False, False),
+    ("default", 2, 1, True, False), ("all", 2, 2, True, True)])
+def test_bn_variants_of_table_4(bn, proj_bns, pred_bns, proj_out_bn, pred_out_bn):
     m = build_model(ModelConfig(width=8, dim=64, proj_layers=2, bn=bn))
     count = lambda mod: sum(isinstance(x, nn.BatchNorm1d) for x in mod.modules())  # noqa: E731
     assert count(m.projector) == proj_bns and count(m.predictor) == pred_bns
-    assert (m.projector[-1].bias is not None if isinstance(m.projector[-1], nn.Linear) else False) == proj_last_bias
-    if bn == "none":
-        assert all(lin.bias is not None for lin in m.projector if isinstance(lin, nn.Linear))
+    assert isinstance(m.projector[-1], nn.BatchNorm1d) == proj_out_bn
+    assert isinstance(m.predictor[-1], nn.BatchNorm1d) == pred_out_bn
+    last_linear = lambda mod: [x for x in mod if isinstance(x, nn.Linear)][-1]  # noqa: E731
+    # The projector's last Linear has a bias exactly when no BN follows it (BN's shift replaces it);
+    # the predictor's keeps its bias in every variant, as in the official code.
+    assert (last_linear(m.projector).bias is not None) == (not proj_out_bn)
+    assert last_linear(m.predictor).bias is not None
+    hidden_linears = [x for x in m.projector if isinstance(x, nn.Linear)][:-1]
+    assert all((lin.bias is None) == (bn != "none") for lin in hidden_linears)
 
 
 def test_resnet50_backbone_equals_torchvision_and_zero_init_residual():

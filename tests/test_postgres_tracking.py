@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FP32
 from simsiam.services import mlflow_status, start_mlflow, stop_mlflow, stop_s3
 
 pytestmark = pytest.mark.integration
@@ -77,7 +78,7 @@ def test_mlflow_on_postgres_tracks_registers_and_promotes(postgres, tmp_path):
         env = {**os.environ, "MLFLOW_TRACKING_URI": svc.tracking_uri, "SIMSIAM_STATE": str(state)}
         cli = [sys.executable, "-m", "simsiam.cli"]
         r = subprocess.run([*cli, "pretrain", "--track", "--out", str(tmp_path / "run"), "--no-progress",
-                            "--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8",
+                            *FP32, "--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8",
                             "--set", "train.batch_size=16", "--set", "data.train_subset=64", "--set", "train.epochs=1",
                             "--set", "eval.knn_every_epochs=0", "--set", "eval.probe_epochs=2",
                             "--set", "train.device=cpu", "--set", "tracking.experiment=pg"],
@@ -106,7 +107,8 @@ def test_mlflow_on_postgres_tracks_registers_and_promotes(postgres, tmp_path):
         assert runs == 2 and aliases["champion"] == int(second["version"])
         assert not (state / "mlflow.db").exists()
 
-        leaked = [p for p in (state / "logs").rglob("*") if p.is_file() and postgres["password"] in p.read_text(errors="ignore")]
+        leaked = [p for p in (state / "logs").rglob("*")
+                  if p.is_file() and postgres["password"] in p.read_text(errors="ignore")]
         assert not leaked
         params = [v for run in _runs(svc.tracking_uri) for v in run.data.params.values()]
         assert not any(postgres["password"] in v for v in params)

@@ -11,12 +11,23 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import tiny_config
-from simsiam.engine import Reporter, train
-from simsiam.evaluation import evaluate_backbone
+from conftest import FP32, tiny_config
+from simsiam.engine import train
+from simsiam.evaluation import as_final, evaluate_backbone
+from simsiam.reporters import Reporter
 from simsiam.services import start_mlflow, stop_mlflow, stop_s3
-from simsiam.tracking import (MlflowReporter, TrackingError, check_server, list_models, load_registered, promote,
-                              register_and_gate)
+from simsiam.tracking import (
+    MlflowReporter,
+    TrackingError,
+    check_server,
+    list_models,
+    load_registered,
+    log_metrics_to_run,
+    log_models_to_run,
+    logged_models,
+    promote,
+    register_and_gate,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +46,7 @@ def small(fmnist_train, fmnist_test):
     return fmnist_train.subset(range(2000)), fmnist_test.subset(range(500))
 
 
-def _tracked_run(server, small, *overrides, experiment="tests", flush_every=4):
+def _tracked_run(server, small, *overrides, experiment="tests", flush_every=4, evaluate=True):
     train_src, test_src = small
     cfg = tiny_config("train.epochs=2", "data.train_subset=128", "eval.knn_every_epochs=1",
                       "eval.knn_train_samples=500", "eval.knn_test_samples=200", "eval.knn_k=20",
@@ -44,9 +55,12 @@ def _tracked_run(server, small, *overrides, experiment="tests", flush_every=4):
                                                                    "manifest_uri": "s3://data/datasets/fm-small/abc123/manifest.json"},
                          flush_every=flush_every)
     result = train(cfg, [rep], train_source=train_src, test_source=test_src)
-    metrics = evaluate_backbone(result.model.backbone, cfg, train_src, test_src)
-    rep.log_eval(metrics)
     rep.finish()
+    metrics = None
+    if evaluate:
+        metrics = evaluate_backbone(result.model.backbone, cfg, train_src, test_src)
+        log_metrics_to_run(server.tracking_uri, rep.run_id, as_final(metrics))
+    rep.model_uris = log_models_to_run(server.tracking_uri, rep.run_id, result.model, cfg)
     return cfg, rep, result, metrics
 
 
@@ -59,7 +73,6 @@ def test_run_is_logged_and_read_back(server, run_a):
     cfg, rep, result, metrics = run_a
     client = MlflowClient(server.tracking_uri)
     run = client.get_run(rep.run_id)
-    assert run.info.status == "FINISHED"
     assert run.data.params["optim.base_lr"] == str(cfg.optim.base_lr) and run.data.params["model.width"] == "4"
     assert run.data.tags["simsiam.config_hash"] == cfg.config_hash() and run.data.tags["simsiam.collapsed"] == "false"
     assert run.data.tags["dataset.version"] == "abc123"
@@ -70,10 +83,14 @@ def test_run_is_logged_and_read_back(server, run_a):
     assert run.data.metrics["knn/final_top1"] == pytest.approx(metrics["knn/top1"])
     assert run.data.metrics["probe/top1"] == pytest.approx(metrics["probe/top1"])
     assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
-    arts = {a.path for a in client.list_artifacts(rep.run_id)} | {a.path for a in client.list_artifacts(rep.run_id, "figures")}
+    arts = {a.path for d in (None, "figures") for a in client.list_artifacts(rep.run_id, d)}
     assert {"config.yaml", "figures/z_std.png", "figures/loss.png", "figures/knn.png"} <= arts
     assert "optim:" in mlflow.artifacts.load_text(f"runs:/{rep.run_id}/config.yaml")
     assert set(rep.model_uris) == {"backbone", "encoder"}
+    assert logged_models(server.tracking_uri, rep.run_id) == rep.model_uris
+    assert run.info.status == "FINISHED"  # logging models into the finished run kept its status
+    # Logging again (a retried registration) reuses the models instead of adding copies.
+    assert log_models_to_run(server.tracking_uri, rep.run_id, result.model, cfg) == rep.model_uris
 
 
 def test_loaded_model_gives_same_features(server, run_a, fmnist_test):
@@ -88,19 +105,20 @@ def test_loaded_model_gives_same_features(server, run_a, fmnist_test):
 def test_gate_champion_challenger_collapsed_and_ui(server, small, run_a, fmnist_test):
     client = MlflowClient(server.tracking_uri)
     name = "simsiam-gate-test"
-    _, rep_b, _, metrics_b = _tracked_run(server, small, "train.seed=1")
-    runs = sorted([(run_a[3]["probe/top1"], run_a[1]), (metrics_b["probe/top1"], rep_b)], key=lambda t: -t[0])
-    (best_p, best), (worse_p, worse) = runs
-    if best_p == worse_p:
-        pytest.skip("two runs measured the same probe accuracy; ordering undefined")
+    _, rep_b, _, _ = _tracked_run(server, small, "train.seed=1", evaluate=False)
+    # The gate reads the probe numbers it is given: fixed ones make the decisions certain.
+    best, worse, best_p, worse_p = run_a[1], rep_b, 71.5, 64.25
     g1 = register_and_gate(client, best.run_id, best.model_uris["backbone"], name, best_p, False, floor=10)
-    assert g1["decision"] == "champion" and not g1["noop"]
+    assert g1["decision"] == "champion" and not g1["noop"] and "no previous champion" in g1["reasons"]
     g2 = register_and_gate(client, worse.run_id, worse.model_uris["backbone"], name, worse_p, False, floor=10)
-    assert g2["decision"] == "challenger" and "does not beat champion" in g2["reasons"]
+    assert g2["decision"] == "challenger" and "does not beat champion v1 (71.50)" in g2["reasons"]
     again = register_and_gate(client, worse.run_id, worse.model_uris["backbone"], name, worse_p, False, floor=10)
     assert again["noop"] and again["version"] == g2["version"]
     assert client.get_model_version_by_alias(name, "champion").version == g1["version"]
     assert client.get_model_version_by_alias(name, "challenger").version == g2["version"]
+    floor = register_and_gate(client, worse.run_id, worse.model_uris["backbone"], "simsiam-gate-floor", 9.5, False,
+                              floor=10)
+    assert floor["decision"] == "challenger" and "probe/top1 9.50 < floor 10.00" in floor["reasons"]
 
     # A tie is not an improvement, at full precision (a 4-decimal tag once let 78.42000127 "beat" 78.4200).
     tie = 78.42000126838684
@@ -112,8 +130,8 @@ def test_gate_champion_challenger_collapsed_and_ui(server, small, run_a, fmnist_
     # even with a probe number far above the champion's.
     _, rep_c, res_c, _ = _tracked_run(server, small, "loss.stop_grad=false", "model.bn=hidden", "optim.base_lr=1.0",
                                       "model.width=8", "model.dim=128", "model.pred_dim=32", "data.train_subset=1024",
-                                      "train.batch_size=128", "train.epochs=8")
-    assert res_c.collapsed and MlflowClient(server.tracking_uri).get_run(rep_c.run_id).data.tags["simsiam.collapsed"] == "true"
+                                      "train.batch_size=128", "train.epochs=8", evaluate=False)
+    assert res_c.collapsed and client.get_run(rep_c.run_id).data.tags["simsiam.collapsed"] == "true"
     g3 = register_and_gate(client, rep_c.run_id, rep_c.model_uris["backbone"], name, 99.0, res_c.collapsed, floor=10)
     assert g3["decision"] == "challenger" and "collapsed" in g3["reasons"]
     assert client.get_model_version_by_alias(name, "champion").version == g1["version"]
@@ -164,7 +182,7 @@ def test_unreachable_server_fails_before_training(tmp_path):
         check_server("http://127.0.0.1:9")
     env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     r = subprocess.run([sys.executable, "-m", "simsiam.cli", "pretrain", "--track", "--out", str(tmp_path / "run"),
-                        "--no-progress", "--set", "model.width=4", "--set", "train.batch_size=16",
+                        "--no-progress", *FP32, "--set", "model.width=4", "--set", "train.batch_size=16",
                         "--set", "data.train_subset=64"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "unreachable" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
@@ -194,11 +212,29 @@ def test_server_lost_mid_run_leaves_no_gap(server, small):
     assert [m.step for m in history] == list(range(1, result.step + 1))
 
 
+def test_server_gone_at_the_end_spills_metrics_to_the_unsent_file(server, small, tmp_path, capsys):
+    train_src, _ = small
+    cfg = tiny_config("train.epochs=1", "data.train_subset=128")  # 8 steps; flushes every 2 and at the epoch end
+    unsent = tmp_path / "metrics-unsent.jsonl"
+    rep = MlflowReporter(server.tracking_uri, "outage", flush_every=2, system_metrics=False, unsent_path=unsent)
+    try:
+        train(cfg, [_ServerOutage(server.state, down_at=5, up_at=None), rep], train_source=train_src)
+        rep.finish()
+    finally:
+        start_mlflow(server.state)
+    lines = [json.loads(ln) for ln in unsent.read_text().splitlines()]
+    assert sorted(ln["step"] for ln in lines if "train/loss" in ln) == [5, 6, 7, 8]
+    err = capsys.readouterr().err
+    assert f"metric values written to {unsent} instead" in err
+    sent = MlflowClient(server.tracking_uri).get_metric_history(rep.run_id, "train/loss")
+    assert [m.step for m in sent] == [1, 2, 3, 4]  # together, the two hold every step once
+
+
 def test_cli_track_register_and_models_ls(server, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": server.tracking_uri, "SIMSIAM_STATE": str(server.state)}
     cli = [sys.executable, "-m", "simsiam.cli"]
     r = subprocess.run([*cli, "pretrain", "--track", "--out", str(tmp_path / "cli-run"), "--no-progress",
-                        "--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8",
+                        *FP32, "--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8",
                         "--set", "train.batch_size=16", "--set", "data.train_subset=64", "--set", "train.epochs=1",
                         "--set", "eval.knn_every_epochs=0", "--set", "eval.probe_epochs=2", "--set", "train.device=cpu",
                         "--set", "tracking.experiment=cli"], capture_output=True, text=True, env=env, timeout=600)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install (if needed) and run the whole test suite, slow real-data tests included.
+# Install (if needed), lint, and run the whole test suite, slow real-data tests included.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"` for the quick loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,4 +11,6 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
 fi
+echo "==> ruff check"
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -77,7 +77,13 @@ class DataConfig(_Section):
     image_size: int = Field(28, ge=8, description="crop size fed to the network")
     recipe: Literal["grey", "cifar", "imagenet"] = "grey"
     crop_min_scale: float = Field(0.2, gt=0, le=1)
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, description="DataLoader workers for data.augment_on=workers")
+    augment_on: Literal["auto", "device", "workers"] = Field(
+        "auto", description="device: batched views on the training device from the split held in memory; "
+                            "workers: per-sample torchvision transforms in DataLoader workers; "
+                            "auto: device when the split fits data.memory_budget_mb, else workers")
+    memory_budget_mb: int = Field(8192, ge=1, description="largest decoded split (MiB) held in memory "
+                                                          "(on the GPU under CUDA) for data.augment_on=device")
     source: str | None = Field(None, description="staged training data: s3://<bucket>/datasets/<name>/<version>, "
                                                   "<name>@<version> or <name>@latest (overrides dataset/root)")
     test_source: str | None = Field(None, description="staged test data for the kNN monitor / probe (same forms)")

@@ -18,6 +18,8 @@ from torch.utils.data import DataLoader
 
 from simsiam import faults
 from simsiam.augment import MultiView, train_transform
+from simsiam.batch_augment import BatchAugment
+from simsiam.batches import DeviceViews, augment_path, preview
 from simsiam.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights, save_checkpoint
 from simsiam.config import Config, validate_config
 from simsiam.data import EpochSampler, ImageSource, ViewsDataset, load_source, subset_indices
@@ -42,6 +44,8 @@ class Plan:
     batch: int  # per rank
     n_views: int  # 4 for asymmetric_2x: two independent pairs per image
     train_images: int
+    augment_on: str = "workers"  # where views are made: "device" (batched) or "workers" (per sample)
+    augment_why: str = ""
 
 
 @dataclass
@@ -60,12 +64,16 @@ class TrainState:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _build_data(cfg: Config, source: ImageSource, world_size: int) -> tuple[ViewsDataset, Plan]:
+def _build_data(cfg: Config, source: ImageSource, world_size: int,
+                device: torch.device) -> tuple[ViewsDataset | DeviceViews, Plan]:
     indices = subset_indices(len(source), cfg.data.train_subset, cfg.train.seed)
     n_views = 4 if cfg.loss.symmetry == "asymmetric_2x" else 2
-    tf = train_transform(cfg.data.recipe, source.name, cfg.data.image_size, cfg.model.in_channels,
-                         cfg.data.crop_min_scale)
-    dataset = ViewsDataset(source, MultiView(tf, n_views), indices, cfg.train.seed)
+    where, why = augment_path(cfg.data, source)
+    args = (cfg.data.recipe, source.name, cfg.data.image_size, cfg.model.in_channels, cfg.data.crop_min_scale)
+    if where == "device":
+        dataset = DeviceViews(source, indices, BatchAugment(*args), n_views, cfg.train.seed, device)
+    else:
+        dataset = ViewsDataset(source, MultiView(train_transform(*args), n_views), indices, cfg.train.seed)
     if cfg.train.batch_size % world_size:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world_size} workers")
     batch = cfg.train.batch_size // world_size
@@ -75,7 +83,7 @@ def _build_data(cfg: Config, source: ImageSource, world_size: int) -> tuple[View
     total = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps is not None:
         total = min(total, cfg.train.max_steps)
-    return dataset, Plan(total, steps_per_epoch, batch, n_views, len(dataset))
+    return dataset, Plan(total, steps_per_epoch, batch, n_views, len(dataset), where, why)
 
 
 def _build_model(cfg: Config, device: torch.device, plan: Plan) -> TrainState:
@@ -129,13 +137,15 @@ class Checkpointer:
             r.on_checkpoint(saved, state.step)
 
 
-def _epoch_batches(dataset: ViewsDataset, cfg: Config, plan: Plan, step: int, rank: int, world: int,
-                   device: torch.device) -> DataLoader:
+def _epoch_batches(dataset: ViewsDataset | DeviceViews, cfg: Config, plan: Plan, step: int, rank: int, world: int,
+                   device: torch.device) -> Iterable:
     """The rest of the current epoch's batches for this rank (all of it unless resumed mid-epoch)."""
     epoch = step // plan.steps_per_epoch
     dataset.set_epoch(epoch)
     done = step - epoch * plan.steps_per_epoch
     sampler = EpochSampler(len(dataset), cfg.train.seed, epoch, done * plan.batch, rank, world)
+    if isinstance(dataset, DeviceViews):
+        return dataset.batches(sampler, plan.batch)
     return DataLoader(dataset, batch_size=plan.batch, drop_last=True, num_workers=cfg.data.num_workers,
                       sampler=sampler, pin_memory=device.type == "cuda")
 
@@ -190,7 +200,8 @@ def _end_epoch(state: TrainState, cfg: Config, plan: Plan, monitor: KnnMonitor |
 def _start(state: TrainState, cfg: Config, plan: Plan, device: torch.device, monitor: KnnMonitor | None,
            reporters: list[Reporter]) -> None:
     info = {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch, "start_step": state.step,
-            "train_images": plan.train_images, "device": str(device),
+            "train_images": plan.train_images, "device": str(device), "augment_on": plan.augment_on,
+            "augment_why": plan.augment_why,
             "init_lr": state.optimizer.param_groups[0]["initial_lr"]}
     for r in reporters:
         r.on_start(cfg, info)
@@ -216,7 +227,7 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     train_source = train_source or load_source(cfg.data, "train")
-    dataset, plan = _build_data(cfg, train_source, world_size)
+    dataset, plan = _build_data(cfg, train_source, world_size, device)
     state = _build_model(cfg, device, plan)
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if resume:
@@ -229,6 +240,10 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     if cfg.eval.knn_every_epochs > 0 and rank == 0:
         monitor = KnnMonitor(cfg, train_source, test_source or load_source(cfg.data, "test"))
     _start(state, cfg, plan, device, monitor, reporters)
+    if rank == 0 and reporters:
+        views = preview(dataset)
+        for r in reporters:
+            r.on_views(views)
     checkpoint = Checkpointer(ckpt_path, rank == 0, cfg, plan, reporters)
     limit = plan.total_steps if stop_after_steps is None else min(plan.total_steps, stop_after_steps)
     state.model.train()

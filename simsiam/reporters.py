@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from simsiam.config import Config
 from simsiam.models import SimSiam
 
@@ -43,6 +45,8 @@ class Reporter:
     def on_step(self, step: int, metrics: dict[str, float]) -> None: ...
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
     def on_checkpoint(self, path: Path | None, step: int) -> None: ...
+    def on_views(self, views: torch.Tensor) -> None:
+        """At the start, on rank 0: n images x views x C x H x W in [0, 1], as the network sees them."""
     def on_end(self, result: TrainResult) -> None: ...
 
 

@@ -42,8 +42,9 @@ def test_reporter_protocol_and_metrics(fmnist_train, tmp_path):
     assert load_checkpoint(tmp_path)["step"] == 8
 
 
-def test_resume_continues_identically(fmnist_train, tmp_path):
-    cfg = tiny_config("train.epochs=3", "train.checkpoint_every_steps=5")
+@pytest.mark.parametrize("augment_on", ["device", "workers"])
+def test_resume_continues_identically(fmnist_train, tmp_path, augment_on):
+    cfg = tiny_config("train.epochs=3", "train.checkpoint_every_steps=5", f"data.augment_on={augment_on}")
     straight = train(cfg, out_dir=tmp_path / "a", train_source=fmnist_train)
     # Interrupt mid-epoch (step 7 of 12, epoch 2 of 3), then resume.
     part = train(cfg, out_dir=tmp_path / "b", stop_after_steps=7, train_source=fmnist_train)

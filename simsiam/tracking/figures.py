@@ -30,6 +30,29 @@ def log_training_figures(history: History, cfg: Config) -> None:
               f"kNN monitor (k={cfg.eval.knn_k}, t={cfg.eval.knn_t})", [], marker="o")
 
 
+def log_views_figure(views) -> None:
+    """views.png: n images (columns) x their augmented views (rows), as the network sees them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n, n_views = views.shape[:2]
+    fig, axes = plt.subplots(n_views, n, figsize=(1.2 * n, 1.3 * n_views + 0.4), squeeze=False)
+    for i in range(n):
+        for v in range(n_views):
+            img = views[i, v].permute(1, 2, 0).numpy()
+            ax = axes[v][i]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(f"view {v + 1}", fontsize=8)
+    fig.suptitle("Training views at epoch 0 (one image per column)", fontsize=9)
+    fig.tight_layout()
+    mlflow.log_figure(fig, "figures/views.png")
+    plt.close(fig)
+
+
 def _line(path: str, xs, ys, xlabel: str, ylabel: str, title: str, hlines: list[tuple[float, str, str]],
           label: str | None = None, marker: str | None = None) -> None:
     import matplotlib

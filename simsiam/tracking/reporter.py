@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from simsiam.config import Config
 from simsiam.redact import redact
 from simsiam.reporters import Reporter, TrainResult
-from simsiam.tracking.figures import History, log_training_figures
+from simsiam.tracking.figures import History, log_training_figures, log_views_figure
 from simsiam.tracking.registry import registered_name
 from simsiam.tracking.runs import check_server, git_commit
 
@@ -128,6 +128,9 @@ class MlflowReporter(Reporter):
             ds = MetaDataset(source=resolve_dataset_source(self.dataset["manifest_uri"]),
                              name=self.dataset.get("name"), digest=self.dataset.get("version"))
             mlflow.log_input(ds, context="training")
+
+    def on_views(self, views) -> None:
+        self._safe(lambda: log_views_figure(views))
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         self.step = step

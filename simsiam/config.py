@@ -116,8 +116,10 @@ class TrainConfig(_Section):
     max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps (smoke runs)")
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    channels_last: bool = False
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool | Literal["auto"] = Field(False, description="NHWC memory format; auto: on CUDA, "
+                                                                     "and on CPUs with native bf16")
+    amp: Literal["none", "bf16", "fp16", "auto"] = Field("none", description="autocast dtype; auto: bf16 where "
+                                                                             "the device has native bf16, else none")
     compile: bool = False
     checkpoint_every_steps: int | None = Field(None, ge=1, description="also checkpoint every N steps "
                                                                         "(default: each epoch)")

@@ -30,7 +30,7 @@ from simsiam.losses import simsiam_loss
 from simsiam.models import SimSiam, build_model
 from simsiam.optim import build_optimizer
 from simsiam.reporters import Reporter, TrainResult
-from simsiam.runtime import autocast, resolve_device, rng_state, seed_everything, set_rng_state
+from simsiam.runtime import autocast, resolve_device, resolve_precision, rng_state, seed_everything, set_rng_state
 
 WrapModel = Callable[[torch.nn.Module], torch.nn.Module]
 
@@ -46,6 +46,8 @@ class Plan:
     train_images: int
     augment_on: str = "workers"  # where views are made: "device" (batched) or "workers" (per sample)
     augment_why: str = ""
+    amp: str = "none"  # train.amp / train.channels_last with `auto` resolved for the device
+    channels_last: bool = False
 
 
 @dataclass
@@ -83,21 +85,22 @@ def _build_data(cfg: Config, source: ImageSource, world_size: int,
     total = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps is not None:
         total = min(total, cfg.train.max_steps)
-    return dataset, Plan(total, steps_per_epoch, batch, n_views, len(dataset), where, why)
+    amp, channels_last = resolve_precision(cfg.train.amp, cfg.train.channels_last, device)
+    return dataset, Plan(total, steps_per_epoch, batch, n_views, len(dataset), where, why, amp, channels_last)
 
 
 def _build_model(cfg: Config, device: torch.device, plan: Plan) -> TrainState:
-    if cfg.train.amp == "fp16" and device.type != "cuda":
+    if plan.amp == "fp16" and device.type != "cuda":
         raise ConfigError("train.amp=fp16 needs a CUDA device (no loss scaling on CPU); use bf16 or none")
     model = build_model(cfg.model)
     if cfg.model.sync_bn and torch.distributed.is_available() and torch.distributed.is_initialized():
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # BN stats over all ranks (paper: SyncBN)
     model = model.to(device)
-    if cfg.train.channels_last:
+    if plan.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(model, cfg.optim, cfg.train.batch_size, plan.total_steps,
                                            plan.steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16" and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=plan.amp == "fp16" and device.type == "cuda")
     return TrainState(model, optimizer, scheduler, scaler)
 
 
@@ -150,14 +153,14 @@ def _epoch_batches(dataset: ViewsDataset | DeviceViews, cfg: Config, plan: Plan,
                       sampler=sampler, pin_memory=device.type == "cuda")
 
 
-def _train_step(state: TrainState, views: list[torch.Tensor], cfg: Config, device: torch.device):
+def _train_step(state: TrainState, views: list[torch.Tensor], cfg: Config, plan: Plan, device: torch.device):
     """One optimizer step on a batch of views; returns (loss, z1, lr used)."""
     if len(views) == 4:  # asymmetric_2x: both pairs in one doubled batch
         views = [torch.cat([views[0], views[2]]), torch.cat([views[1], views[3]])]
-    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    fmt = torch.channels_last if plan.channels_last else torch.contiguous_format
     x1, x2 = (v.to(device, non_blocking=True, memory_format=fmt) for v in views)
     lr = state.optimizer.param_groups[0]["lr"]
-    with autocast(device, cfg.train.amp):
+    with autocast(device, plan.amp):
         p1, p2, z1, z2 = state.net(x1, x2)
         loss = simsiam_loss(p1.float(), p2.float(), z1.float(), z2.float(), stop_grad=cfg.loss.stop_grad,
                             similarity=cfg.loss.similarity, symmetry=cfg.loss.symmetry)
@@ -202,6 +205,7 @@ def _start(state: TrainState, cfg: Config, plan: Plan, device: torch.device, mon
     info = {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch, "start_step": state.step,
             "train_images": plan.train_images, "device": str(device), "augment_on": plan.augment_on,
             "augment_why": plan.augment_why,
+            "amp": plan.amp, "channels_last": plan.channels_last,
             "init_lr": state.optimizer.param_groups[0]["initial_lr"]}
     for r in reporters:
         r.on_start(cfg, info)
@@ -249,7 +253,7 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     state.model.train()
     while state.step < limit:
         for views, _ in _epoch_batches(dataset, cfg, plan, state.step, rank, world_size, device):
-            loss, z1, lr = _train_step(state, views, cfg, device)
+            loss, z1, lr = _train_step(state, views, cfg, plan, device)
             faults.crash_at_step(cfg.faults, state.step, start_step > 0, rank == world_size - 1)
             if state.step % cfg.train.log_every_steps == 0 or state.step == limit:
                 state.metrics = _step_metrics(loss, z1, lr, state.step)

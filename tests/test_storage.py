@@ -52,6 +52,21 @@ def test_round_trip_is_identical(staged, fmnist_test, tmp_path):
     assert src.name == "fashion-mnist" and src.classes == fmnist_test.classes
 
 
+def test_fixed_size_versions_are_decoded_once_into_npy_keyed_by_version(staged, fmnist_test, tmp_path):
+    store, ref, _ = staged
+    StagedSource(store, ref.uri, cache=tmp_path)
+    images_npy = tmp_path / "decoded" / f"fmnist-test-{ref.version}.images.npy"
+    assert images_npy.exists() and not list((tmp_path / "decoded").glob("*.tmp*"))
+    for shard in tmp_path.glob("*.parquet"):  # a second reader needs neither shards nor decoding
+        shard.unlink()
+    again = StagedSource(store, ref.uri, cache=tmp_path)
+    assert torch.equal(again.images, fmnist_test.images) and torch.equal(again.labels, fmnist_test.labels)
+    assert not list(tmp_path.glob("*.parquet"))  # nothing was downloaded
+    images_npy.write_bytes(images_npy.read_bytes()[:1000])  # torn: decoded again from the shards
+    assert torch.equal(StagedSource(store, ref.uri, cache=tmp_path).images, fmnist_test.images)
+    assert len(list(tmp_path.glob("*.parquet"))) == 4
+
+
 def test_restaging_uploads_nothing(staged, fmnist_test):
     store, ref, _ = staged
     before = {o["Key"]: (o["ETag"], o["LastModified"]) for o in store.list_keys(ref.prefix)}

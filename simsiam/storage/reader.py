@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from simsiam.data import ImageSource, cache_dir
@@ -91,29 +92,58 @@ def fetch_shard(store: ObjectStore, shard: dict, cache: Path) -> bytes:
 
 class StagedSource(ImageSource):
     """A staged version as an ImageSource (`src[i] -> (uint8 CxHxW, label)`). Fixed-size images are
-    decoded once into one tensor (`images`), variable-size ones on access."""
+    decoded once into one tensor (`images`), cached as .npy beside the shard cache under the
+    version's name, so later runs skip download and decoding; variable-size ones decode on access."""
 
     def __init__(self, store: ObjectStore, spec: str, cache: str | Path | None = None) -> None:
         self.ref, self.manifest = resolve_dataset(store, spec)
         self.name = self.manifest["dataset"]
         self.classes = list(self.manifest["classes"])
         self.cache = Path(cache) if cache else cache_dir() / "shards"
-        channels = self.manifest["channels"]
+        self.channels = self.manifest["channels"]
+        self._blobs = None
+        decoded = self._load_decoded()
+        if decoded is not None:
+            self.images, self.labels = decoded
+            return
         blobs, labels = [], []
         for shard in self.manifest["shards"]:
             table = read_shard(fetch_shard(store, shard, self.cache), shard["key"])
             blobs += table.column("image").to_pylist()
             labels += table.column("label").to_pylist()
         self.labels = torch.tensor(labels, dtype=torch.long)
-        self.channels = channels
         if self.manifest.get("image_shape"):
-            self.images = torch.stack([decode_image(b, channels) for b in blobs])
-            self._blobs = None
+            self.images = torch.stack([decode_image(b, self.channels) for b in blobs])
+            self._save_decoded()
         else:
             self._blobs = blobs
+
+    def _decoded_paths(self) -> tuple[Path, Path]:
+        base = self.cache / "decoded" / f"{self.ref.name}-{self.ref.version}"
+        return base.with_name(base.name + ".images.npy"), base.with_name(base.name + ".labels.npy")
+
+    def _load_decoded(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        shape = self.manifest.get("image_shape")
+        images_path, labels_path = self._decoded_paths()
+        if not shape or not (images_path.exists() and labels_path.exists()):
+            return None
+        try:
+            images, labels = np.load(images_path), np.load(labels_path)
+        except (OSError, ValueError):
+            return None  # a torn or foreign file: decode again
+        n = self.manifest["num_samples"]
+        if images.dtype != np.uint8 or images.shape[0] != n or labels.shape != (n,):
+            return None
+        return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+
+    def _save_decoded(self) -> None:
+        for path, array in zip(self._decoded_paths(), (self.images.numpy(), self.labels.numpy())):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
+            np.save(tmp, array)
+            os.replace(tmp, path)  # complete or absent
 
     def image(self, index: int) -> torch.Tensor:
         if self._blobs is None:
             return self.images[index]
         return decode_image(self._blobs[index], self.channels)
-

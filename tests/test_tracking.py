@@ -76,6 +76,7 @@ def test_run_is_logged_and_read_back(server, run_a):
     assert run.data.params["optim.base_lr"] == str(cfg.optim.base_lr) and run.data.params["model.width"] == "4"
     assert run.data.tags["simsiam.config_hash"] == cfg.config_hash() and run.data.tags["simsiam.collapsed"] == "false"
     assert run.data.tags["dataset.version"] == "abc123"
+    assert run.data.params["plan.augment_on"] == "device" and run.data.params["plan.amp"] == "none"
     assert [i.dataset.digest for i in run.inputs.dataset_inputs] == ["abc123"]
     history = client.get_metric_history(rep.run_id, "train/loss")
     assert [m.step for m in history] == list(range(1, result.step + 1))
@@ -84,7 +85,7 @@ def test_run_is_logged_and_read_back(server, run_a):
     assert run.data.metrics["probe/top1"] == pytest.approx(metrics["probe/top1"])
     assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
     arts = {a.path for d in (None, "figures") for a in client.list_artifacts(rep.run_id, d)}
-    assert {"config.yaml", "figures/z_std.png", "figures/loss.png", "figures/knn.png"} <= arts
+    assert {"config.yaml", "figures/z_std.png", "figures/loss.png", "figures/knn.png", "figures/views.png"} <= arts
     assert "optim:" in mlflow.artifacts.load_text(f"runs:/{rep.run_id}/config.yaml")
     assert set(rep.model_uris) == {"backbone", "encoder"}
     assert logged_models(server.tracking_uri, rep.run_id) == rep.model_uris

@@ -154,3 +154,44 @@ def bench_lightly(cfg, source, steps: int, warmup: int) -> dict:
     dt = time.perf_counter() - t0
     return {"img_per_s": round(batch * steps / dt, 1), "step_ms": round(1000 * dt / steps, 1),
             "version": lightly.__version__, "num_workers": cfg.data.num_workers}
+
+
+def _kornia_pipeline(cfg, channels: int):
+    import kornia.augmentation as K
+
+    size = (cfg.data.image_size, cfg.data.image_size)
+    ops = [K.RandomResizedCrop(size, scale=(cfg.data.crop_min_scale, 1.0))]
+    if cfg.data.recipe == "grey":
+        ops += [K.RandomHorizontalFlip(), K.ColorJitter(0.4, 0.4, p=0.8)]
+    else:
+        ops += [K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomGrayscale(p=0.2)]
+        if cfg.data.recipe == "imagenet":
+            ops.append(K.RandomGaussianBlur((23, 23), (0.1, 2.0), p=0.5))
+        ops.append(K.RandomHorizontalFlip())
+    return K.AugmentationSequential(*ops)
+
+
+def bench_augment_kornia(cfg, source, n: int) -> float | str:
+    """Images/s through the same recipe as kornia.augmentation ops (its own per-sample sampling)."""
+    try:
+        pipeline = _kornia_pipeline(cfg, cfg.model.in_channels)
+    except ImportError as exc:
+        return f"kornia is not installed ({exc}): pip install -e '.[bench]'"
+    images = getattr(source, "images", None)
+    if images is None:
+        return "no in-memory images"
+    device = resolve_device(cfg.train.device)
+    images, batch = images.to(device), cfg.train.batch_size
+    index = subset_indices(len(source), n, 0)
+    channels = cfg.model.in_channels
+    for start in range(-batch, len(index), batch):  # the first pass (start < 0) warms up, untimed
+        if start == 0:
+            _sync(device)
+            t0 = time.perf_counter()
+        x = images[index[max(start, 0):max(start, 0) + batch].to(device)].float().div(255)
+        if x.shape[1] != channels:
+            x = x.expand(-1, channels, -1, -1)
+        for _ in range(2):
+            pipeline(x)
+    _sync(device)
+    return len(index) / (time.perf_counter() - t0)

@@ -35,7 +35,13 @@ from simsiam.optim import build_optimizer  # noqa: E402
 from simsiam.runtime import autocast, resolve_device, resolve_precision  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from end_to_end import LIGHTLY_SHAPE, bench_augment_device, bench_end_to_end, bench_lightly  # noqa: E402
+from end_to_end import (  # noqa: E402
+    LIGHTLY_SHAPE,
+    bench_augment_device,
+    bench_augment_kornia,
+    bench_end_to_end,
+    bench_lightly,
+)
 
 VARIANTS = {
     "base": [],
@@ -111,6 +117,10 @@ def bench_train(cfg, source, steps: int, warmup: int) -> dict:
     return out
 
 
+def _rounded(value):
+    return round(value, 1) if isinstance(value, float) else value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu-demo")
@@ -136,6 +146,7 @@ def main() -> None:
               "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
               "augment_img_per_s": round(bench_augment(cfg, source, args.augment_samples), 1),
               "augment_device_img_per_s": round(bench_augment_device(cfg, source, args.augment_samples), 1),
+              "augment_kornia_img_per_s": _rounded(bench_augment_kornia(cfg, source, args.augment_samples)),
               "variants": {}}
     for name in args.variants.split(","):
         vcfg = load_config(args.preset, base + VARIANTS[name])

@@ -99,6 +99,9 @@ class ProgressReporter(Reporter):
             return
         from tqdm.auto import tqdm
 
+        if "augment_on" in plan:  # where the time goes: say which data path and precision this run took
+            print(f"{plan['device']}: views made on {plan['augment_on']} ({plan.get('augment_why', '')}), "
+                  f"amp={plan.get('amp')}, channels_last={plan.get('channels_last')}", file=sys.stderr)
         self.bar = tqdm(total=plan["total_steps"], initial=plan["start_step"], desc=f"pretrain {cfg.name}",
                         unit="step", file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 15.0)
 

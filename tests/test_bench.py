@@ -21,12 +21,16 @@ def _json(args):
 
 
 def test_throughput_prints_json():
-    # The preset's bf16: fp32 + channels_last hit a pathologically slow conv backward on an AVX2-only
-    # EPYC (over 100 s for 3 steps of a width-4 net in most runs; bf16: 144 ms/step).
+    # bf16 explicitly: the preset's `auto` is fp32 on AVX2-only CPUs, and fp32 + channels_last hits a
+    # pathologically slow conv backward there (over 100 s for 3 steps of a width-4 net; bf16: 144 ms/step).
     out = _json(["bench/throughput.py", "--preset", "cpu-demo", "--steps", "2", "--warmup", "1",
-                 "--augment-samples", "50", "--variants", "base,channels_last", *TINY])
-    assert out["train_img_per_s"] > 0 and out["augment_img_per_s"] > 0
+                 "--augment-samples", "50", "--variants", "base,channels_last", "--end-to-end", *TINY,
+                 "--set", "train.amp=bf16"])
+    assert out["train_img_per_s"] > 0 and out["augment_img_per_s"] > 0 and out["augment_device_img_per_s"] > 0
     assert out["variants"]["channels_last"]["train_img_per_s"] > 0 and out["batch"] == 16
+    e2e = out["end_to_end"]
+    assert e2e["device"]["augment_on"] == "device" and e2e["workers"]["augment_on"] == "workers"
+    assert e2e["device"]["img_per_s"] > 0 and e2e["workers"]["img_per_s"] > 0
 
 
 @pytest.mark.slow

@@ -124,8 +124,7 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tens
 def _taps(start: torch.Tensor, length: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bilinear source taps (i0, i1, weight of i1) of `size` outputs over [start, start + length)."""
     pos = (torch.arange(size, device=start.device, dtype=torch.float32)[None, :] + 0.5) * (length / size)[:, None] - 0.5
-    pos = pos.clamp(min=0)[:, :]
-    pos = torch.minimum(pos, (length - 1)[:, None])
+    pos = torch.minimum(pos.clamp(min=0), (length - 1)[:, None])
     i0 = pos.floor()
     i1 = torch.minimum(i0 + 1, (length - 1)[:, None])
     return (start[:, None] + i0).long(), (start[:, None] + i1).long(), pos - i0
@@ -186,7 +185,6 @@ _JITTER_OPS = (_brightness, _contrast, _saturation, _hue)
 
 def color_jitter(x: torch.Tensor, u: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     """v2.RandomApply([v2.ColorJitter(*recipe.jitter)], p) with per-sample factors and order."""
-    u = u.to(x.device)
     applied = u[:, S_JITTER_P] < recipe.jitter_p
     order = u[:, S_ORDER:S_ORDER + 4].argsort(1)  # v2.ColorJitter: torch.randperm(4) per call
     for pos in range(4):
@@ -203,7 +201,7 @@ def color_jitter(x: torch.Tensor, u: torch.Tensor, recipe: Recipe) -> torch.Tens
 
 
 def random_grey(x: torch.Tensor, u: torch.Tensor, p: float) -> torch.Tensor:
-    rows = torch.nonzero(u[:, S_GREY].to(x.device) < p).squeeze(1)
+    rows = torch.nonzero(u[:, S_GREY] < p).squeeze(1)
     if len(rows) and x.shape[1] == 3:
         x[rows] = _grey(x[rows]).expand(-1, 3, -1, -1)
     return x
@@ -211,11 +209,11 @@ def random_grey(x: torch.Tensor, u: torch.Tensor, p: float) -> torch.Tensor:
 
 def gaussian_blur(x: torch.Tensor, u: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     """v2.RandomApply([v2.GaussianBlur(k, sigma)], p): per-sample sigma, reflect padding, separable."""
-    rows = torch.nonzero(u[:, S_BLUR_P].to(x.device) < recipe.blur_p).squeeze(1)
+    rows = torch.nonzero(u[:, S_BLUR_P] < recipe.blur_p).squeeze(1)
     if len(rows) == 0:
         return x
     lo, hi = recipe.blur_sigma
-    sigma = (lo + u[rows.cpu(), S_SIGMA] * (hi - lo)).to(x.device, x.dtype)
+    sigma = (lo + u[rows, S_SIGMA] * (hi - lo)).to(x.dtype)
     k = recipe.blur_kernel
     half = (k - 1) * 0.5
     taps = torch.linspace(-half, half, k, device=x.device, dtype=x.dtype)
@@ -270,9 +268,10 @@ class BatchAugment:
         """images: uint8 N x C x H x W; u: `uniforms(...)` rows for these samples -> float32 views."""
         recipe = Recipe.named(self.recipe)
         x = images.to(torch.float32).div_(255)
+        u = u.to(x.device)  # once per batch: every op below reads its parameters on the device
         boxes = crop_boxes(u, x.shape[2], x.shape[3], (self.crop_min_scale, 1.0))
         x = resized_crops(x, boxes, self.image_size)
-        flip = (u[:, S_FLIP] < 0.5).to(x.device).view(-1, 1, 1, 1)
+        flip = (u[:, S_FLIP] < 0.5).view(-1, 1, 1, 1)
         if recipe.grey_p == 0:  # grey recipe: crop, flip, jitter (augment.train_transform's order)
             x = color_jitter(torch.where(flip, x.flip(-1), x), u, recipe)
         else:  # cifar / imagenet: crop, jitter, grayscale, [blur], flip

@@ -54,9 +54,19 @@ class ModelConfig(_Section):
 
 
 class LossConfig(_Section):
+    """D(p, stopgrad(z)) and the paper's variants; `target` switches to the Sec. 5 (EM) modes."""
+
     stop_grad: bool = True
     similarity: Literal["cosine", "cross_entropy"] = "cosine"
     symmetry: Literal["symmetric", "asymmetric", "asymmetric_2x"] = "symmetric"
+    target: Literal["online", "snapshot", "moving_average"] = Field(
+        "online", description="what p is pulled toward: online = z of the same step (SimSiam); snapshot = z from "
+                              "a frozen encoder copy refreshed every loss.snapshot_every_steps (k-step "
+                              "alternation); moving_average = a per-image memory eta of z (loss.ma_momentum)")
+    snapshot_every_steps: int = Field(1, ge=1, description="k for loss.target=snapshot: optimizer steps between "
+                                                           "refreshes of the frozen encoder")
+    ma_momentum: float = Field(0.8, ge=0, lt=1, description="m for loss.target=moving_average: "
+                                                            "eta_x <- m * eta_x + (1 - m) * z(T'(x))")
 
 
 class OptimConfig(_Section):
@@ -165,6 +175,12 @@ class Config(_Section):
     def _consistent(self) -> "Config":
         if self.model.bn == "none" and self.model.proj_layers < 2:  # pragma: no cover - Literal guards it
             raise ValueError("model.proj_layers must be 2 or 3")
+        if self.loss.target != "online" and not self.loss.stop_grad:
+            raise ValueError(f"loss.target={self.loss.target} gives constant targets; loss.stop_grad=false "
+                             "needs loss.target=online")
+        if self.loss.target == "moving_average" and self.loss.symmetry == "asymmetric_2x":
+            raise ValueError("loss.target=moving_average keeps one memory row per image; use loss.symmetry="
+                             "symmetric or asymmetric, not asymmetric_2x")
         if self.data.train_subset is not None and self.data.train_subset < self.train.batch_size:
             raise ValueError(
                 f"data.train_subset={self.data.train_subset} is smaller than train.batch_size="
@@ -248,6 +264,8 @@ def _format_error(err: dict[str, Any]) -> str:
         section = _section_for(err["loc"][:-1])
         allowed = ", ".join(sorted(section.model_fields)) if section else "?"
         return f"unknown key {key!r}; allowed keys here: {allowed}"
+    if kind == "value_error":  # our cross-field checks: their message names the keys; the input is the whole tree
+        return err["msg"].removeprefix("Value error, ")
     if kind == "literal_error":
         return f"{key}={err.get('input')!r} is not allowed; allowed values: {ctx.get('expected')}"
     return f"{key}: {err['msg']} (got {err.get('input')!r})"

@@ -31,6 +31,7 @@ from simsiam.models import SimSiam, build_model
 from simsiam.optim import build_optimizer
 from simsiam.reporters import Reporter, TrainResult
 from simsiam.runtime import autocast, resolve_device, resolve_precision, rng_state, seed_everything, set_rng_state
+from simsiam.targets import OnlineTargets, build_targets
 
 WrapModel = Callable[[torch.nn.Module], torch.nn.Module]
 
@@ -58,6 +59,7 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    targets: OnlineTargets = field(default_factory=OnlineTargets)  # loss.target: what p is pulled toward
     net: torch.nn.Module | None = None  # the model as stepped: compiled and/or DDP-wrapped
     step: int = 0
     knn_best: float | None = None
@@ -101,7 +103,7 @@ def _build_model(cfg: Config, device: torch.device, plan: Plan) -> TrainState:
     optimizer, scheduler = build_optimizer(model, cfg.optim, cfg.train.batch_size, plan.total_steps,
                                            plan.steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=plan.amp == "fp16" and device.type == "cuda")
-    return TrainState(model, optimizer, scheduler, scaler)
+    return TrainState(model, optimizer, scheduler, scaler, build_targets(cfg, model, plan.train_images, device))
 
 
 def _restore(state: TrainState, cfg: Config, path: Path | None) -> None:
@@ -114,6 +116,7 @@ def _restore(state: TrainState, cfg: Config, path: Path | None) -> None:
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scheduler.load_state_dict(ckpt["scheduler"])
     state.scaler.load_state_dict(ckpt["scaler"])
+    state.targets.load_state_dict(ckpt.get("targets", {}))
     state.step, state.knn_best, state.knn_last = ckpt["step"], ckpt.get("knn_best"), ckpt.get("knn_last")
     set_rng_state(ckpt["rng"])
 
@@ -133,7 +136,7 @@ class Checkpointer:
             saved = save_checkpoint(self.path, {
                 "config": self.cfg.to_dict(), "model": state.model.state_dict(),
                 "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
-                "scaler": state.scaler.state_dict(), "step": state.step,
+                "scaler": state.scaler.state_dict(), "targets": state.targets.state_dict(), "step": state.step,
                 "epoch": state.step // self.plan.steps_per_epoch, "rng": rng_state(),
                 "knn_best": state.knn_best, "knn_last": state.knn_last})
         for r in self.reporters:
@@ -142,27 +145,34 @@ class Checkpointer:
 
 def _epoch_batches(dataset: ViewsDataset | DeviceViews, cfg: Config, plan: Plan, step: int, rank: int, world: int,
                    device: torch.device) -> Iterable:
-    """The rest of the current epoch's batches for this rank (all of it unless resumed mid-epoch)."""
+    """The rest of the current epoch's (views, dataset positions) batches for this rank (all of it
+    unless resumed mid-epoch)."""
     epoch = step // plan.steps_per_epoch
     dataset.set_epoch(epoch)
     done = step - epoch * plan.steps_per_epoch
     sampler = EpochSampler(len(dataset), cfg.train.seed, epoch, done * plan.batch, rank, world)
+    positions = torch.as_tensor(list(sampler), dtype=torch.long).split(plan.batch)  # batches come in sampler order
     if isinstance(dataset, DeviceViews):
-        return dataset.batches(sampler, plan.batch)
-    return DataLoader(dataset, batch_size=plan.batch, drop_last=True, num_workers=cfg.data.num_workers,
-                      sampler=sampler, pin_memory=device.type == "cuda")
+        loader = dataset.batches(sampler, plan.batch)
+    else:
+        loader = DataLoader(dataset, batch_size=plan.batch, drop_last=True, num_workers=cfg.data.num_workers,
+                            sampler=sampler, pin_memory=device.type == "cuda")
+    return ((views, pos) for (views, _), pos in zip(loader, positions))
 
 
-def _train_step(state: TrainState, views: list[torch.Tensor], cfg: Config, plan: Plan, device: torch.device):
-    """One optimizer step on a batch of views; returns (loss, z1, lr used)."""
+def _train_step(state: TrainState, views: list[torch.Tensor], positions: torch.Tensor, cfg: Config, plan: Plan,
+                device: torch.device):
+    """One optimizer step on a batch of views of the images at `positions`; returns (loss, z1, lr used)."""
     if len(views) == 4:  # asymmetric_2x: both pairs in one doubled batch
         views = [torch.cat([views[0], views[2]]), torch.cat([views[1], views[3]])]
     fmt = torch.channels_last if plan.channels_last else torch.contiguous_format
     x1, x2 = (v.to(device, non_blocking=True, memory_format=fmt) for v in views)
     lr = state.optimizer.param_groups[0]["lr"]
+    state.targets.before_step(state.model, state.step)
     with autocast(device, plan.amp):
         p1, p2, z1, z2 = state.net(x1, x2)
-        loss = simsiam_loss(p1.float(), p2.float(), z1.float(), z2.float(), stop_grad=cfg.loss.stop_grad,
+        t1, t2 = state.targets(z1, z2, x1, x2, positions)  # SimSiam: t = z; Sec. 5: snapshot or memory
+        loss = simsiam_loss(p1.float(), p2.float(), t1.float(), t2.float(), stop_grad=cfg.loss.stop_grad,
                             similarity=cfg.loss.similarity, symmetry=cfg.loss.symmetry)
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
@@ -252,8 +262,8 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     limit = plan.total_steps if stop_after_steps is None else min(plan.total_steps, stop_after_steps)
     state.model.train()
     while state.step < limit:
-        for views, _ in _epoch_batches(dataset, cfg, plan, state.step, rank, world_size, device):
-            loss, z1, lr = _train_step(state, views, cfg, plan, device)
+        for views, positions in _epoch_batches(dataset, cfg, plan, state.step, rank, world_size, device):
+            loss, z1, lr = _train_step(state, views, positions, cfg, plan, device)
             faults.crash_at_step(cfg.faults, state.step, start_step > 0, rank == world_size - 1)
             if state.step % cfg.train.log_every_steps == 0 or state.step == limit:
                 state.metrics = _step_metrics(loss, z1, lr, state.step)
@@ -276,7 +286,8 @@ def _finish(state: TrainState, plan: Plan, start_step: int, ckpt_path: Path | No
     result = TrainResult(model=state.model, step=state.step, epoch=state.step // plan.steps_per_epoch,
                          total_steps=plan.total_steps, start_step=start_step, last_metrics=state.metrics,
                          knn_last=state.knn_last, knn_best=state.knn_best,
-                         collapsed=ratio is not None and is_collapsed(ratio), wall_s=wall_s, checkpoint=ckpt_path)
+                         collapsed=ratio is not None and is_collapsed(ratio), wall_s=wall_s, checkpoint=ckpt_path,
+                         targets=state.targets)
     for r in reporters:
         r.on_end(result)
     return result

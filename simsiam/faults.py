@@ -47,9 +47,17 @@ def crash_at_step(faults: FaultsConfig, step: int, resumed: bool, last_rank: boo
         raise RuntimeError(f"injected failure at step {step} (faults.fail_at_step, testing only)")
 
 
-def write_weights_digest(faults: FaultsConfig, model: "torch.nn.Module", rank: int) -> None:
+def _digest(tensors) -> str:
+    return hashlib.sha256(b"".join(t.detach().cpu().numpy().tobytes() for t in tensors)).hexdigest()
+
+
+def write_weights_digest(faults: FaultsConfig, model: "torch.nn.Module", rank: int, targets=None) -> None:
+    """rank<N>.sha256 of the parameters and, for loss.target=moving_average, rank<N>.memory.sha256."""
     if not faults.weights_digest_dir:
         return
+    out = Path(faults.weights_digest_dir)
     # Parameters only: BN running stats are per rank (DDP re-broadcasts them before each forward).
-    digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters()))
-    (Path(faults.weights_digest_dir) / f"rank{rank}.sha256").write_text(digest.hexdigest())
+    (out / f"rank{rank}.sha256").write_text(_digest(model.parameters()))
+    memory = getattr(targets, "memory", None)
+    if memory is not None:
+        (out / f"rank{rank}.memory.sha256").write_text(_digest([memory]))

@@ -29,6 +29,7 @@ class TrainResult:
     collapsed: bool = False
     wall_s: float = 0.0
     checkpoint: Path | None = None
+    targets: Any = None  # the run's simsiam.targets object (its snapshot or memory), for inspection
 
     @property
     def finished(self) -> bool:

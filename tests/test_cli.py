@@ -99,6 +99,11 @@ def test_sweep_rejects_a_bad_grid_before_any_trial(tmp_path, args, needle):
     (["probe", "--checkpoint", "{tmp}/missing.pt"], "checkpoint not found"),
     (["pretrain", "--out", "{tmp}/y", "--resume"], "cannot resume"),
     (["pretrain", "--out", "{tmp}/z", "--set", "data.root={tmp}/empty", *TINY], "not found in"),
+    (["config", "--set", "loss.snapshot_every_steps=0"], "loss.snapshot_every_steps: Input should be greater"),
+    (["config", "--set", "loss.ma_momentum=1"], "loss.ma_momentum: Input should be less than 1"),
+    (["config", "--set", "loss.ma_momentum=-0.1"], "loss.ma_momentum: Input should be greater than or equal to 0"),
+    (["pretrain", "--out", "{tmp}/m", *TINY, "--set", "loss.target=moving_average", "--set", "data.train_subset=50000",
+      "--set", "data.memory_budget_mb=1"], "keeps 50000 x 32 floats (6 MiB), over data.memory_budget_mb=1"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, args, needle):
     r = run(*[a.replace("{tmp}", str(tmp_path)) for a in args], check=False)

@@ -78,7 +78,7 @@ def worker_loop(config: dict) -> None:
     try:
         result = train(cfg, reporters, out_dir=local, resume=resume, train_source=train_src, test_source=test_src,
                        rank=rank, world_size=world, wrap_model=wrap)
-        faults.write_weights_digest(cfg.faults, result.model, rank)
+        faults.write_weights_digest(cfg.faults, result.model, rank, result.targets)
     finally:
         if tracker is not None:
             tracker.finish(end_run=False)

@@ -4,5 +4,6 @@
     \\__________________________ pipeline ___________________________/
 
 Entry points for prefect.yaml: flows/stage.py:stage_data, flows/pretrain.py:pretrain,
-flows/sweep.py:sweep, flows/evaluate.py:evaluate, flows/pipeline.py:pipeline.
+flows/sweep.py:sweep, flows/evaluate.py:evaluate, flows/pipeline.py:pipeline,
+flows/reproduce.py:reproduce (the paper's claims as a grid, beside the pipeline).
 """

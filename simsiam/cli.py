@@ -251,6 +251,37 @@ def sweep(
 
 
 @app.command()
+def reproduce(
+    suite: Annotated[str, typer.Option(help="collapse (Fig. 2, Table 1) | ablations (Tables 1c-5, output dim) | "
+                                            "em (Sec. 5: k-step alternation, moving average) | all")] = "collapse",
+    preset: PresetOpt = "reproduce-cpu",
+    set_: SetOpt = None,
+    seeds: Annotated[int, typer.Option(help="seeds per trial; orderings need 2+ for a verdict")] = 2,
+    out: Annotated[Optional[Path], typer.Option(help="report directory [default: runs/reproduce-<suite>]")] = None,
+    workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial")] = 1,
+    gpus_per_worker: GpusOpt = 0.0,
+    cpus_per_worker: CpusOpt = 1.0,
+    max_concurrent: Annotated[Optional[int], typer.Option(help="trials at once [default: as many as free CPUs/GPUs hold]")] = None,
+    track: Annotated[bool, typer.Option("--track", help="MLflow parent run + one child per trial, report attached")] = False,
+    tracking_uri: TrackingUriOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """Reproduce the paper's claims: every trial is the preset plus one switch, run to its full budget
+    on Ray Tune; writes reproduce.md / reproduce.json (and figures/reproduce_fig2.png) with the paper's
+    number, ours over seeds and a verdict per claim. Prints the table, then JSON."""
+    from simsiam.reproduce import plan_trials
+
+    cfg = load_config(preset, set_ or [])
+    plan_trials(cfg, suite, seeds)  # a bad suite or switch fails here, before any service starts
+    uri = steps.tracking_uri(tracking_uri, state) if track else None
+    res = steps.reproduce(cfg, suite, seeds, out or Path("runs") / f"reproduce-{suite}", tracking_uri=uri,
+                          state=state, max_concurrent=max_concurrent,
+                          ray=steps.RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, 0))
+    typer.echo(Path(res["report_md"]).read_text())
+    _echo_json(res)
+
+
+@app.command()
 def probe(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="checkpoint.pt (or its run directory)")],
     set_: SetOpt = None,

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local tests: no token file in ~/.ray
 
@@ -149,3 +150,44 @@ def test_cli_pretrain_on_ray_workers(stack, tmp_path):
     out = _cli_json(r.stdout)
     assert out["steps"] == 2 and out["checkpoint"].startswith("s3://data/ray/cli-ray/")
     assert s3.secret_key not in r.stdout + r.stderr
+
+
+def test_cli_reproduce_collapse_suite_reports_verdicts_and_tracks_a_parent_with_4_children(stack, tmp_path):
+    import ray
+
+    state, s3, ml = stack
+    # reproduce-cpu, shortened: without stop-grad or without a predictor (bn=hidden, base lr 1.0) the
+    # outputs collapse within these 64 steps; with both, z_std * sqrt(d) stays near 1.
+    args = ["--preset", "reproduce-cpu", "--set", "train.epochs=4", "--set", "eval.knn_test_samples=500",
+            "--set", "tracking.experiment=ray-tests", "--set", "data.download=false"]
+    env = {**os.environ, "SIMSIAM_STATE": str(state), "MLFLOW_TRACKING_URI": ml.tracking_uri,
+           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    r = subprocess.run([sys.executable, "-m", "simsiam.cli", "reproduce", "--suite", "collapse", "--seeds", "1",
+                        "--cpus-per-worker", "0.99", "--out", str(tmp_path / "rep"), "--track", *args],
+                       capture_output=True, text=True, env=env, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = _cli_json(r.stdout)
+    rows = {row["claim"]: row for row in out["rows"]}
+    assert len(rows) == 4 and all(row["verdict"] != "no result" for row in rows.values()), out["rows"]
+    assert rows["With stop-gradient and a predictor, SimSiam does not collapse"]["verdict"] == "holds"
+    assert rows["Without stop-gradient the output collapses"]["verdict"] == "holds"
+    assert rows["Without the predictor the output collapses"]["verdict"] == "holds"
+    fixed = rows["A predictor fixed at its random init does far worse than a trained one"]
+    assert fixed["verdict"] == "inconclusive at this budget" and "one seed" in fixed["why"]  # never more than shown
+    report = json.loads(Path(out["report_json"]).read_text())
+    assert report["rows"] == out["rows"] and Path(out["report_md"]).read_text().count("| Fig. 2 |") == 2
+    for row in out["rows"]:
+        assert {"claim", "table", "paper", "ours_mean", "ours_spread", "seeds", "collapsed", "verdict"} <= set(row)
+        assert all({"z_std_ratio", "knn_top1"} <= set(t) for t in row["trials"]) and row["trials"]
+    client = MlflowClient(ml.tracking_uri)
+    parent_id = out["mlflow_parent_run"].rsplit("/", 1)[-1]
+    parent = client.get_run(parent_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["reproduce.trial"] for c in children} == {"baseline", "no_stop_grad", "no_predictor",
+                                                                  "fixed_random_predictor"}
+    assert all(c.data.tags["reproduce.table"] and c.data.tags["reproduce.claim"] for c in children)
+    arts = {a.path for a in client.list_artifacts(parent_id)} | {
+        a.path for a in client.list_artifacts(parent_id, "figures")}
+    assert {"reproduce.md", "reproduce.json", "figures/reproduce_fig2.png"} <= arts
+    assert (tmp_path / "rep" / "figures" / "reproduce_fig2.png").read_bytes()[:4] == b"\x89PNG"

@@ -198,3 +198,25 @@ def test_retries_are_for_io_failures_not_bad_input(exc, transient):
            "mlflow": MlflowException("503"), "config": ConfigError("unknown key"),
            "data": DataError("corrupt checkpoint")}.get(exc, exc) if isinstance(exc, str) else exc
     assert _transient(None, None, Failed(data=exc)) is transient
+
+
+def test_reproduce_flow_publishes_the_claim_table_as_a_markdown_artifact(services, harness, tmp_path):
+    import os as _os
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.reproduce import reproduce
+
+    _os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    state, s3, ml = services
+    tiny = ["model.width=4", "data.train_subset=256", "train.epochs=1", "eval.knn_train_samples=256",
+            "eval.knn_test_samples=256", "eval.knn_k=20", "tracking.experiment=flow-reproduce", "data.download=false"]
+    out = reproduce(suite="collapse", seeds=1, overrides=tiny, out=str(tmp_path / "rep"), cpus_per_worker=0.99,
+                    mlflow_uri=ml.tracking_uri, state=str(state))
+    assert len(out["rows"]) == 4 and out["mlflow_parent_run"].startswith(ml.tracking_uri)
+    with get_client(sync_client=True) as pc:
+        arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["simsiam-reproduce"])))
+    assert len(arts) == 1 and arts[0].type == "markdown"
+    assert "Without stop-gradient the output collapses" in arts[0].data and "| Table 1b |" in arts[0].data
+    assert arts[0].data == (tmp_path / "rep" / "reproduce.md").read_text()

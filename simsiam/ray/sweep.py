@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -41,11 +41,20 @@ class CollapseStopper(tune.Stopper):
 
 
 def _trial(config: dict, base: dict, dist: DistSettings) -> None:
-    cfg = override_config(validate_config(base["cfg"]), [f"{k}={v}" for k, v in config.items()])
+    """One trial: a grid point (dotted key -> value), or a named `spec` (name, overrides, MLflow tags)."""
+    spec = config.get("spec")
+    overrides = spec["overrides"] if spec else [f"{k}={v}" for k, v in config.items()]
+    cfg = override_config(validate_config(base["cfg"]), overrides)
     trial_id = tune.get_context().get_trial_id()
+    name, parent = (spec["name"] if spec else f"trial-{trial_id}"), base.get("parent_run_id")
+    run = {"parent_run_id": parent, "run_name": name}
+    if spec and parent:  # the child run exists (with its tags) before the workers start
+        from simsiam.tracking import create_run
+
+        run["run_id"] = create_run(dist.tracking_uri, dist.experiment, name, parent, spec.get("tags"))
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config=loop_config(cfg, dist, parent_run_id=base.get("parent_run_id"), run_name=f"trial-{trial_id}"),
+        train_loop_config=loop_config(cfg, dist, **run),
         scaling_config=scaling_config(dist),
         run_config=run_config(f"{base['name']}-{trial_id}", dist, callbacks=[TuneReportCallback()]),
     )
@@ -57,6 +66,7 @@ class SweepResult:
     name: str
     rows: list[dict[str, Any]]
     parent_run_id: str | None
+    curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # run name -> per-epoch metrics
 
     @property
     def best(self) -> dict | None:
@@ -66,9 +76,12 @@ class SweepResult:
 
 def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: int = 1, name: str | None = None,
               collapse_threshold: float = COLLAPSE_RATIO, grace_period: int = 1,
-              max_concurrent: int | None = None) -> SweepResult:
-    """Grid over `space` (dotted config keys -> values, e.g. {"optim.base_lr": [...], "train.batch_size": [...]}),
-    repeated `samples` times; lr follows base_lr x batch/256 through the config."""
+              max_concurrent: int | None = None, early_stop: bool = True,
+              parent_tags: dict[str, str] | None = None) -> SweepResult:
+    """Grid over `space` (dotted config keys -> values, e.g. {"optim.base_lr": [...], "train.batch_size": [...]};
+    or {"spec": [{"name", "overrides", "tags"}, ...]} for a list of named trials), repeated `samples` times;
+    lr follows base_lr x batch/256 through the config. `early_stop=False` runs every trial to its end
+    (no ASHA, collapse recorded but not stopped)."""
     init_ray(storage=dist.storage)
     # ASHA needs the kNN metric in every report; reports happen at epoch ends only.
     cfg = override_config(cfg, ["eval.knn_every_epochs=1", "train.checkpoint_every_steps=null"])
@@ -77,23 +90,37 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
     if dist.tracking_uri:
         from simsiam.tracking import create_run
 
-        parent = create_run(dist.tracking_uri, dist.experiment, name, tags={"simsiam.sweep": "true"})
-    epochs = cfg.train.epochs
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=min(grace_period, epochs),
-                              reduction_factor=2)
+        parent = create_run(dist.tracking_uri, dist.experiment, name, tags={"simsiam.sweep": "true",
+                                                                             **(parent_tags or {})})
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trial, base={"cfg": cfg.to_dict(), "name": name,
                                                                "parent_run_id": parent}, dist=dist), {"cpu": 0.01}),
         param_space={k: tune.grid_search(list(v)) for k, v in space.items()},
-        tune_config=tune.TuneConfig(metric="knn/top1", mode="max", scheduler=scheduler, num_samples=samples,
+        tune_config=tune.TuneConfig(metric="knn/top1", mode="max", num_samples=samples,
+                                    scheduler=_asha(cfg.train.epochs, grace_period) if early_stop else None,
                                     max_concurrent_trials=max_concurrent or _fitting_trials(dist)),
-        run_config=tune.RunConfig(name=name, stop=CollapseStopper(collapse_threshold), verbose=1,
-                                  **storage_kwargs(dist)),
+        run_config=tune.RunConfig(name=name, stop=CollapseStopper(collapse_threshold) if early_stop else None,
+                                  verbose=1, **storage_kwargs(dist)),
     )
-    rows = [_row(res, cfg, space, collapse_threshold) for res in tuner.fit()]
+    results = list(tuner.fit())
+    rows = [_row(res, cfg, space, collapse_threshold) for res in results]
     if parent:
         _close_sweep_runs(dist, parent, rows)
-    return SweepResult(name, rows, parent)
+    return SweepResult(name, rows, parent, {row["name"]: _curve(res) for row, res in zip(rows, results)})
+
+
+def _asha(epochs: int, grace_period: int) -> ASHAScheduler:
+    return ASHAScheduler(time_attr="training_iteration", max_t=epochs, grace_period=min(grace_period, epochs),
+                         reduction_factor=2)
+
+
+def _curve(res) -> list[dict[str, float]]:
+    """The trial's epoch-end reports: epoch, train/loss, train/z_std_ratio, knn/top1."""
+    df = res.metrics_dataframe
+    if df is None:
+        return []
+    cols = [c for c in ("epoch", "train/loss", "train/z_std_ratio", "knn/top1") if c in df]
+    return [{k: float(v) for k, v in rec.items()} for rec in df[cols].dropna().to_dict("records")]
 
 
 def _fitting_trials(dist: DistSettings) -> int:
@@ -111,12 +138,16 @@ def _row(res, cfg: Config, space: dict[str, list], threshold: float) -> dict[str
     collapsed = ratio is not None and is_collapsed(ratio, threshold)
     stopped_at = int(last.get("epoch", 0))
     early = stopped_at < cfg.train.epochs
+    trial = last.get("trial_id") or (res.path.rstrip("/").split("/")[-1] if res.path else "?")
+    spec = res.config.get("spec")
+    grid = {"trial": trial, "name": spec["name"]} if spec else {
+        "trial": trial, "name": f"trial-{trial}", **{k: res.config.get(k) for k in space}}
     return {
-        "trial": last.get("trial_id") or (res.path.rstrip("/").split("/")[-1] if res.path else "?"),
-        **{k: res.config.get(k) for k in space},
+        **grid,
         "lr": res.config.get("optim.base_lr", cfg.optim.base_lr)
         * res.config.get("train.batch_size", cfg.train.batch_size) / 256,
         "best_knn": float(max(knn)) if len(knn) else None,
+        "last_knn": float(knn.iloc[-1]) if len(knn) else None,
         "collapsed": collapsed,
         "z_std_ratio": ratio,
         "stopped_at_epoch": stopped_at,
@@ -132,9 +163,9 @@ def _close_sweep_runs(dist: DistSettings, parent: str, rows: list[dict]) -> None
     from simsiam.tracking import child_runs
 
     client = MlflowClient(dist.tracking_uri)
-    by_trial = {r["trial"]: r for r in rows}
+    by_name = {r["name"]: r for r in rows}
     for run in child_runs(dist.tracking_uri, parent):
-        row = by_trial.get(run.data.tags.get("mlflow.runName", run.info.run_name or "").removeprefix("trial-"))
+        row = by_name.get(run.data.tags.get("mlflow.runName", run.info.run_name or ""))
         if row is not None:
             client.set_tag(run.info.run_id, "simsiam.collapsed", str(row["collapsed"]).lower())
             client.set_tag(run.info.run_id, "simsiam.stopped_at_epoch", str(row["stopped_at_epoch"]))

@@ -1,0 +1,76 @@
+"""The reproduce plan and its verdicts, without training: which trials a suite runs, and verdicts
+that say only what the numbers show."""
+
+import pytest
+
+from simsiam.config import load_config
+from simsiam.errors import ConfigError
+from simsiam.reproduce import CLAIMS, Claim, claim_rows, plan_trials, render_markdown, verdict
+
+
+def test_collapse_suite_runs_four_switches_per_seed_with_tags():
+    claims, runs, alias = plan_trials(load_config("reproduce-cpu"), "collapse", 2)
+    assert len(claims) == 4 and [r.name for r in runs] == [
+        "baseline-seed0", "baseline-seed1", "no_stop_grad-seed0", "no_stop_grad-seed1", "no_predictor-seed0",
+        "no_predictor-seed1", "fixed_random_predictor-seed0", "fixed_random_predictor-seed1"]
+    nsg = runs[3]
+    assert nsg.overrides == ("loss.stop_grad=false", "train.seed=1")
+    assert nsg.tags["reproduce.table"] == "Fig. 2" and "stop-gradient" in nsg.tags["reproduce.claim"]
+
+
+def test_switches_with_the_same_config_run_once():
+    # reproduce-cpu uses model.bn=hidden: Table 3's "hidden" trial is the baseline itself.
+    _, runs, alias = plan_trials(load_config("reproduce-cpu"), "all", 1)
+    assert alias["bn_hidden"] == "baseline" and not any(r.key == "bn_hidden" for r in runs)
+    assert len({r.key for r in runs}) == len(runs) == 20
+    epoch = next(r for r in runs if r.key == "snapshot_epoch")
+    assert "loss.snapshot_every_steps=16" in epoch.overrides  # 2048 images / batch 128
+
+
+@pytest.mark.parametrize("suite,seeds,needle", [("tables", 1, "unknown suite 'tables'"),
+                                                ("collapse", 0, "--seeds must be at least 1")])
+def test_bad_suite_or_seeds_is_a_config_error(suite, seeds, needle):
+    with pytest.raises(ConfigError, match=needle):
+        plan_trials(load_config("reproduce-cpu"), suite, seeds)
+
+
+GREATER = Claim("t", "T", "a beats b", "2 vs 1", "greater", ("a", "b"))
+
+
+@pytest.mark.parametrize("a,b,expected", [
+    ([70.0, 72.0], [60.0, 61.0], "holds"),  # gap 10.5 > spreads 1 + 0.5
+    ([70.0, 72.0], [69.0, 71.5], "inconclusive at this budget"),  # gap 0.75 < 1 + 1.25
+    ([60.0, 61.0], [70.0, 72.0], "does not hold at this budget"),
+    ([70.0], [60.0], "inconclusive at this budget"),  # one seed: no spread
+])
+def test_ordering_holds_only_when_the_gap_beats_the_spread(a, b, expected):
+    got, why = verdict(GREATER, {"a": a, "b": b}, {"a": [False] * len(a), "b": [False] * len(b)})
+    assert got == expected, why
+
+
+@pytest.mark.parametrize("flags,kind,expected", [
+    ([True, True], "collapses", "holds"), ([False, False], "collapses", "does not hold at this budget"),
+    ([True, False], "collapses", "inconclusive at this budget"), ([False, False], "healthy", "holds"),
+    ([True, True], "healthy", "does not hold at this budget"),
+])
+def test_collapse_verdicts_read_the_diagnostic_on_every_seed(flags, kind, expected):
+    claim = Claim("t", "T", "x", "0.1", kind, ("a",))
+    assert verdict(claim, {"a": [10.0] * len(flags)}, {"a": flags})[0] == expected
+
+
+def test_rows_carry_what_reproduce_json_promises_and_a_failed_trial_says_so():
+    claims = [c for c in CLAIMS if c.suite == "collapse"]
+    _, runs, alias = plan_trials(load_config("reproduce-cpu"), "collapse", 2)
+    results = {r.name: {"knn_top1": 70.0 + r.seed, "z_std_ratio": 0.9, "collapsed": False} for r in runs}
+    for name in ("no_stop_grad-seed0", "no_stop_grad-seed1"):
+        results[name] = {"knn_top1": 30.0, "z_std_ratio": 0.01, "collapsed": True}
+    del results["no_predictor-seed1"], results["no_predictor-seed0"]  # both failed
+    rows = claim_rows(claims, runs, alias, results)
+    assert [r["verdict"] for r in rows] == ["holds", "holds", "no result", "inconclusive at this budget"]
+    base = rows[0]
+    assert {"claim", "table", "paper", "ours_mean", "ours_spread", "seeds", "collapsed", "verdict",
+            "trials"} <= set(base)
+    assert base["ours_mean"] == 70.5 and base["ours_spread"] == 0.5 and base["seeds"] == 2
+    assert base["collapsed"] == [False, False] and base["trials"][0]["z_std_ratio"] == 0.9
+    md = render_markdown(rows, "t", [])
+    assert md.count("\n| ") == 1 + 4 and "70.5 ± 0.5 vs 70.5 ± 0.5" in md  # fixed-random got the same numbers

@@ -10,6 +10,7 @@ Uses the embedded S3 in --state (Ray Tune's storage); --track also logs to the e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -38,8 +39,10 @@ def main() -> None:
     cfg = load_config(args.preset, args.set)
     uri = steps.tracking_uri(None, args.state) if args.track else None
     t0 = time.perf_counter()
-    res = steps.reproduce(cfg, args.suite, args.seeds, args.out or f"runs/reproduce-{args.suite}",
-                          ray=steps.RayWorkers(1, args.gpus_per_worker, 1.0, 0), tracking_uri=uri, state=args.state)
+    with contextlib.redirect_stdout(sys.stderr):  # Tune's trial tables: stdout stays one JSON object
+        res = steps.reproduce(cfg, args.suite, args.seeds, args.out or f"runs/reproduce-{args.suite}",
+                              ray=steps.RayWorkers(1, args.gpus_per_worker, 1.0, 0), tracking_uri=uri,
+                              state=args.state)
     claims = [{"table": r["table"], "claim": r["claim"], "paper": r["paper"], "ours": r["ours_mean"],
                "ours_spread": r["ours_spread"], "vs": r.get("vs_mean"), "collapsed": r["collapsed"],
                "verdict": r["verdict"]} for r in res["rows"]]

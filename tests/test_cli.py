@@ -99,6 +99,8 @@ def test_sweep_rejects_a_bad_grid_before_any_trial(tmp_path, args, needle):
     (["probe", "--checkpoint", "{tmp}/missing.pt"], "checkpoint not found"),
     (["pretrain", "--out", "{tmp}/y", "--resume"], "cannot resume"),
     (["pretrain", "--out", "{tmp}/z", "--set", "data.root={tmp}/empty", *TINY], "not found in"),
+    (["reproduce", "--suite", "tables", "--state", "{tmp}/s"], "unknown suite 'tables'; allowed: collapse, ablations"),
+    (["reproduce", "--seeds", "0", "--state", "{tmp}/s"], "--seeds must be at least 1"),
     (["config", "--set", "loss.snapshot_every_steps=0"], "loss.snapshot_every_steps: Input should be greater"),
     (["config", "--set", "loss.ma_momentum=1"], "loss.ma_momentum: Input should be less than 1"),
     (["config", "--set", "loss.ma_momentum=-0.1"], "loss.ma_momentum: Input should be greater than or equal to 0"),
@@ -110,6 +112,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, args, needle):
     assert r.returncode == 2
     assert needle in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()  # failed before any service started in --state
 
 
 def test_bad_checkpoint_file(tmp_path):

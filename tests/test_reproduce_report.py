@@ -27,6 +27,13 @@ def test_switches_with_the_same_config_run_once():
     assert "loss.snapshot_every_steps=16" in epoch.overrides  # 2048 images / batch 128
 
 
+def test_one_epoch_snapshot_needs_train_subset_only_in_the_em_suite():
+    full = load_config("reproduce-cpu", ["data.train_subset=null"])
+    assert len(plan_trials(full, "collapse", 1)[1]) == 4
+    with pytest.raises(ConfigError, match="data.train_subset"):
+        plan_trials(full, "em", 1)
+
+
 @pytest.mark.parametrize("suite,seeds,needle", [("tables", 1, "unknown suite 'tables'"),
                                                 ("collapse", 0, "--seeds must be at least 1")])
 def test_bad_suite_or_seeds_is_a_config_error(suite, seeds, needle):

@@ -25,6 +25,12 @@ from simsiam.ray.cluster import DistSettings, init_ray, loop_config, run_config,
 from simsiam.ray.worker import worker_loop
 
 
+# The trial function only drives its TorchTrainer. It reserves no CPU, so that N one-CPU workers fill
+# N cores; a fractional CPU per driver (0.01) left 0.98 of 2 cores free and serialized 2-trial grids.
+# A bundle needs some resource: a logical 256 MiB of memory (the driver's real RSS is larger).
+TRIAL_DRIVER = {"cpu": 0, "memory": 256 * 2**20}
+
+
 class CollapseStopper(tune.Stopper):
     """Ends a trial whose `train/z_std_ratio` (z_std * sqrt(d)) is below `threshold` after
     `warmup_epochs`: a collapsed SimSiam never recovers, so its remaining epochs are wasted."""
@@ -94,7 +100,7 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
                                                                              **(parent_tags or {})})
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trial, base={"cfg": cfg.to_dict(), "name": name,
-                                                               "parent_run_id": parent}, dist=dist), {"cpu": 0.01}),
+                                                               "parent_run_id": parent}, dist=dist), TRIAL_DRIVER),
         param_space={k: tune.grid_search(list(v)) for k, v in space.items()},
         tune_config=tune.TuneConfig(metric="knn/top1", mode="max", num_samples=samples,
                                     scheduler=_asha(cfg.train.epochs, grace_period) if early_stop else None,

@@ -32,8 +32,8 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="overri
 StateOpt = Annotated[Optional[Path], typer.Option("--state", help="state dir of the embedded services [default: $SIMSIAM_STATE or ./.simsiam]")]
 TrackingUriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow server [default: $MLFLOW_TRACKING_URI or the embedded one]")]
 ProgressOpt = Annotated[bool, typer.Option(help="show a progress bar")]
-GpusOpt = Annotated[float, typer.Option(help="GPUs per Ray worker (0 = CPU workers)")]
-CpusOpt = Annotated[float, typer.Option(help="CPUs per Ray worker")]
+GpusOpt = Annotated[float, typer.Option(min=0.0, help="GPUs per Ray worker (0 = CPU workers)")]
+CpusOpt = Annotated[float, typer.Option(min=0.01, help="CPUs per Ray worker")]
 
 
 def _echo_json(obj: dict) -> None:
@@ -116,9 +116,9 @@ def run(
     preset: PresetOpt = "cpu-demo",
     set_: SetOpt = None,
     mode: Annotated[str, typer.Option(help="pretrain (one run) or sweep (Ray Tune over --lr x --batch)")] = "pretrain",
-    subset: Annotated[Optional[int], typer.Option(help="stage only the first N samples of each split (quick try)")] = None,
-    workers: Annotated[int, typer.Option(help="Ray Train workers for pretraining (0 = this process)")] = 0,
-    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray worker / sweep trial worker")] = 0.0,
+    subset: Annotated[Optional[int], typer.Option(min=1, help="stage only the first N samples of each split (quick try)")] = None,
+    workers: Annotated[int, typer.Option(min=0, help="Ray Train workers for pretraining (0 = this process)")] = 0,
+    gpus_per_worker: Annotated[float, typer.Option(min=0.0, help="GPUs per Ray worker / sweep trial worker")] = 0.0,
     lr: Annotated[Optional[str], typer.Option(help="sweep: comma list of optim.base_lr")] = None,
     batch: Annotated[Optional[str], typer.Option(help="sweep: comma list of train.batch_size")] = None,
     tracking_uri: TrackingUriOpt = None,
@@ -171,7 +171,7 @@ def stage(
     split: Annotated[str, typer.Option(help="train or test")] = "train",
     name: Annotated[Optional[str], typer.Option(help="dataset name in the store [default: DATASET-SPLIT]")] = None,
     root: Annotated[Optional[str], typer.Option(help="directory with the source files (data.root)")] = None,
-    subset: Annotated[Optional[int], typer.Option(help="stage only the first N samples")] = None,
+    subset: Annotated[Optional[int], typer.Option(min=1, help="stage only the first N samples")] = None,
     preset: PresetOpt = "cpu-demo",
     set_: SetOpt = None,
     state: StateOpt = None,
@@ -196,7 +196,7 @@ def pretrain(
     register: Annotated[bool, typer.Option(help="with --track: probe, register the backbone and run the champion gate")] = True,
     tracking_uri: TrackingUriOpt = None,
     state: StateOpt = None,
-    workers: Annotated[int, typer.Option(help="Ray Train workers (data-parallel DDP); 0 = this process")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Ray Train workers (data-parallel DDP); 0 = this process")] = 0,
     gpus_per_worker: GpusOpt = 0.0,
     cpus_per_worker: CpusOpt = 1.0,
     max_failures: Annotated[int, typer.Option(help="Ray worker-group restarts from the latest checkpoint")] = 2,
@@ -222,11 +222,11 @@ def sweep(
     lr: Annotated[str, typer.Option(help="comma list of optim.base_lr values (lr = base x batch/256)")] = "0.03,0.06",
     batch: Annotated[str, typer.Option(help="comma list of train.batch_size values")] = "128",
     grid: Annotated[Optional[list[str]], typer.Option(help="extra grid axis key=v1,v2 (e.g. loss.stop_grad=true,false); repeatable")] = None,
-    samples: Annotated[int, typer.Option(help="repeats of the whole grid")] = 1,
-    workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial")] = 1,
+    samples: Annotated[int, typer.Option(min=1, help="repeats of the whole grid")] = 1,
+    workers_per_trial: Annotated[int, typer.Option(min=1, help="Ray Train workers per trial")] = 1,
     gpus_per_worker: GpusOpt = 0.0,
     cpus_per_worker: CpusOpt = 1.0,
-    max_concurrent: Annotated[Optional[int], typer.Option(help="trials at once [default: as many as free CPUs/GPUs hold]")] = None,
+    max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="trials at once [default: as many as free CPUs/GPUs hold]")] = None,
     collapse_threshold: Annotated[Optional[float], typer.Option(help="stop a trial once z_std*sqrt(d) falls below this [default: 0.1]")] = None,
     track: Annotated[bool, typer.Option("--track", help="MLflow parent run + one child run per trial")] = False,
     register: Annotated[bool, typer.Option(help="with --track: probe the best trial, register it and run the champion gate")] = True,
@@ -258,10 +258,10 @@ def reproduce(
     set_: SetOpt = None,
     seeds: Annotated[int, typer.Option(help="seeds per trial; orderings need 2+ for a verdict")] = 2,
     out: Annotated[Optional[Path], typer.Option(help="report directory [default: runs/reproduce-<suite>]")] = None,
-    workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial")] = 1,
+    workers_per_trial: Annotated[int, typer.Option(min=1, help="Ray Train workers per trial")] = 1,
     gpus_per_worker: GpusOpt = 0.0,
     cpus_per_worker: CpusOpt = 1.0,
-    max_concurrent: Annotated[Optional[int], typer.Option(help="trials at once [default: as many as free CPUs/GPUs hold]")] = None,
+    max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="trials at once [default: as many as free CPUs/GPUs hold]")] = None,
     track: Annotated[bool, typer.Option("--track", help="MLflow parent run + one child per trial, report attached")] = False,
     tracking_uri: TrackingUriOpt = None,
     state: StateOpt = None,

@@ -115,6 +115,30 @@ def test_user_errors_exit_2_with_one_line(tmp_path, args, needle):
     assert not (tmp_path / "s").exists()  # failed before any service started in --state
 
 
+@pytest.mark.parametrize("args,needle", [
+    (["stage", "fashion-mnist", "--name", "a/b", "--state", "{tmp}/s"], "dataset name 'a/b' is not allowed"),
+    (["stage", "fashion-mnist", "--name", "../../escape", "--state", "{tmp}/s"], "dataset name '../../escape' is not"),
+    (["run", "--subset", "10", "--state", "{tmp}/s"], "--subset 10 leaves 10 training samples, fewer than train.batch"),
+    (["pretrain", "--out", "{tmp}/t", "--track", "--tracking-uri", "htp:/bad uri", "--state", "{tmp}/s", *TINY],
+     "--tracking-uri 'htp:/bad uri' is not an MLflow tracking URI"),
+    (["status", "--state", "{tmp}/a-file"], "a-file is a file, not a directory"),
+])
+def test_bad_names_uris_and_sizes_exit_2_with_one_line(tmp_path, args, needle):
+    (tmp_path / "a-file").write_text("")
+    test_user_errors_exit_2_with_one_line(tmp_path, args, needle)
+
+
+@pytest.mark.parametrize("args,option", [
+    (["run", "--subset", "0"], "--subset"), (["stage", "fashion-mnist", "--subset", "-1"], "--subset"),
+    (["run", "--workers", "-1"], "--workers"), (["pretrain", "--out", "{tmp}/w", "--workers", "-2"], "--workers"),
+    (["sweep", "--samples", "0"], "--samples"), (["reproduce", "--max-concurrent", "0"], "--max-concurrent"),
+])
+def test_out_of_range_numbers_are_usage_errors(tmp_path, args, option):
+    r = run(*[a.replace("{tmp}", str(tmp_path)) for a in args], "--state", str(tmp_path / "s"), check=False)
+    assert r.returncode == 2 and f"Invalid value for '{option}'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "s").exists()
+
+
 def test_bad_checkpoint_file(tmp_path):
     bad = tmp_path / "checkpoint.pt"
     bad.write_bytes(b"not a checkpoint")

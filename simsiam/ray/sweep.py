@@ -24,7 +24,6 @@ from simsiam.diagnostics import COLLAPSE_RATIO, is_collapsed
 from simsiam.ray.cluster import DistSettings, init_ray, loop_config, run_config, scaling_config, storage_kwargs
 from simsiam.ray.worker import worker_loop
 
-
 # The trial function only drives its TorchTrainer. It reserves no CPU, so that N one-CPU workers fill
 # N cores; a fractional CPU per driver (0.01) left 0.98 of 2 cores free and serialized 2-trial grids.
 # A bundle needs some resource: a logical 256 MiB of memory (the driver's real RSS is larger).

@@ -11,7 +11,7 @@ from pathlib import Path
 from simsiam.redact import redact
 from simsiam.services.process import http_ok, pid_alive, reuse_port, spawn_server, terminate, venv_binary
 from simsiam.services.s3 import start_s3
-from simsiam.services.state import read_record, state_dir, write_record
+from simsiam.services.state import private_dir, read_record, state_dir, state_lock, write_record
 
 
 @dataclass
@@ -33,13 +33,21 @@ def mlflow_status(state_path: str | Path | None = None) -> dict:
 
 def start_mlflow(state_path: str | Path | None = None, backend_store_uri: str | None = None,
                  artifacts_bucket: str = "mlflow", timeout: float = 90.0) -> MlflowService:
-    """Start (or reuse) the server; starts the embedded S3 first, which keeps its artifacts. The S3
-    secret reaches the server only via its environment, never its command line or logs."""
+    """Start (or reuse) the server; starts (or restarts) the embedded S3 first, which keeps its
+    artifacts. The S3 secret reaches the server only via its environment, never its command line
+    or logs. Under the state dir's lock: concurrent starts make one server, migrate the database once."""
     state = state_dir(state_path)
-    info = read_record(state, "mlflow")
-    if _running(info):
-        return MlflowService(info["tracking_uri"], info["pid"], state)
-    s3 = start_s3(state)
+    with state_lock(state):
+        s3 = start_s3(state)
+        info = read_record(state, "mlflow")
+        if _running(info) and info.get("s3_endpoint_url") == s3.endpoint_url:
+            return MlflowService(info["tracking_uri"], info["pid"], state)
+        terminate(info.get("pid"), 15.0)  # alive but talking to an S3 endpoint that is gone
+        return _start_mlflow(state, s3, info, backend_store_uri, artifacts_bucket, timeout)
+
+
+def _start_mlflow(state: Path, s3, info: dict, backend_store_uri: str | None, artifacts_bucket: str,
+                  timeout: float) -> MlflowService:
     backend = backend_store_uri or f"sqlite:///{state / 'mlflow.db'}"
     port = reuse_port(info.get("port"))
     cmd = [venv_binary("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -49,15 +57,16 @@ def start_mlflow(state_path: str | Path | None = None, backend_store_uri: str | 
            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required", "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
            # job execution spawns helper processes worth ~2 GB RSS that a local run does not need
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    (state / "mlflow").mkdir(parents=True, exist_ok=True)
+    private_dir(state / "mlflow")
     uri = f"http://127.0.0.1:{port}"
     proc = spawn_server("mlflow server", cmd, state, "mlflow.out", lambda: http_ok(uri + "/health"), uri, timeout,
                         env=env)
     write_record(state, "mlflow", {"pid": proc.pid, "tracking_uri": uri, "port": port,
-                                   "backend_store_uri": redact(backend)})
+                                   "backend_store_uri": redact(backend), "s3_endpoint_url": s3.endpoint_url})
     return MlflowService(uri, proc.pid, state)
 
 
 def stop_mlflow(state_path: str | Path | None = None, timeout: float = 15.0) -> bool:
-    # the server runs uvicorn children in its own process group
-    return terminate(read_record(state_dir(state_path), "mlflow").get("pid"), timeout)
+    state = state_dir(state_path)
+    with state_lock(state):  # the server runs uvicorn children in its own process group
+        return terminate(read_record(state, "mlflow").get("pid"), timeout)

@@ -10,8 +10,16 @@ import subprocess
 from pathlib import Path
 
 from simsiam.errors import ServiceError
-from simsiam.services.process import http_ok, pid_alive, reuse_port, spawn_server, terminate, venv_binary
-from simsiam.services.state import read_record, state_dir, write_record
+from simsiam.services.process import (
+    http_ok,
+    pid_alive,
+    private_log,
+    reuse_port,
+    spawn_server,
+    terminate,
+    venv_binary,
+)
+from simsiam.services.state import read_record, state_dir, state_lock, write_record
 
 
 def prefect_env(state_path: str | Path | None = None) -> dict[str, str]:
@@ -70,6 +78,11 @@ def start_prefect(state_path: str | Path | None = None, pool: str = "local", wor
     """Start (or reuse) `prefect server` on 127.0.0.1 and a process worker polling `pool`
     (created if missing), so deployments from prefect.yaml run on their schedules."""
     state = state_dir(state_path)
+    with state_lock(state):
+        return _start_prefect(state, pool, worker, timeout)
+
+
+def _start_prefect(state: Path, pool: str, worker: bool, timeout: float) -> dict:
     env = {**os.environ, **prefect_env(state)}
     info = read_record(state, "prefect")
     if not prefect_status(state)["running"]:
@@ -77,18 +90,19 @@ def start_prefect(state_path: str | Path | None = None, pool: str = "local", wor
     env.update(PREFECT_API_URL=info["api_url"], SIMSIAM_STATE=str(state))  # flow runs use this state dir
     _ensure_pool(pool, env)  # before the worker does, so `prefect deploy` right after this finds it
     if worker and not pid_alive(info.get("worker_pid")):
-        (state / "logs").mkdir(parents=True, exist_ok=True)
-        log = (state / "logs" / "prefect-worker.out").open("ab")
         # cwd: the project root, so deployments' relative entrypoints and pull steps resolve
-        proc = subprocess.Popen([venv_binary("prefect"), "worker", "start", "--pool", pool, "--type", "process"],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)
+        with private_log(state, "prefect-worker.out").open("ab") as log:
+            proc = subprocess.Popen([venv_binary("prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True, umask=0o077)
         write_record(state, "prefect", {**info, "worker_pid": proc.pid, "pool": pool})
     return prefect_status(state)
 
 
 def stop_prefect(state_path: str | Path | None = None, timeout: float = 20.0) -> bool:
-    info = read_record(state_dir(state_path), "prefect")
-    # The worker ignores SIGTERM; SIGINT stops it cleanly.
-    stopped = terminate(info.get("worker_pid"), timeout, first=signal.SIGINT)
-    return terminate(info.get("pid"), timeout) or stopped
+    state = state_dir(state_path)
+    with state_lock(state):
+        info = read_record(state, "prefect")
+        # The worker ignores SIGTERM; SIGINT stops it cleanly.
+        stopped = terminate(info.get("worker_pid"), timeout, first=signal.SIGINT)
+        return terminate(info.get("pid"), timeout) or stopped

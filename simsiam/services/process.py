@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from simsiam.errors import ServiceError
+from simsiam.services.state import private_dir
 
 
 def venv_binary(name: str) -> str:
@@ -86,15 +87,22 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def private_log(state: Path, name: str) -> Path:
+    """<state>/logs/<name>, created 0600 in a 0700 dir."""
+    path = private_dir(state / "logs") / name
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    return path
+
+
 def spawn_server(name: str, cmd: list[str], state: Path, log_name: str, ready: Callable[[], bool], where: str,
                  timeout: float, env: dict | None = None, poll: float = 0.3) -> subprocess.Popen:
     """Start a server in its own session (Ctrl-C in the user's shell does not kill it; `simsiam down`
     does), logging to state/logs/<log_name>, and wait until `ready()`; a clear error if it exits or
     does not answer in time."""
-    (state / "logs").mkdir(parents=True, exist_ok=True)
-    log_path = state / "logs" / log_name
-    proc = subprocess.Popen(cmd, stdout=log_path.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=env, start_new_session=True, cwd=state)
+    log_path = private_log(state, log_name)
+    with log_path.open("ab") as log:  # umask 077: the server's database and data files are 0600
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True, cwd=state, umask=0o077)
     deadline = time.monotonic() + timeout
     while not ready():
         if proc.poll() is not None:

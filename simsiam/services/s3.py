@@ -19,7 +19,7 @@ from simsiam.services.process import (
     terminate,
     venv_binary,
 )
-from simsiam.services.state import read_record, state_dir, write_private, write_record
+from simsiam.services.state import private_dir, read_record, state_dir, state_lock, write_private, write_record
 
 PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
               "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")
@@ -72,6 +72,11 @@ def start_s3(state_path: str | Path | None = None, buckets: tuple[str, ...] = DE
     """Start (or reuse) SeaweedFS S3 bound to 127.0.0.1. Ports of an earlier start are reused when
     free, so clients keep a stable endpoint across restarts."""
     state = state_dir(state_path)
+    with state_lock(state):
+        return _start_s3(state, buckets, timeout)
+
+
+def _start_s3(state: Path, buckets: tuple[str, ...], timeout: float) -> S3Service:
     access, secret = s3_credentials(state)
     info = read_record(state, "s3")
     if _running(info):
@@ -81,7 +86,7 @@ def start_s3(state_path: str | Path | None = None, buckets: tuple[str, ...] = DE
     identities = {"identities": [{"name": "simsiam", "credentials": [{"accessKey": access, "secretKey": secret}],
                                   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
     write_private(state / "s3" / "identities.json", json.dumps(identities))
-    (state / "s3" / "data").mkdir(parents=True, exist_ok=True)
+    private_dir(state / "s3" / "data")
     endpoint = f"http://127.0.0.1:{ports[PORT_FLAGS.index('s3.port')]}"
     proc = spawn_server("SeaweedFS S3", _weed_command(state, buckets, ports), state, "weed.out",
                         lambda: http_answers(endpoint + "/", timeout=0.5), endpoint, timeout, poll=0.2)
@@ -91,4 +96,6 @@ def start_s3(state_path: str | Path | None = None, buckets: tuple[str, ...] = DE
 
 def stop_s3(state_path: str | Path | None = None, timeout: float = 15.0) -> bool:
     """Stop the server started from this state dir; True if one was running."""
-    return terminate(read_record(state_dir(state_path), "s3").get("pid"), timeout)
+    state = state_dir(state_path)
+    with state_lock(state):
+        return terminate(read_record(state, "s3").get("pid"), timeout)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from simsiam import faults
 from simsiam.config import Config, override_config
-from simsiam.errors import DataError
+from simsiam.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from simsiam.data import ImageSource
@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 def local_source(cfg: Config, split: str, subset: int | None = None) -> ImageSource:
     """The local files of `cfg.data` (dataset/root), optionally the first `subset` samples."""
+    if subset is not None and subset < 1:
+        raise ConfigError(f"subset must be at least 1 sample, got {subset}")
     from simsiam.data import load_source
 
     source = load_source(cfg.data.model_copy(update={"source": None, "test_source": None}), split)
@@ -28,7 +30,12 @@ def local_source(cfg: Config, split: str, subset: int | None = None) -> ImageSou
 def check_local_data(cfg: Config, subset: int | None = None) -> None:
     """Both splits can be read: bad data fails here with one line, before any service starts."""
     for split in ("train", "test"):
-        local_source(cfg, split, subset)
+        n = len(local_source(cfg, split, subset))
+        n = min(n, cfg.data.train_subset or n)
+        if split == "train" and n < cfg.train.batch_size:
+            what = f"--subset {subset} leaves" if subset else "the training split has"
+            raise ConfigError(f"{what} {n} training samples, fewer than train.batch_size={cfg.train.batch_size}: "
+                              "no full batch can be formed")
 
 
 def dataset_version(cfg: Config, split: str, subset: int | None = None) -> str:
@@ -42,11 +49,13 @@ def stage(cfg: Config, split: str = "train", name: str | None = None, subset: in
           state: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Stage one split of `cfg.data` to S3 (idempotent: a staged version uploads nothing)."""
     from simsiam.storage import stage_dataset, store_for
+    from simsiam.storage.staging import check_dataset_name
 
+    name = check_dataset_name(name or f"{cfg.data.dataset}-{split}")  # before the store starts
     source = local_source(cfg, split, subset)
     store = store_for(cfg, state)
     before, root = store.puts, cfg.data.root
-    ref, manifest = stage_dataset(source, store, name or f"{cfg.data.dataset}-{split}", split, cfg.storage.shard_size,
+    ref, manifest = stage_dataset(source, store, name, split, cfg.storage.shard_size,
                                   source_desc=f"{cfg.data.dataset}:{split}" + (f":{root}" if root else ""),
                                   progress=progress, on_shard=lambda i, key: faults.io_fault("stage"))
     return {"uri": ref.uri, "manifest": ref.manifest_uri, "name": ref.name, "version": ref.version,

@@ -4,14 +4,29 @@ embedded servers of the state dir."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from simsiam.errors import ConfigError
+from simsiam.redact import redact
+
+# MLflow's stores: a server (http/https), a local directory (file:) or a database (SQLAlchemy URI).
+_URI_SCHEMES = re.compile(r"^(https?://[^\s/]+|file:|(sqlite|postgresql|mysql|mssql)(\+\w+)?://|databricks)")
+
+
+def check_tracking_uri(uri: str, where: str = "--tracking-uri") -> str:
+    if re.search(r"\s", uri) or not _URI_SCHEMES.match(uri):
+        raise ConfigError(f"{where} {redact(uri)!r} is not an MLflow tracking URI: expected http(s)://host:port, "
+                          "file:/path or a database URI such as sqlite:///mlflow.db")
+    return uri
 
 
 def tracking_uri(uri: str | None = None, state: str | Path | None = None) -> str:
     """The given URI, $MLFLOW_TRACKING_URI, or the embedded MLflow server (started if needed)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
-        return uri
+        return check_tracking_uri(uri)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return check_tracking_uri(os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI")
     from simsiam.services import start_mlflow
 
     return start_mlflow(state).tracking_uri

@@ -6,6 +6,7 @@ shards already stored with the right size and sha256."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -17,6 +18,15 @@ from simsiam.storage.client import ObjectStore
 from simsiam.storage.shards import FORMAT, sha256, source_fingerprint, write_shard
 
 MANIFEST = "manifest.json"
+# One path segment under datasets/: a slash would hide the version from `data ls`, '..' would escape it.
+DATASET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+
+
+def check_dataset_name(name: str) -> str:
+    if not DATASET_NAME.fullmatch(name):
+        raise StorageError(f"dataset name {name!r} is not allowed: use lower-case letters, digits, '.', '_' "
+                           "and '-', starting with a letter or digit (at most 128 characters)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ def stage_dataset(source, store: ObjectStore, name: str, split: str = "train", s
     `on_shard(i, key)` is called after shard i is stored and verified (tests use it to inject faults)."""
     if shard_size < 1:
         raise StorageError(f"shard_size must be >= 1, got {shard_size}")
+    check_dataset_name(name)
     version = source_fingerprint(source, shard_size)
     ref = DatasetRef(store.bucket, name, version)
     manifest_key = ref.prefix + MANIFEST

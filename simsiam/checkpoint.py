@@ -7,6 +7,7 @@ from (a run directory, S3) is the caller's business.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from pathlib import Path
@@ -15,21 +16,30 @@ from typing import Any, BinaryIO
 import torch
 
 from simsiam.config import Config, validate_config
-from simsiam.errors import DataError
+from simsiam.errors import DataError, DiskFullError
 from simsiam.models import SimSiam, build_model
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    """Serialised in memory first: a full disk then fails a plain write with ENOSPC (named, with the
+    size needed) instead of torch's "unexpected pos", and the previous checkpoint stays."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with tmp.open("wb") as fh:
-            torch.save(payload, fh)
+            fh.write(buf.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            kept = "; the previous checkpoint is kept" if path.exists() else ""
+            raise DiskFullError(path, buf.getbuffer().nbytes, kept) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path

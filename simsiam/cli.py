@@ -3,6 +3,7 @@ one line and exit 2; a diverged training exits 1; no tracebacks for either."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -13,7 +14,7 @@ import typer
 
 from simsiam import steps
 from simsiam.config import load_config
-from simsiam.errors import SimSiamError
+from simsiam.errors import DiskFullError, SimSiamError
 
 app = typer.Typer(
     help="SimSiam self-supervised pretraining (Chen & He, CVPR 2021): stage, pretrain, sweep, probe and "
@@ -370,6 +371,8 @@ def main() -> None:
         typer.echo(f"error: training diverged: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:  # unwritable --out, full disk: the user's environment, not a bug
+        if exc.errno == errno.ENOSPC:
+            exc = DiskFullError(exc.filename or "a file being written")
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
 

@@ -19,3 +19,11 @@ class StorageError(SimSiamError):
 
 class ServiceError(SimSiamError):
     """An embedded service (SeaweedFS, MLflow or Prefect server) cannot start or answer."""
+
+
+class DiskFullError(SimSiamError):
+    """A write ran out of space (ENOSPC, which torch re-raises as RuntimeError when it writes itself)."""
+
+    def __init__(self, path: object, needed: int | None = None, note: str = "") -> None:
+        need = f": it needs {needed / 2**20:.1f} MiB" if needed is not None else ""
+        super().__init__(f"no space left on the device of {path}{need}{note}; free some space and re-run")

@@ -139,6 +139,25 @@ def test_out_of_range_numbers_are_usage_errors(tmp_path, args, option):
     assert not (tmp_path / "s").exists()
 
 
+def test_full_disk_mid_training_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    # 700 KiB: the first checkpoint (~450 KiB) fits, the second cannot be written beside it
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        r = run("pretrain", "--out", str(disk / "run"), "--no-progress", *TINY, check=False)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert f"no space left on the device of {disk / 'run' / 'checkpoint.pt'}: it needs 0.4 MiB" in r.stderr
+        assert "the previous checkpoint is kept" in r.stderr
+        from simsiam.checkpoint import load_checkpoint
+
+        assert load_checkpoint(disk / "run")["step"] == 4  # epoch 1 of 2 (64 images, batch 16)
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
 def test_bad_checkpoint_file(tmp_path):
     bad = tmp_path / "checkpoint.pt"
     bad.write_bytes(b"not a checkpoint")

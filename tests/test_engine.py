@@ -7,7 +7,7 @@ from torch import nn
 from conftest import tiny_config
 from simsiam.checkpoint import load_checkpoint, load_weights, model_from_checkpoint, save_checkpoint
 from simsiam.engine import train
-from simsiam.errors import ConfigError, DataError
+from simsiam.errors import ConfigError, DataError, DiskFullError
 from simsiam.models import build_model
 from simsiam.reporters import JsonlReporter, Reporter
 from simsiam.runtime import seed_everything
@@ -85,6 +85,15 @@ def test_resume_errors(fmnist_train, tmp_path):
     ckpt["config"]["train"]["fail_at_step"] = ckpt["config"].pop("faults")["fail_at_step"]
     save_checkpoint(tmp_path / "checkpoint.pt", ckpt)
     assert train(tiny_config(), out_dir=tmp_path, resume=True, train_source=fmnist_train).start_step == 2
+
+
+def test_checkpoint_on_a_full_disk_names_the_file_and_keeps_the_previous(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "config": {}, "step": 1})
+    (tmp_path / "checkpoint.pt.tmp").symlink_to("/dev/full")  # every write there fails with ENOSPC
+    with pytest.raises(DiskFullError, match=f"no space left on the device of {path}: it needs 0.0 MiB; the previous"):
+        save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "config": {}, "step": 2})
+    assert load_checkpoint(path)["step"] == 1 and not (tmp_path / "checkpoint.pt.tmp").exists()
 
 
 class Spy(nn.Module):

@@ -126,13 +126,18 @@ def test_cli_stage_ls_and_pretrain_from_s3(s3, tmp_path):
     assert out["samples"] == 256 and out["shards"] == 3 and out["uploaded_objects"] == 4
     r = subprocess.run([*cli, "data", "ls"], capture_output=True, text=True, env=env, timeout=120)
     assert "fm-mini" in r.stdout and out["version"] in r.stdout
-    r = subprocess.run([*cli, "pretrain", "--out", str(tmp_path / "run"), "--no-progress",
+    # --state (not $SIMSIAM_STATE) from another directory: nothing may start in ./.simsiam there
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env.pop("SIMSIAM_STATE")
+    r = subprocess.run([*cli, "pretrain", "--out", str(tmp_path / "run"), "--no-progress", "--state", str(s3.state),
                         "--set", "data.source=fm-mini@latest", *FP32, "--set", "model.width=4", "--set", "model.dim=32",
                         "--set", "model.pred_dim=8", "--set", "train.batch_size=32", "--set", "data.train_subset=null",
                         "--set", "train.epochs=1", "--set", "train.device=cpu", "--set", "eval.knn_every_epochs=0"],
-                       capture_output=True, text=True, env=env, timeout=300)
+                       capture_output=True, text=True, env=env, timeout=300, cwd=elsewhere)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["steps"] == 8  # 256 staged images / batch 32
+    assert list(elsewhere.iterdir()) == []
     for text in (r.stdout, r.stderr):
         assert s3.secret_key not in text
 

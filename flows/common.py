@@ -42,3 +42,18 @@ def run_name(kind: str):
         return "-".join(p for p in parts if p)
 
     return name
+
+
+def crash_flow_runs(ids: list[str], reason: str) -> None:
+    """Mark flow runs that a dead process left RUNNING as Crashed (Prefect's state for runs whose
+    process died), with the reason; runs already in a final state are left alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        for run_id in ids:
+            try:
+                if client.read_flow_run(run_id).state_type.value == "RUNNING":
+                    client.set_flow_run_state(run_id, Crashed(message=reason), force=True)
+            except Exception:  # noqa: BLE001 - a run from another Prefect API: nothing to mark here
+                continue

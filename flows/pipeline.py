@@ -65,5 +65,6 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
                              description=f"SimSiam {mode} report: data, metrics, collapse verdict, registry gate")
     return {"mode": mode, "tracking_uri": uri, "experiment": cfg.tracking.experiment, "run_id": trained["run_id"],
             "run_url": url, "registered": gate, "metrics": metrics, "collapsed": bool(trained["collapsed"]),
+            "resumed_from_step": trained.get("resumed_from_step"),
             "staged": {k: v["uri"] for k, v in staged.items()},
             "uploaded_objects": sum(v["uploaded_objects"] for v in staged.values()), "artifact": REPORT_KEY}

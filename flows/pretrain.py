@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import DEFAULT_PRESET, progress, resolve_config, run_name
+from flows.common import DEFAULT_PRESET, crash_flow_runs, progress, resolve_config, run_name
 from flows.tasks import train_encoder
 from simsiam.config import Config
 from simsiam.steps import run_dir, tracking_uri
+from simsiam.steps.attempts import pick_attempt, record_attempt
 
 
 @flow(name="pretrain", flow_run_name=run_name("pretrain"), log_prints=True)
@@ -20,11 +21,20 @@ def pretrain(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     Args:
         workers: Ray Train workers (DDP); 0 trains in this process.
         gpus_per_worker: GPUs per Ray worker (0 = CPU).
-        name: run name (run directory, MLflow run, Ray run); default from the flow run.
+        name: run name (run directory, MLflow run, Ray run). Default: one per config and data
+            (`<preset>-<config hash>`), so re-running an interrupted pipeline resumes its training.
     """
     from prefect.runtime import flow_run
 
     cfg = resolve_config(preset, overrides, config)
-    name = name or flow_run.name or cfg.name
     uri = tracking_uri(mlflow_uri, state) if track else None
-    return train_encoder(cfg, str(run_dir(state, name)), uri, name, state, workers, gpus_per_worker, progress())
+    if name:
+        return train_encoder(cfg, str(run_dir(state, name)), uri, name, state, workers, gpus_per_worker, progress())
+    attempt = pick_attempt(state, cfg, workers)
+    if attempt.previous and attempt.previous.get("prefect_flow_runs"):
+        crash_flow_runs(attempt.previous["prefect_flow_runs"],
+                        f"process {attempt.previous.get('pid')} died; {flow_run.name} resumes {attempt.out.name}")
+    record_attempt(attempt.out, prefect_flow_runs=list(dict.fromkeys(
+        str(i) for i in (flow_run.id, flow_run.root_flow_run_id) if i)))
+    return train_encoder(cfg, str(attempt.out), uri, attempt.out.name, state, workers, gpus_per_worker, progress(),
+                         resume=attempt.resume and workers == 0, previous=attempt.previous)

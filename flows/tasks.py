@@ -53,11 +53,12 @@ def check_staged(cfg: Config, staged: dict, split: str, state: str | None) -> bo
 
 @task(task_run_name="train-{run_name}", cache_policy=NONE)
 def train_encoder(cfg: Config, out: str, tracking_uri: str | None, run_name: str, state: str | None,
-                  workers: int = 0, gpus_per_worker: float = 0.0, progress: bool = False) -> dict:
+                  workers: int = 0, gpus_per_worker: float = 0.0, progress: bool = False, resume: bool = False,
+                  previous: dict | None = None) -> dict:
     # No retries: a failed multi-hour run is worth a look, and Ray already restarts its workers.
     ray = steps.RayWorkers(workers, gpus_per_worker) if workers > 0 else None
     return steps.pretrain(cfg, out, tracking_uri=tracking_uri, run_name=run_name, state=state, progress=progress,
-                          ray=ray)
+                          ray=ray, resume=resume, previous=previous)
 
 
 @task(task_run_name="ray-tune-sweep", cache_policy=NONE)

@@ -160,7 +160,8 @@ def _where_to_look(out: dict, state: Path | None) -> dict:
         "stop_services": "simsiam down" + (f" --state {state}" if state else ""),
     }
     return {"where_to_look": where, "metrics": {k: v for k, v in out["metrics"].items() if "/" in k},
-            "collapsed": out["collapsed"], "staged": out["staged"], "uploaded_objects": out["uploaded_objects"]}
+            "collapsed": out["collapsed"], "resumed_from_step": out.get("resumed_from_step"), "staged": out["staged"],
+            "uploaded_objects": out["uploaded_objects"]}
 
 
 # --------------------------------------------------------------------------- steps

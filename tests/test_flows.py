@@ -137,6 +137,67 @@ def test_simsiam_run_twice_reuses_staged_data_and_keeps_worse_run_challenger(tmp
                        timeout=120)
 
 
+def _api(url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def test_killed_simsiam_run_resumes_at_its_checkpoint_and_marks_the_dead_runs(tmp_path):
+    """kill -9 of `simsiam run` mid-training, then the same command: training continues from the
+    checkpoint in the same run dir and MLflow run (no repeated steps); the dead flow runs are Crashed."""
+    import signal
+    import time
+
+    from simsiam.checkpoint import load_checkpoint
+
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SIMSIAM_S3"))}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    cli = [sys.executable, "-m", "simsiam.cli"]
+    args = [*cli, "run", "--subset", "512", "--state", str(state)]
+    for s in [*TINY, "train.batch_size=32", "train.epochs=4", "train.checkpoint_every_steps=4"]:  # 64 steps
+        args += ["--set", s]
+    try:
+        up = subprocess.run([*cli, "up", "--with-prefect-server", "--state", str(state)], capture_output=True,
+                            text=True, env=env, timeout=300)
+        assert up.returncode == 0, up.stderr
+        api = json.loads(up.stdout)["prefect"]["api_url"]
+        first = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+        deadline = time.monotonic() + 400
+        ckpts = []
+        while not ckpts or load_checkpoint(ckpts[0])["step"] < 8:
+            assert first.poll() is None and time.monotonic() < deadline, "no checkpoint at step 8"
+            time.sleep(0.5)
+            ckpts = list((state / "runs").glob("*/checkpoint.pt"))
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        out = ckpts[0].parent
+        killed_at = load_checkpoint(out)["step"]
+        dead = json.loads((out / "attempt.json").read_text())
+        assert 8 <= killed_at < 64 and not (out / "finished.json").exists()
+
+        r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        again = json.loads(r.stdout[r.stdout.index("{\n"):])
+        assert again["resumed_from_step"] == killed_at and (out / "finished.json").exists()
+        assert load_checkpoint(out)["step"] == 64 and len(list((state / "runs").iterdir())) == 1
+
+        client = MlflowClient(again["where_to_look"]["mlflow_ui"])
+        run = client.get_run(dead["mlflow_run_id"])  # the same MLflow run, continued
+        assert run.info.run_id == again["where_to_look"]["run"].rsplit("/", 1)[-1]
+        assert run.info.status == "FINISHED" and "simsiam.interrupted" in run.data.tags
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert sorted(steps) == sorted(set(steps)) and max(steps) == 64  # no step logged twice
+        for flow_run_id in dead["prefect_flow_runs"]:
+            state_ = _api(f"{api}/flow_runs/{flow_run_id}")["state"]
+            assert state_["type"] == "CRASHED" and "resumes" in state_["message"]
+    finally:
+        subprocess.run([*cli, "down", "--state", str(state)], capture_output=True, timeout=120)
+
+
 def test_bad_preset_fails_before_services_with_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "simsiam.cli", "run", "--preset", "no-such-preset",
                         "--state", str(tmp_path / "s")], capture_output=True, text=True, timeout=120)

@@ -27,15 +27,16 @@ class DistResult:
     error: str | None = None
 
 
-def pretrain_distributed(cfg: Config, dist: DistSettings, name: str | None = None) -> DistResult:
-    """Data-parallel pretraining on Ray Train. Re-using `name` with the same storage resumes that run."""
+def pretrain_distributed(cfg: Config, dist: DistSettings, name: str | None = None,
+                         run_id: str | None = None) -> DistResult:
+    """Data-parallel pretraining on Ray Train. Re-using `name` with the same storage resumes that run;
+    `run_id`: the MLflow run to log to (an interrupted attempt's, to continue its history)."""
     init_ray(storage=dist.storage)
     name = name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    run_id = None
     if dist.tracking_uri:
         from simsiam.tracking import create_run, end_run
 
-        run_id = create_run(dist.tracking_uri, dist.experiment, name)
+        run_id = run_id or create_run(dist.tracking_uri, dist.experiment, name)
     trainer = TorchTrainer(worker_loop, train_loop_config=loop_config(cfg, dist, run_id=run_id, run_name=name),
                            scaling_config=scaling_config(dist), run_config=run_config(name, dist))
     try:

@@ -4,6 +4,7 @@ run_id, run_url, checkpoint location, collapsed, steps, epochs and the last metr
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,29 +33,58 @@ def resume_config(out: Path, overrides: list[str] | None = None) -> Config:
 
 def pretrain(cfg: Config, out: str | Path, *, tracking_uri: str | None = None, run_name: str | None = None,
              state: str | Path | None = None, progress: bool = False, resume: bool = False,
-             ray: RayWorkers | None = None) -> dict[str, Any]:
+             ray: RayWorkers | None = None, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """Pretrain in this process, or on Ray Train workers when `ray` is given. With a tracking URI the
-    run is logged to MLflow (models are logged at registration, for both paths alike)."""
+    run is logged to MLflow (models are logged at registration, for both paths alike). `previous`:
+    the record of an interrupted attempt on `out` (`attempts.pick_attempt`); its MLflow run is
+    continued when training resumes, else marked KILLED."""
+    from simsiam.steps.attempts import mark_finished, record_attempt
+
     out = Path(out)
     if ray is not None and resume:
         raise SimSiamError("--resume is for in-process runs; a Ray run resumes when restarted with the same --out name")
     out.mkdir(parents=True, exist_ok=True)
     if not resume:  # a resumed run keeps the config it started with (a mismatch is refused below)
         (out / "config.yaml").write_text(cfg.to_yaml())
-    if tracking_uri:
-        from simsiam.tracking import check_server
-
-        check_server(tracking_uri)  # before any training: a dead server is a clear error now, not after an hour
-    run = _pretrain_on_ray(cfg, out, tracking_uri, state, ray) if ray is not None else \
-        _pretrain_here(cfg, out, tracking_uri, run_name or out.name, state, progress, resume)
+    record_attempt(out, started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), mlflow_run_id=None)
+    run_id = _mlflow_run(cfg, out, tracking_uri, run_name or out.name, previous, resume or ray is not None)
+    run = _pretrain_on_ray(cfg, out, tracking_uri, state, ray, run_id) if ray is not None else \
+        _pretrain_here(cfg, out, tracking_uri, run_id, state, progress, resume)
     if tracking_uri and run["run_id"]:
         from simsiam.tracking import run_url
 
         run["run_url"] = run_url(tracking_uri, run["run_id"])
+    mark_finished(out, run)
     return run
 
 
-def _pretrain_here(cfg: Config, out: Path, tracking_uri: str | None, run_name: str, state, progress: bool,
+def _mlflow_run(cfg: Config, out: Path, tracking_uri: str | None, name: str, previous: dict[str, Any] | None,
+                continues: bool) -> str | None:
+    """The run this training logs to, recorded in the attempt before any step: the interrupted
+    attempt's run when training continues from its checkpoint, else a new one."""
+    if not tracking_uri:
+        return None
+    from simsiam.steps.attempts import close_dead_mlflow_run, record_attempt
+    from simsiam.tracking import check_server, create_run
+
+    check_server(tracking_uri)  # before any training: a dead server is a clear error now, not after an hour
+    old = (previous or {}).get("mlflow_run_id")
+    if continues and old:
+        from mlflow import MlflowClient
+
+        run_id = old
+        MlflowClient(tracking_uri).set_tag(run_id, "simsiam.interrupted",
+                                           f"process {previous.get('pid')} stopped before the end; continued "
+                                           "from its last checkpoint")
+    else:
+        close_dead_mlflow_run(tracking_uri, previous, f"process {(previous or {}).get('pid')} died before its "
+                                                      "first checkpoint; training restarted in a new run")
+        run_id = create_run(tracking_uri, cfg.tracking.experiment, name)
+    record_attempt(out, mlflow_run_id=run_id)
+    return run_id
+
+
+def _pretrain_here(cfg: Config, out: Path, tracking_uri: str | None, run_id: str | None, state, progress: bool,
                    resume: bool) -> dict[str, Any]:
     from simsiam.engine import train
     from simsiam.reporters import JsonlReporter, ProgressReporter
@@ -65,7 +95,7 @@ def _pretrain_here(cfg: Config, out: Path, tracking_uri: str | None, run_name: s
     if tracking_uri:
         from simsiam.tracking import MlflowReporter
 
-        tracker = MlflowReporter(tracking_uri, cfg.tracking.experiment, run_name=run_name,
+        tracker = MlflowReporter(tracking_uri, cfg.tracking.experiment, run_id=run_id,
                                  dataset=_dataset_info(cfg, train_src), flush_every=cfg.tracking.flush_every_steps,
                                  system_metrics=cfg.tracking.system_metrics, unsent_path=out / "metrics-unsent.jsonl")
         reporters.append(tracker)
@@ -102,11 +132,12 @@ def dist_settings(cfg: Config, ray: RayWorkers, tracking_uri: str | None, state:
                         experiment=cfg.tracking.experiment, state_path=str(state_dir(state)))
 
 
-def _pretrain_on_ray(cfg: Config, out: Path, tracking_uri: str | None, state, ray: RayWorkers) -> dict[str, Any]:
+def _pretrain_on_ray(cfg: Config, out: Path, tracking_uri: str | None, state, ray: RayWorkers,
+                     run_id: str | None) -> dict[str, Any]:
     from simsiam.diagnostics import is_collapsed
     from simsiam.ray import pretrain_distributed
 
-    res = pretrain_distributed(cfg, dist_settings(cfg, ray, tracking_uri, state), name=out.name)
+    res = pretrain_distributed(cfg, dist_settings(cfg, ray, tracking_uri, state), name=out.name, run_id=run_id)
     if res.error:
         raise SimSiamError(f"distributed training failed after {ray.max_failures} restarts: {res.error[:300]}")
     metrics = dict(res.metrics)

@@ -1,0 +1,54 @@
+"""The "same run" rule of the pipeline's pretraining (simsiam/steps/attempts.py), without services."""
+
+import json
+import subprocess
+
+import pytest
+
+from simsiam.config import load_config
+from simsiam.errors import SimSiamError
+from simsiam.steps.attempts import mark_finished, pick_attempt, record_attempt, run_key
+
+CFG = load_config("cpu-demo", ["data.source=fashion-mnist-train@0123456789abcdef"])
+
+
+def test_key_is_preset_config_hash_and_workers():
+    assert run_key(CFG) == f"cpu-demo-{CFG.config_hash()[:10]}"
+    assert run_key(CFG, 2).endswith("-ray2")
+    other_data = load_config("cpu-demo", ["data.source=fashion-mnist-train@fedcba9876543210"])
+    assert run_key(other_data) != run_key(CFG)  # new data, new run
+
+
+def test_fresh_then_resume_then_next_after_finish(tmp_path):
+    first = pick_attempt(tmp_path, CFG)
+    assert not first.resume and first.previous is None and first.out.name == run_key(CFG)
+    record_attempt(first.out, pid=999_999_999, mlflow_run_id="abc")  # a dead process
+    (first.out / "checkpoint.pt").write_bytes(b"x")
+    again = pick_attempt(tmp_path, CFG)
+    assert again.out == first.out and again.resume and again.previous["mlflow_run_id"] == "abc"
+    mark_finished(first.out, {"steps": 10, "nested": {"dropped": True}})
+    assert json.loads((first.out / "finished.json").read_text())["steps"] == 10
+    nxt = pick_attempt(tmp_path, CFG)
+    assert nxt.out.name == f"{run_key(CFG)}-r2" and not nxt.resume and nxt.previous is None
+
+
+def test_killed_before_its_first_checkpoint_starts_over_but_reports_the_dead_attempt(tmp_path):
+    out = pick_attempt(tmp_path, CFG).out
+    record_attempt(out, mlflow_run_id="abc", pid=999_999_999)  # died before writing checkpoint.pt
+    att = pick_attempt(tmp_path, CFG)
+    assert not att.resume and att.previous["mlflow_run_id"] == "abc"
+
+
+def test_a_run_whose_process_lives_is_refused(tmp_path):
+    out = pick_attempt(tmp_path, CFG).out
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        record_attempt(out)
+        rec = json.loads((out / "attempt.json").read_text())
+        (out / "attempt.json").write_text(json.dumps({**rec, "pid": sleeper.pid}))
+        with pytest.raises(SimSiamError, match=f"in progress in process {sleeper.pid}"):
+            pick_attempt(tmp_path, CFG)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert pick_attempt(tmp_path, CFG).out == out  # once it is gone, the run is picked up

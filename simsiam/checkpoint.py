@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import torch
 
 from simsiam.config import Config, validate_config
@@ -45,9 +46,16 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+# Checkpoints written before the RNG state held only tensors carry numpy's RNG array.
+_LEGACY_NUMPY = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def _parse(fh: BinaryIO, where: str) -> dict[str, Any]:
+    """weights_only: tensors, containers and numbers, never code (a checkpoint from elsewhere cannot
+    run anything when loaded)."""
     try:
-        ckpt = torch.load(fh, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_LEGACY_NUMPY):
+            ckpt = torch.load(fh, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         raise DataError(f"checkpoint {where} cannot be read: {exc}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:

@@ -1,5 +1,7 @@
 import json
+import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -94,6 +96,22 @@ def test_checkpoint_on_a_full_disk_names_the_file_and_keeps_the_previous(tmp_pat
     with pytest.raises(DiskFullError, match=f"no space left on the device of {path}: it needs 0.0 MiB; the previous"):
         save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "config": {}, "step": 2})
     assert load_checkpoint(path)["step"] == 1 and not (tmp_path / "checkpoint.pt.tmp").exists()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch ran-code",))
+
+
+def test_checkpoint_that_would_run_code_is_refused_and_legacy_numpy_rng_loads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"model": {}, "config": {}, "evil": _RunsCode()}, tmp_path / "evil.pt")
+    with pytest.raises(DataError, match="cannot be read"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "ran-code").exists()
+    legacy = {"model": {"w": torch.ones(2)}, "config": {}, "rng": {"numpy": np.random.get_state()}}
+    torch.save(legacy, tmp_path / "legacy.pt")  # RNG state as numpy arrays, as before
+    assert (load_checkpoint(tmp_path / "legacy.pt")["rng"]["numpy"][1] == legacy["rng"]["numpy"][1]).all()
 
 
 class Spy(nn.Module):

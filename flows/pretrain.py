@@ -31,10 +31,10 @@ def pretrain(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     if name:
         return train_encoder(cfg, str(run_dir(state, name)), uri, name, state, workers, gpus_per_worker, progress())
     attempt = pick_attempt(state, cfg, workers)
-    if attempt.previous and attempt.previous.get("prefect_flow_runs"):
-        crash_flow_runs(attempt.previous["prefect_flow_runs"],
-                        f"process {attempt.previous.get('pid')} died; {flow_run.name} resumes {attempt.out.name}")
-    record_attempt(attempt.out, prefect_flow_runs=list(dict.fromkeys(
-        str(i) for i in (flow_run.id, flow_run.root_flow_run_id) if i)))
+    mine = list(dict.fromkeys(str(i) for i in (flow_run.id, flow_run.root_flow_run_id) if i))
+    dead = [i for i in (attempt.previous or {}).get("prefect_flow_runs", []) if i not in mine]  # not a retry of us
+    if dead:
+        crash_flow_runs(dead, f"process {attempt.previous.get('pid')} died; {flow_run.name} resumes {attempt.out.name}")
+    record_attempt(attempt.out, prefect_flow_runs=mine)
     return train_encoder(cfg, str(attempt.out), uri, attempt.out.name, state, workers, gpus_per_worker, progress(),
                          resume=attempt.resume and workers == 0, previous=attempt.previous)

@@ -136,7 +136,8 @@ def run(
         raise SimSiamError(f"--mode must be pretrain or sweep, got {mode!r}")
     sweep_lr, sweep_batch = parse_values(lr, "--lr", float), parse_values(batch, "--batch", int)
     cfg = load_config(preset, set_ or [])
-    steps.check_local_data(cfg, subset)  # bad input fails here, before any service starts
+    smallest = min(sweep_batch) if mode == "sweep" and sweep_batch else None
+    steps.check_local_data(cfg, subset, smallest)  # bad input fails here, before any service starts
     st = state_dir(state)
     uri = steps.tracking_uri(tracking_uri, st)
     use_local_prefect(st)  # before Prefect is imported: it reads its settings from the environment

@@ -118,6 +118,7 @@ def _restore(state: TrainState, cfg: Config, path: Path | None) -> None:
     state.scaler.load_state_dict(ckpt["scaler"])
     state.targets.load_state_dict(ckpt.get("targets", {}))
     state.step, state.knn_best, state.knn_last = ckpt["step"], ckpt.get("knn_best"), ckpt.get("knn_last")
+    state.metrics = dict(ckpt.get("metrics", {}))  # a resume with no step left still knows if it collapsed
     set_rng_state(ckpt["rng"])
 
 
@@ -138,7 +139,7 @@ class Checkpointer:
                 "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
                 "scaler": state.scaler.state_dict(), "targets": state.targets.state_dict(), "step": state.step,
                 "epoch": state.step // self.plan.steps_per_epoch, "rng": rng_state(),
-                "knn_best": state.knn_best, "knn_last": state.knn_last})
+                "knn_best": state.knn_best, "knn_last": state.knn_last, "metrics": dict(state.metrics)})
         for r in self.reporters:
             r.on_checkpoint(saved, state.step)
 

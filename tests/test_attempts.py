@@ -52,3 +52,15 @@ def test_a_run_whose_process_lives_is_refused(tmp_path):
         sleeper.kill()
         sleeper.wait()
     assert pick_attempt(tmp_path, CFG).out == out  # once it is gone, the run is picked up
+
+
+def test_subset_check_uses_the_smallest_sweep_batch_and_local_paths_are_tracking_uris():
+    from simsiam.errors import ConfigError
+    from simsiam.steps import check_local_data
+    from simsiam.steps.services import check_tracking_uri
+
+    cfg = load_config("cpu-demo")  # batch 128
+    check_local_data(cfg, 100, batch_size=32)  # a sweep over --batch 32,64 fits 100 images
+    with pytest.raises(ConfigError, match="--subset 100 leaves 100 training samples, fewer than train.batch_size=128"):
+        check_local_data(cfg, 100)
+    assert check_tracking_uri("./mlruns") == "./mlruns" and check_tracking_uri("/srv/mlruns") == "/srv/mlruns"

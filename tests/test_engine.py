@@ -98,6 +98,14 @@ def test_checkpoint_on_a_full_disk_names_the_file_and_keeps_the_previous(tmp_pat
     assert load_checkpoint(path)["step"] == 1 and not (tmp_path / "checkpoint.pt.tmp").exists()
 
 
+def test_resume_with_no_step_left_keeps_the_collapse_verdict(fmnist_train, tmp_path):
+    done = train(tiny_config(), out_dir=tmp_path, train_source=fmnist_train)
+    again = train(tiny_config(), out_dir=tmp_path, resume=True, train_source=fmnist_train)
+    assert again.start_step == done.step == again.step
+    assert again.last_metrics["train/z_std_ratio"] == done.last_metrics["train/z_std_ratio"]
+    assert again.collapsed == done.collapsed
+
+
 class _RunsCode:
     def __reduce__(self):
         return (os.system, ("touch ran-code",))

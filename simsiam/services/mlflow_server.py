@@ -40,9 +40,10 @@ def start_mlflow(state_path: str | Path | None = None, backend_store_uri: str | 
     with state_lock(state):
         s3 = start_s3(state)
         info = read_record(state, "mlflow")
-        if _running(info) and info.get("s3_endpoint_url") == s3.endpoint_url:
-            return MlflowService(info["tracking_uri"], info["pid"], state)
-        terminate(info.get("pid"), 15.0)  # alive but talking to an S3 endpoint that is gone
+        if _running(info):
+            if info.get("s3_endpoint_url") in (None, s3.endpoint_url):
+                return MlflowService(info["tracking_uri"], info["pid"], state)
+            terminate(info["pid"], 15.0)  # it talks to an S3 endpoint that is gone
         return _start_mlflow(state, s3, info, backend_store_uri, artifacts_bucket, timeout)
 
 

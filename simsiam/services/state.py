@@ -58,8 +58,10 @@ _depth = threading.local()  # state dir -> how deep this thread already holds it
 
 
 def private_dir(path: Path) -> Path:
+    """The dir, created 0700; one that exists and is ours is tightened to 0700 too."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    if path.stat().st_uid == os.getuid():
+        os.chmod(path, 0o700)
     return path
 
 

@@ -27,14 +27,16 @@ def local_source(cfg: Config, split: str, subset: int | None = None) -> ImageSou
     return source.subset(range(min(subset, len(source))))
 
 
-def check_local_data(cfg: Config, subset: int | None = None) -> None:
-    """Both splits can be read: bad data fails here with one line, before any service starts."""
+def check_local_data(cfg: Config, subset: int | None = None, batch_size: int | None = None) -> None:
+    """Both splits can be read, and the training split fills a batch (`batch_size`: the smallest a
+    sweep tries, default the config's): bad data fails here with one line, before any service starts."""
+    batch_size = batch_size or cfg.train.batch_size
     for split in ("train", "test"):
         n = len(local_source(cfg, split, subset))
         n = min(n, cfg.data.train_subset or n)
-        if split == "train" and n < cfg.train.batch_size:
+        if split == "train" and n < batch_size:
             what = f"--subset {subset} leaves" if subset else "the training split has"
-            raise ConfigError(f"{what} {n} training samples, fewer than train.batch_size={cfg.train.batch_size}: "
+            raise ConfigError(f"{what} {n} training samples, fewer than train.batch_size={batch_size}: "
                               "no full batch can be formed")
 
 

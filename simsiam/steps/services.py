@@ -15,7 +15,8 @@ _URI_SCHEMES = re.compile(r"^(https?://[^\s/]+|file:|(sqlite|postgresql|mysql|ms
 
 
 def check_tracking_uri(uri: str, where: str = "--tracking-uri") -> str:
-    if re.search(r"\s", uri) or not _URI_SCHEMES.match(uri):
+    local_path = uri.startswith(("/", "./", "../", "~")) or ":" not in uri  # MLflow's file store
+    if re.search(r"\s", uri) or not (_URI_SCHEMES.match(uri) or local_path):
         raise ConfigError(f"{where} {redact(uri)!r} is not an MLflow tracking URI: expected http(s)://host:port, "
                           "file:/path or a database URI such as sqlite:///mlflow.db")
     return uri

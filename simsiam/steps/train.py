@@ -46,10 +46,17 @@ def pretrain(cfg: Config, out: str | Path, *, tracking_uri: str | None = None, r
     out.mkdir(parents=True, exist_ok=True)
     if not resume:  # a resumed run keeps the config it started with (a mismatch is refused below)
         (out / "config.yaml").write_text(cfg.to_yaml())
-    record_attempt(out, started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), mlflow_run_id=None)
+    record_attempt(out, started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     run_id = _mlflow_run(cfg, out, tracking_uri, run_name or out.name, previous, resume or ray is not None)
-    run = _pretrain_on_ray(cfg, out, tracking_uri, state, ray, run_id) if ray is not None else \
-        _pretrain_here(cfg, out, tracking_uri, run_id, state, progress, resume)
+    try:
+        run = _pretrain_on_ray(cfg, out, tracking_uri, state, ray, run_id) if ray is not None else \
+            _pretrain_here(cfg, out, tracking_uri, run_id, state, progress, resume)
+    except Exception:  # e.g. bad data before the first step: the run must not stay RUNNING
+        if run_id:
+            from simsiam.tracking import end_run
+
+            end_run(tracking_uri, run_id, "FAILED")
+        raise
     if tracking_uri and run["run_id"]:
         from simsiam.tracking import run_url
 
@@ -68,15 +75,18 @@ def _mlflow_run(cfg: Config, out: Path, tracking_uri: str | None, name: str, pre
     from simsiam.tracking import check_server, create_run
 
     check_server(tracking_uri)  # before any training: a dead server is a clear error now, not after an hour
-    old = (previous or {}).get("mlflow_run_id")
-    if continues and old:
-        from mlflow import MlflowClient
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-        run_id = old
-        MlflowClient(tracking_uri).set_tag(run_id, "simsiam.interrupted",
-                                           f"process {previous.get('pid')} stopped before the end; continued "
-                                           "from its last checkpoint")
-    else:
+    run_id = (previous or {}).get("mlflow_run_id") if continues else None
+    try:
+        if run_id:
+            MlflowClient(tracking_uri).set_tag(run_id, "simsiam.interrupted",
+                                               f"process {previous.get('pid')} stopped before the end; continued "
+                                               "from its last checkpoint")
+    except MlflowException:  # that run is not on this server (another URI, a wiped database)
+        run_id = None
+    if not run_id:
         close_dead_mlflow_run(tracking_uri, previous, f"process {(previous or {}).get('pid')} died before its "
                                                       "first checkpoint; training restarted in a new run")
         run_id = create_run(tracking_uri, cfg.tracking.experiment, name)

@@ -88,16 +88,7 @@ def mark_finished(out: Path, summary: dict[str, Any]) -> None:
 
 def close_dead_mlflow_run(tracking_uri: str, previous: dict[str, Any] | None, reason: str) -> None:
     """Mark the interrupted attempt's MLflow run KILLED (with `simsiam.end_reason`) if still RUNNING."""
-    run_id = (previous or {}).get("mlflow_run_id")
-    if not run_id:
-        return
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    if (previous or {}).get("mlflow_run_id"):
+        from simsiam.tracking import kill_if_running
 
-    client = MlflowClient(tracking_uri)
-    try:
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, "simsiam.end_reason", reason)
-            client.set_terminated(run_id, "KILLED")
-    except MlflowException:  # deleted, or another server: nothing to close
-        pass
+        kill_if_running(tracking_uri, previous["mlflow_run_id"], reason)

@@ -72,20 +72,13 @@ def _mlflow_run(cfg: Config, out: Path, tracking_uri: str | None, name: str, pre
     if not tracking_uri:
         return None
     from simsiam.steps.attempts import close_dead_mlflow_run, record_attempt
-    from simsiam.tracking import check_server, create_run
+    from simsiam.tracking import check_server, create_run, tag_existing_run
 
     check_server(tracking_uri)  # before any training: a dead server is a clear error now, not after an hour
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     run_id = (previous or {}).get("mlflow_run_id") if continues else None
-    try:
-        if run_id:
-            MlflowClient(tracking_uri).set_tag(run_id, "simsiam.interrupted",
-                                               f"process {previous.get('pid')} stopped before the end; continued "
-                                               "from its last checkpoint")
-    except MlflowException:  # that run is not on this server (another URI, a wiped database)
-        run_id = None
+    note = f"process {(previous or {}).get('pid')} stopped before the end; continued from its last checkpoint"
+    if run_id and not tag_existing_run(tracking_uri, run_id, "simsiam.interrupted", note):
+        run_id = None  # that run is not on this server
     if not run_id:
         close_dead_mlflow_run(tracking_uri, previous, f"process {(previous or {}).get('pid')} died before its "
                                                       "first checkpoint; training restarted in a new run")

@@ -27,11 +27,14 @@ from simsiam.tracking.runs import (  # noqa: E402
                                        child_runs,
                                        create_run,
                                        end_run,
+                                       kill_if_running,
                                        log_metrics_to_run,
                                        model_version_url,
                                        run_url,
+                                       tag_existing_run,
 )
 
 __all__ = ["CHALLENGER", "CHAMPION", "MlflowReporter", "TrackingError", "check_server", "child_runs", "create_run",
-           "end_run", "list_models", "load_registered", "log_metrics_to_run", "log_models_to_run", "logged_models",
-           "model_version_url", "promote", "register_and_gate", "registered_name", "run_url"]
+           "end_run", "kill_if_running", "list_models", "load_registered", "log_metrics_to_run", "log_models_to_run",
+           "logged_models", "model_version_url", "promote", "register_and_gate", "registered_name", "run_url",
+           "tag_existing_run"]

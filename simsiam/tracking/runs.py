@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Run
+from mlflow.exceptions import MlflowException
 
 from simsiam.errors import SimSiamError
 from simsiam.redact import redact
@@ -58,6 +59,26 @@ def create_run(tracking_uri: str, experiment: str, run_name: str, parent_run_id:
 
 def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     MlflowClient(tracking_uri).set_terminated(run_id, status)
+
+
+def tag_existing_run(tracking_uri: str, run_id: str, key: str, value: str) -> bool:
+    """Tag a run; False when this server has no such run (another URI, a wiped database)."""
+    try:
+        MlflowClient(tracking_uri).set_tag(run_id, key, value)
+        return True
+    except MlflowException:
+        return False
+
+
+def kill_if_running(tracking_uri: str, run_id: str, reason: str) -> None:
+    """A run a dead process left RUNNING: KILLED, with `simsiam.end_reason`; others are left alone."""
+    client = MlflowClient(tracking_uri)
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "simsiam.end_reason", reason)
+            client.set_terminated(run_id, "KILLED")
+    except MlflowException:  # deleted, or another server: nothing to close
+        pass
 
 
 def log_metrics_to_run(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:

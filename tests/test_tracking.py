@@ -2,11 +2,15 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
+from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -16,6 +20,7 @@ from simsiam.engine import train
 from simsiam.evaluation import as_final, evaluate_backbone
 from simsiam.reporters import Reporter
 from simsiam.services import start_mlflow, stop_mlflow, stop_s3
+from simsiam.services.process import free_ports, http_answers
 from simsiam.tracking import (
     MlflowReporter,
     TrackingError,
@@ -101,6 +106,62 @@ def test_loaded_model_gives_same_features(server, run_a, fmnist_test):
     x = (fmnist_test.images[:8].float() / 255 - 0.286) / 0.353
     with torch.no_grad():
         assert torch.allclose(loaded(x), result.model.projector(result.model.backbone(x)), atol=1e-6)
+
+
+def _refuse_unpickling(monkeypatch):
+    import pickle
+
+    import cloudpickle
+
+    def refuse(*_a, **_k):
+        raise AssertionError("unpickling while loading a model")
+
+    for mod, attr in [(pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (cloudpickle, "load"),
+                      (cloudpickle, "loads"), (torch, "load")]:
+        monkeypatch.setattr(mod, attr, refuse)
+
+
+def test_logged_model_is_pickle_free_and_serves_raw_images(server, run_a, fmnist_test, tmp_path, monkeypatch):
+    _, rep, result, _ = run_a
+    uri = rep.model_uris["backbone"]
+    files = {p.name for p in Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path))).rglob("*")
+             if p.is_file() and "code" not in p.relative_to(tmp_path).parts[:1]}
+    assert "backbone-weights.npz" in files and "served_model.py" in files
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth", ".bin"))], files
+
+    raw = fmnist_test.images[:8].float().div(255)  # what consumers send: [0, 1], no constants needed
+    with torch.no_grad():
+        want = result.model.eval().backbone((raw - 0.286) / 0.353).numpy()
+    with monkeypatch.context() as m:
+        _refuse_unpickling(m)
+        pyfunc = mlflow.pyfunc.load_model(uri)
+        ours = load_registered(uri)
+    assert np.allclose(pyfunc.predict(raw.numpy()), want, atol=1e-5)
+    with torch.no_grad():
+        assert np.allclose(ours((raw - 0.286) / 0.353).numpy(), want, atol=1e-5)
+
+    port, log = free_ports(1)[0], open(tmp_path / "serve.log", "w")
+    # serve execs `uvicorn` from PATH: the venv's bin dir, as with an activated venv
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.tracking_uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    serve = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+                              "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not http_answers(f"http://127.0.0.1:{port}/ping", timeout=1) and time.time() < deadline:
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            time.sleep(1)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", method="POST",
+                                     data=json.dumps({"inputs": raw.numpy().tolist()}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            served = np.asarray(json.loads(r.read())["predictions"], dtype=np.float32)
+        assert served.shape == want.shape and np.allclose(served, want, atol=1e-4)
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGTERM)
+            serve.wait(30)
 
 
 def test_gate_champion_challenger_collapsed_and_ui(server, small, run_a, fmnist_test):

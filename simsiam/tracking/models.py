@@ -1,9 +1,12 @@
 """The trained networks as MLflow models: `backbone` (features for downstream use) and `encoder`
-(backbone + projector), logged into a run once, and registered models loaded back as torch modules."""
+(backbone + projector), logged into a run once as pickle-free pyfuncs, and registered models
+loaded back as torch modules by our code."""
 
 from __future__ import annotations
 
 import copy
+import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -13,11 +16,15 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 
+from simsiam.augment import NORM_STATS
+from simsiam.batch_augment import normalise
 from simsiam.config import Config
+from simsiam.tracking.net_files import part_of, read_net_files, write_net_files
 from simsiam.tracking.runs import TrackingError, check_server
 
 MODEL_NAMES = ("backbone", "encoder")
-PACKAGE_DIR = Path(__file__).resolve().parents[1]  # simsiam/: the pickled modules' code travels with the model
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # simsiam/: the code that rebuilds the network travels with it
+SERVED_MODEL = Path(__file__).with_name("served_model.py")
 
 
 def logged_models(tracking_uri: str, run_id: str) -> dict[str, str]:
@@ -28,24 +35,34 @@ def logged_models(tracking_uri: str, run_id: str) -> dict[str, str]:
     return {m.name: m.model_uri for m in found if m.status == LoggedModelStatus.READY}
 
 
-def _log_models(model: torch.nn.Module, cfg: Config, names: list[str]) -> dict[str, str]:
-    """Log `names` to the active run. Pickle format with a batch-2 example at the real input size
-    (pt2 would freeze the shapes)."""
-    from mlflow.models import infer_signature
+def _signature(cfg: Config, out_dim: int):
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
 
+    channels = len(NORM_STATS[cfg.data.dataset][0])
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels, -1, -1))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out_dim))]))
+
+
+def _log_models(model: torch.nn.Module, cfg: Config, names: list[str]) -> dict[str, str]:
+    """Log `names` to the active run as pyfuncs from code (`served_model.py`) over plain weight
+    files: nothing is pickled, and `mlflow models serve` serves them."""
     model = copy.deepcopy(model).float().cpu().eval().to(memory_format=torch.contiguous_format)
-    nets = {"backbone": model.backbone, "encoder": torch.nn.Sequential(model.backbone, model.projector)}
-    example = torch.randn(2, cfg.model.in_channels, cfg.data.image_size, cfg.data.image_size)
-    reqs = [f"torch=={torch.__version__.split('+')[0]}", "torchvision==0.29.1", "numpy"]
+    channels = len(NORM_STATS[cfg.data.dataset][0])
+    example = torch.rand(2, channels, cfg.data.image_size, cfg.data.image_size)
+    reqs = [f"torch=={torch.__version__.split('+')[0]}", "torchvision==0.29.1", "numpy", "pydantic", "pyyaml"]
     uris = {}
-    for name in names:
-        with torch.no_grad():
-            out = nets[name](example).numpy()
-        info = mlflow.pytorch.log_model(nets[name], name=name, serialization_format="pickle",
-                                        signature=infer_signature(example.numpy(), out),
-                                        input_example=example.numpy().astype(np.float32),
-                                        pip_requirements=reqs, code_paths=[str(PACKAGE_DIR)])
-        uris[name] = info.model_uri
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            files = write_net_files(model, cfg, name, Path(tmp))
+            with torch.no_grad():
+                out_dim = part_of(model, name)(normalise(example, cfg.data.dataset, cfg.model.in_channels)).shape[1]
+            with warnings.catch_warnings():  # the signature is explicit: predict's missing type hints don't matter
+                warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
+                info = mlflow.pyfunc.log_model(name=name, python_model=str(SERVED_MODEL), artifacts=files,
+                                               code_paths=[str(PACKAGE_DIR)], signature=_signature(cfg, out_dim),
+                                               input_example=example.numpy(), pip_requirements=reqs)
+            uris[name] = info.model_uri
     return uris
 
 
@@ -71,9 +88,17 @@ def log_models_to_run(tracking_uri: str, run_id: str, model: torch.nn.Module, cf
             client.set_terminated(run_id, info.status)
 
 
-def load_registered(uri: str):
-    """`models:/<name>@<alias>` (or /<version>, or a logged model) as a torch module; a clear error when absent."""
+def load_registered(uri: str) -> torch.nn.Module:
+    """`models:/<name>@<alias>` (or /<version>, or a logged model) as a torch module in eval mode,
+    rebuilt by our code from its weight files (it takes normalised images); a clear error when absent."""
+    from mlflow.models import Model
+
     try:
-        return mlflow.pytorch.load_model(uri, map_location="cpu")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            files = Model.load(local).flavors.get("python_function", {}).get("artifacts", {})
+            if set(files) != {"weights", "net"}:
+                raise TrackingError(f"{uri} is not a simsiam model (no weights/net files): logged by another tool?")
+            return read_net_files(local / files["weights"]["path"], local / files["net"]["path"])[0]
     except MlflowException as exc:
         raise TrackingError(f"cannot load {uri}: {str(exc).splitlines()[0][:200]}") from None

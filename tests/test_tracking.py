@@ -172,6 +172,15 @@ def test_gate_champion_challenger_collapsed_and_ui(server, small, run_a, fmnist_
     best, worse, best_p, worse_p = run_a[1], rep_b, 71.5, 64.25
     g1 = register_and_gate(client, best.run_id, best.model_uris["backbone"], name, best_p, False, floor=10)
     assert g1["decision"] == "champion" and not g1["noop"] and "no previous champion" in g1["reasons"]
+    # The version's description is a model card built from its run.
+    card, run = client.get_model_version(name, g1["version"]).description, client.get_run(best.run_id)
+    assert card.startswith("**Gate: champion.** probe/top1 71.50 >= floor 10.00")
+    assert f"| linear probe top-1 (%) | {run.data.metrics['probe/top1']:.4g} |" in card
+    assert f"| kNN top-1 (%) | {run.data.metrics['knn/final_top1']:.4g} |" in card
+    assert "`fm-small` version `abc123`, manifest `s3://data/datasets/fm-small/abc123/manifest.json`" in card
+    assert run.data.tags["simsiam.config_hash"] in card and f"runs/{best.run_id})" in card
+    assert "N x 1 x H x W" in card and f'mlflow.pyfunc.load_model("models:/{name}/{g1["version"]}")' in card
+    assert f"mlflow models serve -m models:/{name}@champion" in card
     g2 = register_and_gate(client, worse.run_id, worse.model_uris["backbone"], name, worse_p, False, floor=10)
     assert g2["decision"] == "challenger" and "does not beat champion v1 (71.50)" in g2["reasons"]
     again = register_and_gate(client, worse.run_id, worse.model_uris["backbone"], name, worse_p, False, floor=10)

@@ -5,6 +5,7 @@ database under the state dir, so the UI shows those runs later too."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 from pathlib import Path
@@ -19,16 +20,37 @@ from simsiam.services.process import (
     terminate,
     venv_binary,
 )
-from simsiam.services.state import read_record, state_dir, state_lock, write_record
+from simsiam.services.state import read_record, state_dir, state_lock, write_private, write_record
+
+CLIENT_AUTH = "PREFECT_API_AUTH_STRING"
+
+
+def prefect_auth_string(state: Path) -> str:
+    """`simsiam:<secret>`: the state dir's Prefect API password (server and clients), made on first use."""
+    path = state / "prefect-auth"
+    if not path.exists():
+        write_private(path, "simsiam:" + secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def _locked_down(auth: str, origins: str) -> dict[str, str]:
+    """Server settings (an ephemeral API's too): every request needs the auth string, writes need a
+    CSRF token, and only `origins` may make cross-origin calls. Prefect has no trusted-host setting:
+    the auth string is what stops a DNS-rebinding page."""
+    return {"PREFECT_SERVER_API_AUTH_STRING": auth, "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
+            "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": origins}
 
 
 def prefect_env(state_path: str | Path | None = None) -> dict[str, str]:
     """Prefect settings for local use: its database and results under the state dir, no telemetry,
-    and the API of a running `simsiam up --with-prefect-server`, if any."""
+    the auth string for the servers started from here and for their clients, and the API of a
+    running `simsiam up --with-prefect-server`, if any."""
     state = state_dir(state_path)
+    auth = prefect_auth_string(state)
     env = {"PREFECT_HOME": str(state / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            # the ephemeral API migrates a fresh database first: ~19 s on 2 busy cores, Prefect waits 20 s
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+           **_locked_down(auth, "http://127.0.0.1"), CLIENT_AUTH: auth}  # the ephemeral API has no UI
     info = prefect_status(state)
     if info["running"]:
         env["PREFECT_API_URL"] = info["api_url"]
@@ -37,9 +59,13 @@ def prefect_env(state_path: str | Path | None = None) -> dict[str, str]:
 
 def use_local_prefect(state_path: str | Path | None = None) -> None:
     """Point this process's Prefect at the state dir (before `prefect` is imported: it reads its
-    settings from the environment once). Values already set win."""
+    settings from the environment once). Values already set win, and our auth string is never
+    sent to an API the user chose."""
     state = state_dir(state_path)
-    for key, value in prefect_env(state).items():
+    env = prefect_env(state)
+    if os.environ.get("PREFECT_API_URL") not in (None, env.get("PREFECT_API_URL")):
+        env.pop(CLIENT_AUTH)
+    for key, value in env.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("SIMSIAM_STATE", str(state))
 
@@ -49,19 +75,21 @@ def prefect_status(state_path: str | Path | None = None) -> dict:
     up = bool(info) and pid_alive(info.get("pid")) and http_ok(info["api_url"] + "/health")
     return {"service": "prefect", "running": up, "api_url": info.get("api_url"), "ui_url": info.get("ui_url"),
             "pid": info.get("pid"), "worker_pid": info.get("worker_pid") if pid_alive(info.get("worker_pid")) else None,
-            "pool": info.get("pool")}
+            "pool": info.get("pool"), "ui_login_file": str(state_dir(state_path) / "prefect-auth")}
 
 
 def _start_server(state: Path, info: dict, env: dict, pool: str, timeout: float) -> dict:
     if pid_alive(info.get("worker_pid")):  # a worker left polling a dead server: replace it, not orphan it
         terminate(info["worker_pid"], 20.0, first=signal.SIGINT)
     port = reuse_port(info.get("port"))
-    api = f"http://127.0.0.1:{port}/api"
+    api, ui = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}"
     env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+    # the UI asks /ui-settings where the API is: without this it says port 4200
+    env.update(_locked_down(env[CLIENT_AUTH], f"{ui},http://localhost:{port}"), PREFECT_SERVER_UI_API_URL=api)
     proc = spawn_server("prefect server", [venv_binary("prefect"), "server", "start", "--host", "127.0.0.1",
                                            "--port", str(port)],
                         state, "prefect-server.out", lambda: http_ok(api + "/health"), api, timeout, env=env, poll=0.5)
-    info = {"pid": proc.pid, "port": port, "api_url": api, "ui_url": f"http://127.0.0.1:{port}", "pool": pool}
+    info = {"pid": proc.pid, "port": port, "api_url": api, "ui_url": ui, "pool": pool}
     write_record(state, "prefect", info)
     return info
 

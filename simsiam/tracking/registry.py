@@ -13,6 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from simsiam import faults
 from simsiam.config import Config
+from simsiam.tracking.card import model_card
 from simsiam.tracking.runs import TrackingError
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -71,7 +72,8 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
     faults.io_fault("register")
     client.set_model_version_tag(name, mv.version, "gate.decision", decision)
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(reasons))
-    client.update_model_version(name, mv.version, description=f"gate: {decision}: " + "; ".join(reasons))
+    client.update_model_version(name, mv.version, description=model_card(client.tracking_uri, run_id, name,
+                                                                          mv.version, decision, reasons))
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     if promote:
         client.set_registered_model_alias(name, CHAMPION, mv.version)

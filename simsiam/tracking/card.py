@@ -1,0 +1,51 @@
+"""The model card: the markdown description of a registered version, built from its run (metrics,
+data, config hash, link) so a consumer can judge, load and serve it without reading our code."""
+
+from __future__ import annotations
+
+from mlflow import MlflowClient
+
+from simsiam.tracking.runs import run_url
+
+METRICS = (("kNN top-1 (%)", "knn/final_top1"), ("linear probe top-1 (%)", "probe/top1"),
+           ("collapse ratio z_std*sqrt(d) (~1 healthy, <0.1 collapsed)", "train/z_std_ratio"))
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def model_card(tracking_uri: str, run_id: str, name: str, version: str, decision: str, reasons: list[str]) -> str:
+    run = MlflowClient(tracking_uri).get_run(run_id)
+    metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
+    channels = 1 if params.get("data.dataset") == "fashion-mnist" else 3
+    rows = "\n".join(f"| {label} | {_fmt(metrics.get(key))} |" for label, key in METRICS)
+    return f"""**Gate: {decision}.** {'; '.join(reasons)}
+
+| metric | value |
+|---|---|
+{rows}
+
+**Data:** `{tags.get('dataset.name', params.get('data.dataset', '-'))}` version `{tags.get('dataset.version', '-')}`, \
+manifest `{tags.get('dataset.manifest_uri', '-')}`.
+**Training:** config hash `{tags.get('simsiam.config_hash', '-')}`, backbone `{params.get('model.backbone', '-')}`, \
+run [{run_id}]({run_url(tracking_uri, run_id)}).
+
+**Input:** float32 images in [0, 1], shape N x {channels} x H x W ({params.get('data.image_size', '?')} x \
+{params.get('data.image_size', '?')} in training). The model normalises them itself. **Output:** features, N x D.
+
+**Load:**
+```python
+import mlflow
+model = mlflow.pyfunc.load_model("models:/{name}/{version}")  # or models:/{name}@champion
+features = model.predict(images)  # numpy float32, N x {channels} x H x W, values in [0, 1]
+```
+As a torch module, rebuilt from the plain weight files (no pickle):
+`from simsiam.tracking import load_registered; net = load_registered("models:/{name}/{version}")`.
+
+**Serve:**
+```bash
+mlflow models serve -m models:/{name}@champion --env-manager local -p 5001
+curl -s localhost:5001/invocations -H 'Content-Type: application/json' -d '{{"inputs": [[[[0.5, ...]]]]}}'
+```
+"""

@@ -138,10 +138,12 @@ def test_simsiam_run_twice_reuses_staged_data_and_keeps_worse_run_challenger(tmp
                        timeout=120)
 
 
-def _api(url: str) -> dict:
+def _api(url: str, auth: str) -> dict:
+    import base64
     import urllib.request
 
-    with urllib.request.urlopen(url, timeout=30) as resp:
+    req = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()})
+    with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
 
@@ -193,7 +195,7 @@ def test_killed_simsiam_run_resumes_at_its_checkpoint_and_marks_the_dead_runs(tm
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
         assert sorted(steps) == sorted(set(steps)) and max(steps) == 64  # no step logged twice
         for flow_run_id in dead["prefect_flow_runs"]:
-            state_ = _api(f"{api}/flow_runs/{flow_run_id}")["state"]
+            state_ = _api(f"{api}/flow_runs/{flow_run_id}", (state / "prefect-auth").read_text().strip())["state"]
             assert state_["type"] == "CRASHED" and "resumes" in state_["message"]
     finally:
         subprocess.run([*cli, "down", "--state", str(state)], capture_output=True, timeout=120)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import tempfile
-import warnings
 from pathlib import Path
 
 import mlflow
@@ -57,11 +56,9 @@ def _log_models(model: torch.nn.Module, cfg: Config, names: list[str]) -> dict[s
             files = write_net_files(model, cfg, name, Path(tmp))
             with torch.no_grad():
                 out_dim = part_of(model, name)(normalise(example, cfg.data.dataset, cfg.model.in_channels)).shape[1]
-            with warnings.catch_warnings():  # the signature is explicit: predict's missing type hints don't matter
-                warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
-                info = mlflow.pyfunc.log_model(name=name, python_model=str(SERVED_MODEL), artifacts=files,
-                                               code_paths=[str(PACKAGE_DIR)], signature=_signature(cfg, out_dim),
-                                               input_example=example.numpy(), pip_requirements=reqs)
+            info = mlflow.pyfunc.log_model(name=name, python_model=str(SERVED_MODEL), artifacts=files,
+                                           code_paths=[str(PACKAGE_DIR)], signature=_signature(cfg, out_dim),
+                                           input_example=example.numpy(), pip_requirements=reqs)
             uris[name] = info.model_uri
     return uris
 

@@ -16,7 +16,7 @@ class SimSiamFeatures(PythonModel):
         self.dataset = info["config"]["data"]["dataset"]
         self.channels = info["config"]["model"]["in_channels"]
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         from simsiam.batch_augment import normalise
 
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))

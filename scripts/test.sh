@@ -11,6 +11,13 @@ if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
 fi
+# The UI tests open the MLflow and Prefect UIs in Debian's chromium (driven by Playwright).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "==> installing Chromium for the browser tests (apt-get install chromium)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 echo "==> ruff check"
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -68,7 +68,7 @@ def knn_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
 def linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor,
                  test_labels: torch.Tensor, num_classes: int | None = None, epochs: int = 100,
                  batch_size: int = 256, lr: float = 0.1, optimizer: str = "sgd", seed: int = 0,
-                 device: str | torch.device = "cpu") -> dict[str, float]:
+                 device: str | torch.device = "cpu", keep: dict | None = None) -> dict[str, float]:
     """Train Linear(feat_dim, classes) on frozen features; returns `probe/top1` (and train top-1), percent.
 
     Features are standardised with the training mean/std first: a fixed affine map the linear
@@ -102,7 +102,10 @@ def linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
             sched.step()
     with torch.no_grad():
         train_acc = (head(xtr).argmax(1) == ytr).float().mean().item()
-        test_acc = (head(xte).argmax(1) == yte).float().mean().item()
+        test_pred = head(xte).argmax(1)
+        test_acc = (test_pred == yte).float().mean().item()
+    if keep is not None:  # for the confusion-matrix figure
+        keep["probe_pred"] = test_pred.cpu()
     return {"probe/top1": 100.0 * test_acc, "probe/train_top1": 100.0 * train_acc}
 
 
@@ -139,13 +142,16 @@ def as_final(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def evaluate_backbone(backbone: nn.Module, cfg, train_source, test_source, device: str | torch.device = "cpu",
-                      progress: Callable | None = None) -> dict[str, float]:
-    """kNN (k, t from cfg.eval) and linear probe on the full train/test splits; percent top-1."""
+                      progress: Callable | None = None, keep: dict | None = None) -> dict[str, float]:
+    """kNN (k, t from cfg.eval) and linear probe on the full train/test splits; percent top-1.
+    `keep` (a dict) receives the features, labels and probe predictions, for the figures."""
     ftr, ytr = features_for(backbone, cfg, train_source, None, device, progress)
     fte, yte = features_for(backbone, cfg, test_source, None, device, progress)
+    if keep is not None:
+        keep.update(train=(ftr, ytr), test=(fte, yte))
     n_cls = len(train_source.classes) or None
     out = {"knn/top1": knn_accuracy(ftr, ytr, fte, yte, n_cls, cfg.eval.knn_k, cfg.eval.knn_t)}
     out.update(linear_probe(ftr, ytr, fte, yte, n_cls, epochs=cfg.eval.probe_epochs,
                             batch_size=cfg.eval.probe_batch_size, lr=cfg.eval.probe_lr,
-                            optimizer=cfg.eval.probe_optimizer, seed=cfg.train.seed, device=device))
+                            optimizer=cfg.eval.probe_optimizer, seed=cfg.train.seed, device=device, keep=keep))
     return out

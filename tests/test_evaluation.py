@@ -56,3 +56,16 @@ def test_evaluation_figures_show_what_their_titles_say(fmnist_test, tmp_path):
     fig = embedding_figure({"at init": (feats, y), "trained": (feats, y)}, src.classes)
     assert [a.get_title() for a in fig.axes] == [f"{s}: PCA of 200 train features" for s in ("at init", "trained")]
     fig.savefig(tmp_path / "embedding.png")
+
+
+def test_sweep_heatmap_puts_each_trials_best_knn_in_its_cell_and_marks_collapse():
+    from simsiam.tracking.figures import sweep_heatmap
+
+    rows = [{"optim.base_lr": lr, "train.batch_size": b, "best_knn": knn, "collapsed": col}
+            for lr, b, knn, col in [(0.03, 128, 40.0, False), (0.03, 128, 45.5, False), (0.1, 128, 20.0, True),
+                                    (0.03, 256, None, True), (0.1, 256, 50.25, False)]]
+    fig = sweep_heatmap(rows)
+    cells = {t.get_text() for t in fig.axes[0].texts}
+    assert cells == {"45.5", "20.0\nX collapsed", "-\nX collapsed", "50.2"}
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0.03", "0.1"]
+    assert sweep_heatmap([{"name": "baseline", "best_knn": 1.0, "collapsed": False}]) is None  # not an lr x batch grid

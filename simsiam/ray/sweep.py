@@ -166,6 +166,7 @@ def _close_sweep_runs(dist: DistSettings, parent: str, rows: list[dict]) -> None
     from mlflow import MlflowClient
 
     from simsiam.tracking import child_runs
+    from simsiam.tracking.figures import sweep_heatmap
 
     client = MlflowClient(dist.tracking_uri)
     by_name = {r["name"]: r for r in rows}
@@ -177,6 +178,8 @@ def _close_sweep_runs(dist: DistSettings, parent: str, rows: list[dict]) -> None
         if run.info.status == "RUNNING":
             client.set_terminated(run.info.run_id, "KILLED")
     client.log_text(parent, format_table(rows), "sweep_results.md")
+    if (fig := sweep_heatmap(rows)) is not None:
+        client.log_figure(parent, fig, "figures/sweep_heatmap.png")
     best = [r["best_knn"] for r in rows if r["best_knn"] is not None and not r["collapsed"]]
     if best:
         client.log_metric(parent, "sweep/best_knn_top1", max(best))

@@ -70,3 +70,40 @@ def _line(path: str, xs, ys, xlabel: str, ylabel: str, title: str, hlines: list[
     fig.tight_layout()
     mlflow.log_figure(fig, path)
     plt.close(fig)
+
+
+LR_KEY, BATCH_KEY = "optim.base_lr", "train.batch_size"
+
+
+def sweep_heatmap(rows: list[dict]):
+    """base lr x batch -> best kNN top-1 over the trials of each cell; an X marks a cell where a
+    trial collapsed. None when the sweep's grid is not over both lr and batch."""
+    if not rows or LR_KEY not in rows[0] or BATCH_KEY not in rows[0]:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    lrs, batches = sorted({r[LR_KEY] for r in rows}), sorted({r[BATCH_KEY] for r in rows})
+    best = np.full((len(batches), len(lrs)), np.nan)
+    collapsed = np.zeros_like(best, dtype=bool)
+    for r in rows:
+        i, j = batches.index(r[BATCH_KEY]), lrs.index(r[LR_KEY])
+        if r["best_knn"] is not None:
+            best[i, j] = np.nanmax([best[i, j], r["best_knn"]])
+        collapsed[i, j] |= bool(r["collapsed"])
+    fig, ax = plt.subplots(figsize=(1.3 * len(lrs) + 2.5, 0.9 * len(batches) + 1.8))
+    im = ax.imshow(best, cmap="viridis")
+    for i in range(len(batches)):
+        for j in range(len(lrs)):
+            label = "-" if np.isnan(best[i, j]) else f"{best[i, j]:.1f}"
+            ax.text(j, i, label + ("\nX collapsed" if collapsed[i, j] else ""), ha="center", va="center",
+                    fontsize=8, color="red" if collapsed[i, j] else "white")
+    ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs]), ax.set_xlabel("optim.base_lr")
+    ax.set_yticks(range(len(batches)), [str(v) for v in batches]), ax.set_ylabel("train.batch_size")
+    ax.set_title("Sweep: best kNN top-1 (%) per cell", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig

@@ -73,6 +73,11 @@ def evaluate_encoder(cfg: Config, checkpoint: str | None, model_uri: str | None,
     return steps.evaluate(cfg, checkpoint, model_uri, tracking_uri, run_id, state)
 
 
+@task(task_run_name="embed", cache_policy=NONE, **IO_RETRIES)
+def embed_dataset(cfg: Config, model_uri: str, data: str, tracking_uri: str, state: str | None) -> dict:
+    return steps.embed(cfg, model_uri, data, tracking_uri, state, progress=False)
+
+
 @task(task_run_name="register", cache_policy=NONE, **IO_RETRIES)
 def register_encoder(cfg: Config, run_id: str, checkpoint: str, probe_top1: float, collapsed: bool,
                      tracking_uri: str, state: str | None) -> dict:

@@ -297,6 +297,24 @@ def probe(
                                     "knn/top1", "probe/top1", "probe/train_top1")})
 
 
+@app.command()
+def embed(
+    model: Annotated[str, typer.Option(help="registered model: models:/<name>@champion or models:/<name>/<version>")],
+    data: Annotated[str, typer.Option(help="staged dataset: <name>@<version> or <name>@latest (see `simsiam data ls`)")],
+    preset: PresetOpt = "cpu-demo",
+    set_: SetOpt = None,
+    tracking_uri: TrackingUriOpt = None,
+    state: StateOpt = None,
+    progress: Annotated[bool, typer.Option(help="progress bar")] = True,
+) -> None:
+    """Embed a staged dataset with a registered model: Parquet (index, label, embedding) in
+    s3://<bucket>/embeddings/<model>/v<version>/<data>/<data version>/, manifest written last.
+    Done once per model version x data version. Prints the manifest's summary as JSON."""
+    cfg = load_config(preset, set_ or [])
+    out = steps.embed(cfg, model, data, steps.tracking_uri(tracking_uri, state), state, progress)
+    _echo_json({k: out[k] for k in ("uri", "model_uri", "data", "num_rows", "dim", "reused")})
+
+
 # --------------------------------------------------------------------------- inspection
 
 
@@ -336,7 +354,7 @@ def models_promote(
 
 @data_app.command("ls")
 def data_ls(preset: PresetOpt = "cpu-demo", set_: SetOpt = None, state: StateOpt = None) -> None:
-    """List staged datasets: name, version, split, samples, shards, size."""
+    """List staged datasets (name, version, split, samples, shards, size) and embeddings."""
     from simsiam.storage import list_datasets, store_for
 
     _print_table(list_datasets(store_for(load_config(preset, set_ or []), state)), [
@@ -345,6 +363,13 @@ def data_ls(preset: PresetOpt = "cpu-demo", set_: SetOpt = None, state: StateOpt
         ("shards", ">6", lambda r: r["shards"]), ("MB", ">8", lambda r: f"{r['bytes'] / 2**20:.1f}"),
         ("created", "", lambda r: r["created_at"]),
     ], empty="no staged datasets (stage one with `simsiam stage fashion-mnist`)")
+    from simsiam.storage.embeddings import list_embeddings
+
+    typer.echo("\nembeddings")
+    _print_table(list_embeddings(store_for(load_config(preset, set_ or []), state)), [
+        ("model", "<40", lambda r: f"{r['model']}/{r['model_version']}"), ("data", "<40", lambda r: r["data"]),
+        ("rows", ">8", lambda r: r["rows"]), ("dim", ">5", lambda r: r["dim"]), ("created", "", lambda r: r["created_at"]),
+    ], empty="no embeddings (make some with `simsiam embed --model models:/<name>@champion --data <name>@latest`)")
 
 
 @app.command()

@@ -1,7 +1,10 @@
 import gzip
+import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -91,3 +94,30 @@ def tiny_cfg():
 @pytest.fixture(autouse=True)
 def _torch_threads():
     torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`simsiam up --with-prefect-server`, then one tiny `simsiam run`: a champion, its run and the
+    flow runs with their report artifact, as a user has them after the demo."""
+    from test_flows import TINY
+
+    state = tmp_path_factory.mktemp("demo") / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SIMSIAM_S3"))}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    cli = [sys.executable, "-m", "simsiam.cli"]
+    try:
+        up = subprocess.run([*cli, "up", "--with-prefect-server", "--state", str(state)], capture_output=True,
+                            text=True, env=env, timeout=300)
+        assert up.returncode == 0, up.stderr[-2000:]
+        args = [*cli, "run", "--subset", "512", "--state", str(state)]
+        for s in TINY:
+            args += ["--set", s]
+        r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out = json.loads(r.stdout[r.stdout.index("{\n"):])
+        yield {**out["where_to_look"], **json.loads(up.stdout)["prefect"],
+               "auth": (state / "prefect-auth").read_text().strip(), "metrics": out["metrics"], "state": state,
+               "env": env, "staged": out["staged"]}
+    finally:
+        subprocess.run([*cli, "down", "--state", str(state)], capture_output=True, timeout=120)

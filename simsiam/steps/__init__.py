@@ -1,5 +1,5 @@
 """The pipeline's steps, each with exactly one implementation, shared by the CLI and the Prefect
-flows: stage, pretrain (in this process or on Ray Train), sweep (Ray Tune), evaluate, register, reproduce.
+flows: stage, pretrain (in this process or on Ray Train), sweep (Ray Tune), evaluate, register, embed, reproduce.
 
 Each step takes a Config and returns a JSON-friendly dict, so flows can pass results between
 tasks, cache them and publish them as artifacts. Adapters (boto3, MLflow, Ray) are imported
@@ -10,11 +10,13 @@ training) or `s3://<bucket>/<key>/checkpoint.pt` (Ray Train runs and sweep trial
 """
 
 from simsiam.steps.data import check_local_data, dataset_version, is_staged, local_source, stage, with_staged
+from simsiam.steps.embed import embed
 from simsiam.steps.evaluate import evaluate, evaluate_and_register, load_trained, log_models, read_checkpoint, register
 from simsiam.steps.reproduce import reproduce
 from simsiam.steps.services import run_dir, tracking_uri
 from simsiam.steps.train import RayWorkers, pretrain, resume_config, sweep, sweep_space
 
-__all__ = ["RayWorkers", "check_local_data", "dataset_version", "evaluate", "evaluate_and_register", "is_staged",
+__all__ = ["RayWorkers", "check_local_data", "dataset_version", "embed", "evaluate", "evaluate_and_register",
+           "is_staged",
            "load_trained", "local_source", "log_models", "pretrain", "read_checkpoint", "register",
            "reproduce", "resume_config", "run_dir", "stage", "sweep", "sweep_space", "tracking_uri", "with_staged"]

@@ -18,7 +18,13 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 # We print the run URL in our own JSON summary; keep stdout machine-readable.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
-from simsiam.tracking.models import load_registered, log_models_to_run, logged_models  # noqa: E402
+from simsiam.tracking.models import (  # noqa: E402
+    load_registered,
+    load_registered_net,
+    log_models_to_run,
+    logged_models,
+    registered_version,
+)
 from simsiam.tracking.registry import CHALLENGER, CHAMPION, list_models, promote, register_and_gate, registered_name  # noqa: E402
 from simsiam.tracking.reporter import MlflowReporter  # noqa: E402
 from simsiam.tracking.runs import (  # noqa: E402
@@ -35,6 +41,6 @@ from simsiam.tracking.runs import (  # noqa: E402
 )
 
 __all__ = ["CHALLENGER", "CHAMPION", "MlflowReporter", "TrackingError", "check_server", "child_runs", "create_run",
-           "end_run", "kill_if_running", "list_models", "load_registered", "log_metrics_to_run", "log_models_to_run",
-           "logged_models", "model_version_url", "promote", "register_and_gate", "registered_name", "run_url",
-           "tag_existing_run"]
+           "end_run", "kill_if_running", "list_models", "load_registered", "load_registered_net", "log_metrics_to_run",
+           "log_models_to_run", "logged_models", "model_version_url", "promote", "register_and_gate",
+           "registered_name", "registered_version", "run_url", "tag_existing_run"]

@@ -88,6 +88,11 @@ def log_models_to_run(tracking_uri: str, run_id: str, model: torch.nn.Module, cf
 def load_registered(uri: str) -> torch.nn.Module:
     """`models:/<name>@<alias>` (or /<version>, or a logged model) as a torch module in eval mode,
     rebuilt by our code from its weight files (it takes normalised images); a clear error when absent."""
+    return load_registered_net(uri)[0]
+
+
+def load_registered_net(uri: str) -> tuple[torch.nn.Module, dict]:
+    """(the network, its net.json: part, training config, input normalisation)."""
     from mlflow.models import Model
 
     try:
@@ -96,6 +101,20 @@ def load_registered(uri: str) -> torch.nn.Module:
             files = Model.load(local).flavors.get("python_function", {}).get("artifacts", {})
             if set(files) != {"weights", "net"}:
                 raise TrackingError(f"{uri} is not a simsiam model (no weights/net files): logged by another tool?")
-            return read_net_files(local / files["weights"]["path"], local / files["net"]["path"])[0]
+            return read_net_files(local / files["weights"]["path"], local / files["net"]["path"])
     except MlflowException as exc:
         raise TrackingError(f"cannot load {uri}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def registered_version(uri: str, tracking_uri: str) -> tuple[str, str]:
+    """(name, version) that `models:/<name>@<alias>` or `models:/<name>/<version>` points at now."""
+    body = uri.removeprefix("models:/")
+    name, alias = body.split("@", 1) if "@" in body else (body.rsplit("/", 1) + [""])[:2]
+    if not uri.startswith("models:/") or not name or not alias:
+        raise TrackingError(f"model {uri!r} must look like models:/<name>@<alias> or models:/<name>/<version>")
+    client = MlflowClient(tracking_uri)
+    try:
+        mv = client.get_model_version_by_alias(name, alias) if "@" in body else client.get_model_version(name, alias)
+    except MlflowException as exc:
+        raise TrackingError(f"cannot resolve {uri}: {str(exc).splitlines()[0][:200]}") from None
+    return name, str(mv.version)

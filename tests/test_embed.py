@@ -60,8 +60,10 @@ def test_embed_writes_the_champions_features_once_with_the_manifest_last(demo_ru
     assert np.allclose(got, want, atol=1e-4) and table.column("label").to_pylist() == src.labels.tolist()
     assert table.column("index").to_pylist() == list(range(len(src)))
 
+    before = {o["Key"]: (o["ETag"], o["LastModified"]) for o in store.list_keys(prefix)}
     again = _cli(demo_run, "embed", "--model", model, "--data", f"{test_name}@latest", "--no-progress")
     assert again.returncode == 0 and json.loads(again.stdout)["reused"] is True
+    assert {o["Key"]: (o["ETag"], o["LastModified"]) for o in store.list_keys(prefix)} == before  # nothing uploaded
 
     listed = _cli(demo_run, "data", "ls")
     assert f"{demo_run['registered_model']}/{version}" in listed.stdout and f"{test_name}@" in listed.stdout

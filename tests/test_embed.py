@@ -85,7 +85,10 @@ def test_embed_of_an_unknown_model_or_dataset_is_one_line(demo_run):
     bad_model = _cli(demo_run, "embed", "--model", "models:/no-such-model@champion", "--data", "x@latest")
     bad_data = _cli(demo_run, "embed", "--model", f"models:/{demo_run['registered_model']}@champion",
                     "--data", "no-such-data@latest")
-    for r, word in ((bad_model, "no-such-model"), (bad_data, "no-such-data")):
+    test_name = demo_run["staged"]["test"].rstrip("/").split("/")[-2]
+    bad_version = _cli(demo_run, "embed", "--model", f"models:/{demo_run['registered_model']}@champion",
+                       "--data", f"{test_name}@0000deadbeef0000")
+    for r, word in ((bad_model, "no-such-model"), (bad_data, "no-such-data"), (bad_version, "0000deadbeef0000")):
         assert r.returncode == 2 and word in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
         assert len(r.stderr.strip().splitlines()) == 1
 

@@ -92,3 +92,39 @@ def test_down_stops_every_process_it_started(upped):
     while _processes_of(state) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_of(state) == []
+
+
+@pytest.mark.parametrize("kind", ["mlflow", "prefect"])
+def test_a_server_whose_port_was_taken_meanwhile_starts_on_another(kind, tmp_path, monkeypatch):
+    """The free port chosen for a server is taken by another process before the server binds it:
+    the start is retried on a fresh port instead of failing."""
+    import socket
+
+    from simsiam.services import (
+        mlflow_server,
+        prefect_server,
+        start_mlflow,
+        start_prefect,
+        stop_mlflow,
+        stop_prefect,
+        stop_s3,
+    )
+    from simsiam.services.process import http_ok
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    taken = held.getsockname()[1]
+    monkeypatch.setattr(mlflow_server if kind == "mlflow" else prefect_server, "reuse_port", lambda previous: taken)
+    state = tmp_path / "state"
+    try:
+        if kind == "mlflow":
+            url = start_mlflow(state).tracking_uri + "/health"
+        else:
+            url = start_prefect(state, worker=False)["api_url"] + "/health"
+        assert f":{taken}/" not in url and http_ok(url)
+        log = (state / "logs" / ("mlflow.out" if kind == "mlflow" else "prefect-server.out")).read_text().lower()
+        assert "already in use" in log  # the first attempt really lost the port
+    finally:
+        held.close()
+        stop_prefect(state), stop_mlflow(state), stop_s3(state)

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from simsiam.redact import redact
-from simsiam.services.process import http_ok, pid_alive, reuse_port, spawn_server, terminate, venv_binary
+from simsiam.services.process import (
+    http_ok,
+    on_free_port,
+    pid_alive,
+    reuse_port,
+    spawn_server,
+    terminate,
+    venv_binary,
+)
 from simsiam.services.s3 import start_s3
 from simsiam.services.state import private_dir, read_record, state_dir, state_lock, write_record
 
@@ -50,18 +58,21 @@ def start_mlflow(state_path: str | Path | None = None, backend_store_uri: str | 
 def _start_mlflow(state: Path, s3, info: dict, backend_store_uri: str | None, artifacts_bucket: str,
                   timeout: float) -> MlflowService:
     backend = backend_store_uri or f"sqlite:///{state / 'mlflow.db'}"
-    port = reuse_port(info.get("port"))
-    cmd = [venv_binary("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", backend, "--artifacts-destination", f"s3://{artifacts_bucket}/artifacts"]
     env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint_url, "AWS_ACCESS_KEY_ID": s3.access_key,
            "AWS_SECRET_ACCESS_KEY": s3.secret_key, "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required", "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
            # job execution spawns helper processes worth ~2 GB RSS that a local run does not need
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     private_dir(state / "mlflow")
-    uri = f"http://127.0.0.1:{port}"
-    proc = spawn_server("mlflow server", cmd, state, "mlflow.out", lambda: http_ok(uri + "/health"), uri, timeout,
-                        env=env)
+
+    def start(port: int):
+        cmd = [venv_binary("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", backend, "--artifacts-destination", f"s3://{artifacts_bucket}/artifacts"]
+        uri = f"http://127.0.0.1:{port}"
+        return spawn_server("mlflow server", cmd, state, "mlflow.out", lambda: http_ok(uri + "/health"), uri,
+                            timeout, env=env), port, uri
+
+    proc, port, uri = on_free_port(start, reuse_port(info.get("port")))
     write_record(state, "mlflow", {"pid": proc.pid, "tracking_uri": uri, "port": port,
                                    "backend_store_uri": redact(backend), "s3_endpoint_url": s3.endpoint_url})
     return MlflowService(uri, proc.pid, state)

@@ -13,6 +13,7 @@ from pathlib import Path
 from simsiam.errors import ServiceError
 from simsiam.services.process import (
     http_ok,
+    on_free_port,
     pid_alive,
     private_log,
     reuse_port,
@@ -81,15 +82,19 @@ def prefect_status(state_path: str | Path | None = None) -> dict:
 def _start_server(state: Path, info: dict, env: dict, pool: str, timeout: float) -> dict:
     if pid_alive(info.get("worker_pid")):  # a worker left polling a dead server: replace it, not orphan it
         terminate(info["worker_pid"], 20.0, first=signal.SIGINT)
-    port = reuse_port(info.get("port"))
-    api, ui = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
-    # the UI asks /ui-settings where the API is: without this it says port 4200
-    env.update(_locked_down(env[CLIENT_AUTH], f"{ui},http://localhost:{port}"), PREFECT_SERVER_UI_API_URL=api)
-    proc = spawn_server("prefect server", [venv_binary("prefect"), "server", "start", "--host", "127.0.0.1",
-                                           "--port", str(port)],
-                        state, "prefect-server.out", lambda: http_ok(api + "/health"), api, timeout, env=env, poll=0.5)
-    info = {"pid": proc.pid, "port": port, "api_url": api, "ui_url": ui, "pool": pool}
+    base_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+
+    def start(port: int):
+        api, ui = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}"
+        # the UI asks /ui-settings where the API is: without this it says port 4200
+        env = {**base_env, **_locked_down(base_env[CLIENT_AUTH], f"{ui},http://localhost:{port}"),
+               "PREFECT_SERVER_UI_API_URL": api}
+        cmd = [venv_binary("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+        proc = spawn_server("prefect server", cmd, state, "prefect-server.out", lambda: http_ok(api + "/health"), api,
+                            timeout, env=env, poll=0.5)
+        return {"pid": proc.pid, "port": port, "api_url": api, "ui_url": ui, "pool": pool}
+
+    info = on_free_port(start, reuse_port(info.get("port")))
     write_record(state, "prefect", info)
     return info
 

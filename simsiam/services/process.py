@@ -11,10 +11,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from simsiam.errors import ServiceError
 from simsiam.services.state import private_dir
+
+T = TypeVar("T")
 
 
 def venv_binary(name: str) -> str:
@@ -46,6 +48,22 @@ def port_free(port: int) -> bool:
             return True
         except OSError:
             return False
+
+
+class PortTakenError(ServiceError):
+    """The free port a server was given was taken by another process before the server bound it."""
+
+
+def on_free_port(start: Callable[[int], T], port: int, attempts: int = 3) -> T:
+    """`start(port)`, again on a fresh free port when another process took the port in between."""
+    for attempt in range(attempts):
+        try:
+            return start(port)
+        except PortTakenError:
+            if attempt == attempts - 1:
+                raise
+            port = free_ports(1)[0]
+    raise AssertionError("unreachable")
 
 
 def reuse_port(previous: int | None) -> int:
@@ -100,13 +118,18 @@ def spawn_server(name: str, cmd: list[str], state: Path, log_name: str, ready: C
     does), logging to state/logs/<log_name>, and wait until `ready()`; a clear error if it exits or
     does not answer in time."""
     log_path = private_log(state, log_name)
+    start = log_path.stat().st_size
     with log_path.open("ab") as log:  # umask 077: the server's database and data files are 0600
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True, cwd=state, umask=0o077)
     deadline = time.monotonic() + timeout
     while not ready():
         if proc.poll() is not None:
-            raise ServiceError(f"{name} exited with code {proc.returncode} at start; see {log_path}")
+            with log_path.open("rb") as log:
+                log.seek(start)
+                said = log.read().decode(errors="replace").lower()
+            error = PortTakenError if "already in use" in said else ServiceError  # uvicorn, gunicorn, prefect
+            raise error(f"{name} exited with code {proc.returncode} at start; see {log_path}")
         if time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGTERM)
             raise ServiceError(f"{name} did not answer at {where} within {timeout:.0f}s; see {state / 'logs'}")

@@ -15,6 +15,7 @@ from simsiam.batch_augment import BatchAugment, denormalise, uniforms
 from simsiam.config import DataConfig
 from simsiam.data import EpochSampler, ImageSource, ViewsDataset
 from simsiam.errors import ConfigError
+from simsiam.streaming import StreamViews
 
 
 def in_memory_images(source: ImageSource) -> torch.Tensor | None:
@@ -74,8 +75,11 @@ class DeviceViews:
             yield self.views(index), self.labels[index]
 
 
-def preview(dataset: DeviceViews | ViewsDataset, n: int = 8) -> torch.Tensor:
-    """The first n training images' epoch-0 views as n x views x C x H x W in [0, 1]: what the network sees."""
+def preview(dataset: DeviceViews | ViewsDataset | StreamViews, n: int = 8) -> torch.Tensor:
+    """The first n training images' epoch-0 views as n x views x C x H x W in [0, 1]: what the network sees
+    (of a streamed version: n images of one seeded shard)."""
+    if isinstance(dataset, StreamViews):
+        dataset = ViewsDataset(dataset.stream.sample_source(n, dataset.seed), dataset.transform, seed=dataset.seed)
     n = min(n, len(dataset))
     if isinstance(dataset, DeviceViews):
         views = dataset.views(dataset.indices[:n], 0)

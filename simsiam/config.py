@@ -94,6 +94,11 @@ class DataConfig(_Section):
                             "auto: device when the split fits data.memory_budget_mb, else workers")
     memory_budget_mb: int = Field(8192, ge=1, description="largest decoded split (MiB) held in memory "
                                                           "(on the GPU under CUDA) for data.augment_on=device")
+    stream: bool | Literal["auto"] = Field(
+        "auto", description="true: each data-parallel worker reads only its own shards of the staged version, "
+                            "per epoch, through a shuffle buffer (memory: one shard + the buffer); false: every "
+                            "worker holds the whole version; auto: true when it is over data.memory_budget_mb")
+    shuffle_buffer: int = Field(10_000, ge=1, description="encoded samples a streaming worker holds to shuffle")
     source: str | None = Field(None, description="staged training data: s3://<bucket>/datasets/<name>/<version>, "
                                                   "<name>@<version> or <name>@latest (overrides dataset/root)")
     test_source: str | None = Field(None, description="staged test data for the kNN monitor / probe (same forms)")
@@ -156,7 +161,8 @@ class FaultsConfig(_Section):
     fail_at_step: int | None = Field(None, ge=1, description="the last rank raises once at this step, in a run "
                                                               "that did not resume: a crash mid-training")
     weights_digest_dir: str | None = Field(None, description="each rank writes rank<N>.sha256 of its parameters "
-                                                             "here at the end (data-parallel ranks must agree)")
+                                                             "here at the end (data-parallel ranks must agree), "
+                                                             "and rank<N>.reads.json of the shards it streamed")
 
 
 class Config(_Section):

@@ -287,9 +287,15 @@ class ViewsDataset(Dataset):
     def __getitem__(self, i: int):
         index = int(self.indices[i])
         img, label = self.source[index]
-        with torch.random.fork_rng(devices=[]):  # transforms draw from the CPU generator only
-            torch.default_generator.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2**63)
-            return self.transform(img), label
+        return seeded_views(self.transform, img, self.seed, self.epoch, index), label
+
+
+def seeded_views(transform: Callable, img: torch.Tensor, seed: int, epoch: int, index: int):
+    """`transform(img)` with the CPU generator seeded by (seed, epoch, index): the same views whatever
+    the worker, rank or batch the sample lands in."""
+    with torch.random.fork_rng(devices=[]):  # transforms draw from the CPU generator only
+        torch.default_generator.manual_seed(((seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**63)
+        return transform(img)
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -31,8 +32,10 @@ from simsiam.models import SimSiam, build_model
 from simsiam.optim import build_optimizer
 from simsiam.reporters import Reporter, TrainResult
 from simsiam.runtime import autocast, resolve_device, resolve_precision, rng_state, seed_everything, set_rng_state
+from simsiam.streaming import ShardStream, StreamViews
 from simsiam.targets import OnlineTargets, build_targets
 
+STREAM_KNN_BANK = 10_000  # kNN monitor bank of a streamed version when eval.knn_train_samples is None
 WrapModel = Callable[[torch.nn.Module], torch.nn.Module]
 
 
@@ -68,27 +71,46 @@ class TrainState:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _build_data(cfg: Config, source: ImageSource, world_size: int,
-                device: torch.device) -> tuple[ViewsDataset | DeviceViews, Plan]:
-    indices = subset_indices(len(source), cfg.data.train_subset, cfg.train.seed)
+def _build_data(cfg: Config, source: ImageSource | ShardStream, rank: int, world_size: int,
+                device: torch.device) -> tuple[ViewsDataset | DeviceViews | StreamViews, Plan]:
     n_views = 4 if cfg.loss.symmetry == "asymmetric_2x" else 2
-    where, why = augment_path(cfg.data, source)
-    args = (cfg.data.recipe, source.name, cfg.data.image_size, cfg.model.in_channels, cfg.data.crop_min_scale)
-    if where == "device":
-        dataset = DeviceViews(source, indices, BatchAugment(*args), n_views, cfg.train.seed, device)
-    else:
-        dataset = ViewsDataset(source, MultiView(train_transform(*args), n_views), indices, cfg.train.seed)
     if cfg.train.batch_size % world_size:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world_size} workers")
     batch = cfg.train.batch_size // world_size
-    steps_per_epoch = (len(dataset) // world_size) // batch
-    if steps_per_epoch == 0:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size} exceeds the {len(dataset)} training images")
+    args = (cfg.data.recipe, source.name, cfg.data.image_size, cfg.model.in_channels, cfg.data.crop_min_scale)
+    if isinstance(source, ShardStream):
+        dataset, per_rank, where, why = _stream_views(cfg, source, rank, world_size, n_views, args, batch)
+    else:
+        indices = subset_indices(len(source), cfg.data.train_subset, cfg.train.seed)
+        where, why = augment_path(cfg.data, source)
+        if where == "device":
+            dataset = DeviceViews(source, indices, BatchAugment(*args), n_views, cfg.train.seed, device)
+        else:
+            dataset = ViewsDataset(source, MultiView(train_transform(*args), n_views), indices, cfg.train.seed)
+        per_rank = len(dataset) // world_size
+    steps_per_epoch = per_rank // batch
+    if steps_per_epoch <= 0:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} exceeds the {per_rank * world_size} training "
+                          "images the workers can read each epoch")
     total = cfg.train.epochs * steps_per_epoch
     if cfg.train.max_steps is not None:
         total = min(total, cfg.train.max_steps)
     amp, channels_last = resolve_precision(cfg.train.amp, cfg.train.channels_last, device)
     return dataset, Plan(total, steps_per_epoch, batch, n_views, len(dataset), where, why, amp, channels_last)
+
+
+def _stream_views(cfg: Config, stream: ShardStream, rank: int, world: int, n_views: int, args: tuple,
+                  batch: int) -> tuple[StreamViews, int, str, str]:
+    """This rank's streamed views and the samples it can count on each epoch (equal steps on all ranks)."""
+    if cfg.data.train_subset is not None:
+        raise ConfigError("data.train_subset does not apply to a streamed version (data.stream); stage the subset, "
+                          "or set data.stream=off")
+    stream = replace(stream, rank=rank, world=world)  # shares `reads` with the caller's stream
+    # DataLoader workers each drop their last partial batch
+    per_rank = stream.samples_per_rank() - max(cfg.data.num_workers - 1, 0) * batch
+    dataset = StreamViews(stream, MultiView(train_transform(*args), n_views), cfg.train.seed, cfg.data.shuffle_buffer)
+    why = f"{stream.name} streamed: {len(stream.shards)} shards dealt over {world} workers (data.stream)"
+    return dataset, per_rank, "workers", why
 
 
 def _build_model(cfg: Config, device: torch.device, plan: Plan) -> TrainState:
@@ -144,13 +166,17 @@ class Checkpointer:
             r.on_checkpoint(saved, state.step)
 
 
-def _epoch_batches(dataset: ViewsDataset | DeviceViews, cfg: Config, plan: Plan, step: int, rank: int, world: int,
-                   device: torch.device) -> Iterable:
+def _epoch_batches(dataset: ViewsDataset | DeviceViews | StreamViews, cfg: Config, plan: Plan, step: int,
+                   rank: int, world: int, device: torch.device) -> Iterable:
     """The rest of the current epoch's (views, dataset positions) batches for this rank (all of it
     unless resumed mid-epoch)."""
     epoch = step // plan.steps_per_epoch
     dataset.set_epoch(epoch)
     done = step - epoch * plan.steps_per_epoch
+    if isinstance(dataset, StreamViews):  # a resume reads and skips the epoch's finished batches
+        loader = DataLoader(dataset, batch_size=plan.batch, drop_last=True, num_workers=cfg.data.num_workers,
+                            pin_memory=device.type == "cuda")
+        return islice(loader, done, plan.steps_per_epoch)
     sampler = EpochSampler(len(dataset), cfg.train.seed, epoch, done * plan.batch, rank, world)
     positions = torch.as_tensor(list(sampler), dtype=torch.long).split(plan.batch)  # batches come in sampler order
     if isinstance(dataset, DeviceViews):
@@ -228,7 +254,7 @@ def _start(state: TrainState, cfg: Config, plan: Plan, device: torch.device, mon
 
 def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path | None = None,
           resume: bool = False, stop_after_steps: int | None = None,
-          train_source: ImageSource | None = None, test_source: ImageSource | None = None,
+          train_source: ImageSource | ShardStream | None = None, test_source: ImageSource | None = None,
           rank: int = 0, world_size: int = 1, wrap_model: WrapModel | None = None) -> TrainResult:
     """Pretrain SimSiam per `cfg`. With `out_dir`, checkpoints go to out_dir/checkpoint.pt each epoch
     (and every `train.checkpoint_every_steps`); `resume` continues from it. `stop_after_steps`
@@ -242,7 +268,7 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
     train_source = train_source or load_source(cfg.data, "train")
-    dataset, plan = _build_data(cfg, train_source, world_size, device)
+    dataset, plan = _build_data(cfg, train_source, rank, world_size, device)
     state = _build_model(cfg, device, plan)
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if resume:
@@ -253,7 +279,10 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     start_step = state.step
     monitor = None
     if cfg.eval.knn_every_epochs > 0 and rank == 0:
-        monitor = KnnMonitor(cfg, train_source, test_source or load_source(cfg.data, "test"))
+        bank = train_source
+        if isinstance(train_source, ShardStream):  # a seeded sample of whole shards, not the whole version
+            bank = train_source.sample_source(cfg.eval.knn_train_samples or STREAM_KNN_BANK, cfg.train.seed + 1)
+        monitor = KnnMonitor(cfg, bank, test_source or load_source(cfg.data, "test"))
     _start(state, cfg, plan, device, monitor, reporters)
     if rank == 0 and reporters:
         views = preview(dataset)

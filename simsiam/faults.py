@@ -5,7 +5,8 @@ pass through these functions without effect.
   did not resume: a worker crash mid-training. Ray restarts the worker group from the latest
   checkpoint; `simsiam pretrain --resume` continues an in-process run.
 - `faults.weights_digest_dir` (config): at the end of training each rank writes `rank<N>.sha256`
-  of its parameters there; data-parallel ranks must hold identical weights.
+  of its parameters there; data-parallel ranks must hold identical weights. A rank that streamed
+  its data also writes `rank<N>.reads.json`, the shards it fetched (which must be disjoint).
 - `$SIMSIAM_INJECT_IO_FAULT=point[,point...]`: the first time a named point is reached in a process
   it raises `ConnectionError`, like a dropped connection, so retries run against real services:
   - `stage`: after the first shard is stored, before the manifest (a partial staging);
@@ -16,6 +17,7 @@ pass through these functions without effect.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,3 +63,10 @@ def write_weights_digest(faults: FaultsConfig, model: "torch.nn.Module", rank: i
     memory = getattr(targets, "memory", None)
     if memory is not None:
         (out / f"rank{rank}.memory.sha256").write_text(_digest([memory]))
+
+
+def write_reads(faults: FaultsConfig, rank: int, source) -> None:
+    """rank<N>.reads.json: [key, bytes, purpose] of every shard a streaming rank fetched."""
+    reads = getattr(source, "reads", None)
+    if faults.weights_digest_dir and reads is not None:
+        (Path(faults.weights_digest_dir) / f"rank{rank}.reads.json").write_text(json.dumps(reads))

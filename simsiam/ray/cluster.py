@@ -26,6 +26,7 @@ class DistSettings:
     storage_prefix: str = "ray"
     local_storage: str | None = None  # a path instead of S3 (tests, single node)
     max_failures: int = 2
+    placement_strategy: str = "PACK"  # SPREAD: workers on different nodes where possible
     num_to_keep: int = 2
     state_path: str | None = None  # embedded services' state dir, for workers on this node
     tracking_uri: str | None = None
@@ -88,7 +89,8 @@ def scaling_config(dist: DistSettings) -> ScalingConfig:
     res = {"CPU": dist.cpus_per_worker}
     if dist.use_gpu:
         res["GPU"] = dist.gpus_per_worker
-    return ScalingConfig(num_workers=dist.num_workers, use_gpu=dist.use_gpu, resources_per_worker=res)
+    return ScalingConfig(num_workers=dist.num_workers, use_gpu=dist.use_gpu, resources_per_worker=res,
+                         placement_strategy=dist.placement_strategy)
 
 
 def loop_config(cfg: Config, dist: DistSettings, **extra: Any) -> dict:

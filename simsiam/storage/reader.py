@@ -8,7 +8,9 @@ resume, independent of the worker count."""
 from __future__ import annotations
 
 import json
+import math
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from simsiam.errors import DataError
 from simsiam.storage.client import ObjectStore
 from simsiam.storage.shards import decode_image, read_shard, sha256
 from simsiam.storage.staging import MANIFEST, DatasetRef
+from simsiam.streaming import Shard, ShardStream
 
 
 def _manifest(store: ObjectStore, ref: DatasetRef) -> dict | None:
@@ -71,6 +74,15 @@ def resolve_dataset(store: ObjectStore, spec: str) -> tuple[DatasetRef, dict]:
     return ref, manifest
 
 
+def download_shard(store: ObjectStore, shard: dict) -> bytes:
+    """Bytes of one shard from the store, checked against its manifest entry."""
+    data = store.get_bytes(shard["key"])
+    if sha256(data) != shard["sha256"] or len(data) != shard["size"]:
+        raise DataError(f"shard s3://{store.bucket}/{shard['key']} does not match its manifest "
+                        f"(sha256 {sha256(data)[:12]}..., expected {shard['sha256'][:12]}...)")
+    return data
+
+
 def fetch_shard(store: ObjectStore, shard: dict, cache: Path) -> bytes:
     """Bytes of one shard, from the cache when a file with the right sha256 is there."""
     path = cache / f"{shard['sha256']}.parquet"
@@ -79,10 +91,7 @@ def fetch_shard(store: ObjectStore, shard: dict, cache: Path) -> bytes:
         if sha256(data) == shard["sha256"]:
             return data
         path.unlink()  # a corrupt cache entry is re-downloaded
-    data = store.get_bytes(shard["key"])
-    if sha256(data) != shard["sha256"] or len(data) != shard["size"]:
-        raise DataError(f"shard s3://{store.bucket}/{shard['key']} does not match its manifest "
-                        f"(sha256 {sha256(data)[:12]}..., expected {shard['sha256'][:12]}...)")
+    data = download_shard(store, shard)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     tmp.write_bytes(data)
@@ -147,3 +156,24 @@ class StagedSource(ImageSource):
         if self._blobs is None:
             return self.images[index]
         return decode_image(self._blobs[index], self.channels)
+
+
+def shard_stream(store: ObjectStore, ref: DatasetRef, manifest: dict) -> ShardStream:
+    """A staged version read shard by shard straight from the store (no disk cache: a node needs no
+    room for the version, and a shard is only as big in memory as it is in S3)."""
+    entries = {s["key"]: s for s in manifest["shards"]}
+
+    def fetch(shard: Shard) -> list[tuple[int, int, bytes]]:
+        table = read_shard(download_shard(store, entries[shard.key]), shard.key)
+        return list(zip(table.column("index").to_pylist(), table.column("label").to_pylist(),
+                        table.column("image").to_pylist()))
+
+    return ShardStream(manifest["dataset"], list(manifest["classes"]), manifest["channels"],
+                       [Shard(s["key"], s["count"], s["size"]) for s in manifest["shards"]], fetch,
+                       partial(decode_image, channels=manifest["channels"]))
+
+
+def decoded_bytes(manifest: dict) -> int:
+    """Memory the version takes held whole: decoded pixels when its images share one size, else its bytes."""
+    shape = manifest.get("image_shape")
+    return manifest["num_samples"] * math.prod(shape) if shape else manifest["total_bytes"]

@@ -11,7 +11,8 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 from simsiam.config import Config
-from simsiam.storage.client import S3Settings
+from simsiam.ray.preflight import check_placeable, check_ray_address, check_storage_reachable, worker_resources
+from simsiam.storage.client import S3Settings, settings_from_env
 
 
 @dataclass
@@ -52,6 +53,7 @@ def init_ray(num_cpus: int | None = None, storage: S3Settings | None = None) -> 
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
+        check_ray_address(address)
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(num_cpus=num_cpus, _temp_dir=os.environ.get("SIMSIAM_RAY_TMP", "/tmp/ray-simsiam"),
@@ -83,6 +85,18 @@ def run_config(name: str, dist: DistSettings, callbacks: list | None = None) -> 
     return RunConfig(name=name, checkpoint_config=CheckpointConfig(num_to_keep=dist.num_to_keep),
                      failure_config=FailureConfig(max_failures=dist.max_failures), callbacks=callbacks,
                      **storage_kwargs(dist))
+
+
+def preflight(cfg: Config, dist: DistSettings) -> None:
+    """Fail in seconds, not hours: workers the cluster can never place, storage its nodes cannot reach
+    (Ray's checkpoint storage, and the endpoint of the staged training data)."""
+    data_endpoint = None
+    if cfg.data.source:
+        data_endpoint = settings_from_env(cfg.storage.endpoint_url, state_path=dist.state_path).endpoint_url
+    check_placeable(dist.num_workers, worker_resources(dist.cpus_per_worker,
+                                                       dist.gpus_per_worker if dist.use_gpu else 0))
+    for endpoint in {dist.storage.endpoint_url if dist.storage else None, data_endpoint} - {None}:
+        check_storage_reachable(endpoint)
 
 
 def scaling_config(dist: DistSettings) -> ScalingConfig:

@@ -1,0 +1,33 @@
+"""One data-parallel rank's epoch over a staged version, in a fresh process so its peak RSS is its own
+(test_stream_s3). argv: state_dir data_spec stream(true|false) max_steps(0 = the whole epoch).
+Prints JSON: peak RSS, steps, and the bytes of the shards this rank fetched."""
+
+import json
+import resource
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import tiny_config  # noqa: E402
+from simsiam.engine import train  # noqa: E402
+from simsiam.storage.sources import open_sources  # noqa: E402
+
+
+def main(state: str, spec: str, stream: str, max_steps: int) -> None:
+    torch.set_num_threads(1)
+    cfg = tiny_config(f"data.source={spec}", f"data.stream={stream}", "data.train_subset=null",
+                      "data.shuffle_buffer=500", "train.epochs=1", "train.batch_size=128", "model.in_channels=3",
+                      "data.recipe=cifar", "data.image_size=16", "tracking.system_metrics=false",
+                      *([f"train.max_steps={max_steps}"] if max_steps else []))
+    source, _ = open_sources(cfg, need_test=False, state=state)
+    result = train(cfg, train_source=source, rank=0, world_size=2)  # rank 0 of 2, no peer needed for data
+    reads = getattr(source, "reads", [])
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "steps": result.step, "bytes_read": sum(b for _, b, p in reads if p == "train"),
+                      "shards_read": len(reads)}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -65,8 +65,9 @@ def write_weights_digest(faults: FaultsConfig, model: "torch.nn.Module", rank: i
         (out / f"rank{rank}.memory.sha256").write_text(_digest([memory]))
 
 
-def write_reads(faults: FaultsConfig, rank: int, source) -> None:
-    """rank<N>.reads.json: [key, bytes, purpose] of every shard a streaming rank fetched."""
+def write_reads(faults: FaultsConfig, rank: int, source, node: str = "") -> None:
+    """rank<N>.reads.json: {"node", "reads": [[key, bytes, purpose], ...]} of a rank that streamed its shards."""
     reads = getattr(source, "reads", None)
     if faults.weights_digest_dir and reads is not None:
-        (Path(faults.weights_digest_dir) / f"rank{rank}.reads.json").write_text(json.dumps(reads))
+        (Path(faults.weights_digest_dir) / f"rank{rank}.reads.json").write_text(json.dumps({"node": node,
+                                                                                             "reads": reads}))

@@ -39,8 +39,8 @@ Row = tuple[int, int, bytes]  # (sample index in the version, label, encoded ima
 @dataclass
 class ShardStream:
     """A staged version read shard by shard. `fetch(shard)` returns its rows, `decode(bytes)` an image.
-    `reads` records (key, bytes, purpose) of every shard this process fetched: "train" for the epochs'
-    reads, "sample" for the kNN bank and the views preview."""
+    `reads` records (key, bytes, purpose) of every shard this process fetched: "train/<epoch>" for the
+    epochs' reads, "sample" for the kNN bank and the views preview."""
 
     name: str
     classes: list[str]
@@ -132,6 +132,6 @@ class StreamViews(IterableDataset):
         worker, n_workers = (info.id, info.num_workers) if info else (0, 1)
         shards = self.stream.rank_shards(self.seed, self.epoch)[worker::n_workers]
         rng = random.Random(((self.seed * 1_000_003 + self.epoch) * 1009 + self.stream.rank) * 101 + worker)
-        rows = (row for shard in shards for row in self.stream.rows(shard))
+        rows = (row for shard in shards for row in self.stream.rows(shard, f"train/{self.epoch}"))
         for index, _, data in shuffle_buffer(rows, self.buffer, rng):
             yield seeded_views(self.transform, self.stream.decode(data), self.seed, self.epoch, index), index

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import ray
 import ray.train
 import ray.train.torch
 from ray.train import Checkpoint
@@ -79,7 +80,7 @@ def worker_loop(config: dict) -> None:
         result = train(cfg, reporters, out_dir=local, resume=resume, train_source=train_src, test_source=test_src,
                        rank=rank, world_size=world, wrap_model=wrap)
         faults.write_weights_digest(cfg.faults, result.model, rank, result.targets)
-        faults.write_reads(cfg.faults, rank, train_src)
+        faults.write_reads(cfg.faults, rank, train_src, ray.get_runtime_context().get_node_id())
     finally:
         if tracker is not None:
             tracker.finish(end_run=False)

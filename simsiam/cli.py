@@ -209,7 +209,10 @@ def pretrain(
     ray = steps.RayWorkers(workers, gpus_per_worker, cpus_per_worker, max_failures) if workers > 0 else None
     cfg = steps.resume_config(out, set_) if resume and ray is None else load_config(preset, set_ or [])
     uri = steps.tracking_uri(tracking_uri, state) if track else None
-    trained = steps.pretrain(cfg, out, tracking_uri=uri, state=state, progress=progress, resume=resume, ray=ray)
+    # a Ray run killed with its driver resumes under the same --out: its MLflow run continues too
+    previous = steps.interrupted_attempt(out) if ray is not None else None
+    trained = steps.pretrain(cfg, out, tracking_uri=uri, state=state, progress=progress, resume=resume, ray=ray,
+                             previous=previous)
     summary = {"out": str(out), **trained, "mlflow_run_id": trained["run_id"], "mlflow_run_url": trained.get("run_url")}
     if track and register:
         summary.update(steps.evaluate_and_register(cfg, trained, uri, state))

@@ -1,6 +1,8 @@
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -113,6 +115,17 @@ def test_user_errors_exit_2_with_one_line(tmp_path, args, needle):
     assert needle in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()  # failed before any service started in --state
+
+
+def test_an_unreachable_ray_address_is_one_line_before_any_service_starts(tmp_path):
+    t0 = time.time()
+    r = subprocess.run([*SIMSIAM, "pretrain", "--workers", "2", "--out", str(tmp_path / "x"), "--state",
+                        str(tmp_path / "s"), *TINY], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "RAY_ADDRESS": "127.0.0.1:9"})
+    assert r.returncode == 2 and time.time() - t0 < 60  # ray.init itself retries for minutes
+    assert "cannot reach the Ray cluster at RAY_ADDRESS=127.0.0.1:9" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize("args,needle", [

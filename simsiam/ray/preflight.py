@@ -77,3 +77,9 @@ def check_ray_address(address: str) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot reach the Ray cluster at RAY_ADDRESS={address} ({exc.strerror or exc}); "
                           "start it, or unset RAY_ADDRESS to run on a local Ray") from None
+
+
+def check_cluster_address() -> None:
+    """check_ray_address($RAY_ADDRESS) when it is set: before any service starts for the run."""
+    if os.environ.get("RAY_ADDRESS"):
+        check_ray_address(os.environ["RAY_ADDRESS"])

@@ -9,6 +9,7 @@ A trained model travels between steps as a checkpoint location: a local path (in
 training) or `s3://<bucket>/<key>/checkpoint.pt` (Ray Train runs and sweep trials).
 """
 
+from simsiam.steps.attempts import interrupted_attempt
 from simsiam.steps.data import check_local_data, dataset_version, is_staged, local_source, stage, with_staged
 from simsiam.steps.embed import embed
 from simsiam.steps.evaluate import evaluate, evaluate_and_register, load_trained, log_models, read_checkpoint, register
@@ -17,6 +18,6 @@ from simsiam.steps.services import run_dir, tracking_uri
 from simsiam.steps.train import RayWorkers, pretrain, resume_config, sweep, sweep_space
 
 __all__ = ["RayWorkers", "check_local_data", "dataset_version", "embed", "evaluate", "evaluate_and_register",
-           "is_staged",
-           "load_trained", "local_source", "log_models", "pretrain", "read_checkpoint", "register",
+           "interrupted_attempt", "is_staged", "load_trained", "local_source", "log_models", "pretrain",
+           "read_checkpoint", "register",
            "reproduce", "resume_config", "run_dir", "stage", "sweep", "sweep_space", "tracking_uri", "with_staged"]

@@ -64,12 +64,18 @@ def pick_attempt(state: str | Path | None, cfg: Config, workers: int = 0) -> Att
     while (out / FINISHED).exists():
         n += 1
         out = base.with_name(f"{base.name}-r{n}")
+    previous = interrupted_attempt(out)
+    resume = (out / CHECKPOINT_NAME).is_file() or bool(workers and previous)
+    return Attempt(out, resume, previous)
+
+
+def interrupted_attempt(out: Path) -> dict[str, Any] | None:
+    """The record of the attempt that last worked on `out`, if any; refused while its process lives."""
     previous = _read(out / ATTEMPT)
     if previous and _alive_here(previous):
         raise SimSiamError(f"run {out.name} is in progress in process {previous['pid']} ({out}); "
                            "wait for it, or stop that process and re-run to resume")
-    resume = (out / CHECKPOINT_NAME).is_file() or bool(workers and previous)
-    return Attempt(out, resume, previous)
+    return previous
 
 
 def record_attempt(out: Path, **fields: Any) -> None:

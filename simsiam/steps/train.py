@@ -43,6 +43,10 @@ def pretrain(cfg: Config, out: str | Path, *, tracking_uri: str | None = None, r
     out = Path(out)
     if ray is not None and resume:
         raise SimSiamError("--resume is for in-process runs; a Ray run resumes when restarted with the same --out name")
+    if ray is not None:
+        from simsiam.ray.preflight import check_cluster_address
+
+        check_cluster_address()
     out.mkdir(parents=True, exist_ok=True)
     if not resume:  # a resumed run keeps the config it started with (a mismatch is refused below)
         (out / "config.yaml").write_text(cfg.to_yaml())

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -50,6 +50,7 @@ class ShardStream:
     decode: Callable[[bytes], torch.Tensor]
     rank: int = 0
     world: int = 1
+    ref: Any = None  # where the version lives (the storage adapter's DatasetRef), for run metadata
     reads: list[tuple[str, int, str]] = field(default_factory=list)
 
     def __len__(self) -> int:

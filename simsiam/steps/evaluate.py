@@ -91,7 +91,7 @@ def evaluate(cfg: Config | None, checkpoint: str | None = None, model_uri: str |
     faults.io_fault("evaluate")
     backbone, cfg, step = _backbone(cfg, checkpoint, model_uri, tracking_uri, state, random_init, overrides)
     device = resolve_device(cfg.train.device)
-    train_src, test_src = open_sources(cfg, need_test=True, state=state)
+    train_src, test_src = open_sources(cfg, need_test=True, state=state, for_training=False)
     t0 = time.perf_counter()
     kept: dict = {}
     metrics = evaluate_backbone(backbone.to(device), cfg, train_src, test_src, device, keep=kept)

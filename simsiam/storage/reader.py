@@ -170,7 +170,7 @@ def shard_stream(store: ObjectStore, ref: DatasetRef, manifest: dict) -> ShardSt
 
     return ShardStream(manifest["dataset"], list(manifest["classes"]), manifest["channels"],
                        [Shard(s["key"], s["count"], s["size"]) for s in manifest["shards"]], fetch,
-                       partial(decode_image, channels=manifest["channels"]))
+                       partial(decode_image, channels=manifest["channels"]), ref=ref)
 
 
 def decoded_bytes(manifest: dict) -> int:

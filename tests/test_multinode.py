@@ -4,6 +4,9 @@ real SeaweedFS for data and checkpoints and a real MLflow server."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -137,6 +140,78 @@ def _wait(probe, timeout):
             return value
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout} s")
+
+
+def _cli(cluster, *args: str) -> list[str]:
+    sets = ["model.width=4", "model.dim=32", "model.pred_dim=8", "train.batch_size=64", "train.device=cpu",
+            "train.amp=none", "train.channels_last=false", "eval.knn_every_epochs=0", "data.download=false",
+            "tracking.system_metrics=false", "tracking.flush_every_steps=4", "data.stream=true",
+            "data.train_subset=null"]
+    return [sys.executable, "-m", "simsiam.cli", *args, *[a for kv in sets for a in ("--set", kv)]]
+
+
+def _env(cluster) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    return {**env, "RAY_ADDRESS": cluster.cluster.address, "SIMSIAM_STATE": str(cluster.state),
+            "MLFLOW_TRACKING_URI": cluster.ml.tracking_uri, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def test_a_killed_driver_rerun_with_the_same_out_resumes_from_the_s3_checkpoint(cluster, tmp_path):
+    args = _cli(cluster, "pretrain", "--workers", "2", "--out", str(tmp_path / "driver-loss"), "--track",
+                "--no-register", "--set", "data.source=fm-2k@latest", "--set", "train.epochs=12",
+                "--set", "tracking.experiment=multinode")
+    first = subprocess.Popen(args, env=_env(cluster), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    client = MlflowClient(cluster.ml.tracking_uri)
+    try:
+        run_id = _wait(lambda: _run_id(client, "driver-loss"), 180)
+        _wait(lambda: max([m.step for m in client.get_metric_history(run_id, "train/loss")] or [0]) >= 72, 300)
+        assert first.poll() is None
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and its process group, as a lost Prefect worker pod
+        first.wait()
+    import ray
+
+    _wait(lambda: ray.available_resources().get("CPU", 0) >= 2, 120)  # Ray reaps the dead driver's workers
+    again = subprocess.run(args, env=_env(cluster), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    out = json.loads(again.stdout[again.stdout.index("{\n"):])
+    total = 12 * (SHARDS * SHARD_SIZE // 64)
+    assert out["steps"] == total and out["mlflow_run_id"] == run_id  # the same run, continued
+    assert int(client.get_run(run_id).data.tags["simsiam.resumed_from_step"]) >= 64
+    assert sorted(m.step for m in client.get_metric_history(run_id, "train/loss")) == list(range(1, total + 1))
+
+
+def test_a_sweeps_trials_run_on_different_nodes(cluster, tmp_path):
+    from simsiam.ray import run_sweep
+
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for d in dirs:
+        d.mkdir()
+    cfg = _cfg(tmp_path, "train.epochs=2", "eval.knn_train_samples=256", "eval.knn_test_samples=256")
+    res = run_sweep(cfg, {"faults.weights_digest_dir": [str(d) for d in dirs]}, cluster.dist(num_workers=1),
+                    max_concurrent=2, early_stop=False)
+    assert [r["error"] for r in res.rows] == [None, None], res.rows
+    nodes = {json.loads((d / "rank0.reads.json").read_text())["node"] for d in dirs}
+    assert len(nodes) == 2  # one trial per node, at the same time
+
+
+def test_a_pipeline_flow_run_drives_the_cluster_at_ray_address(cluster, tmp_path):
+    r = subprocess.run(_cli(cluster, "run", "--workers", "2", "--subset", "512", "--state", str(cluster.state),
+                            "--set", "storage.shard_size=128", "--set", "train.epochs=1", "--set",
+                            "eval.probe_epochs=2", "--set", "tracking.experiment=multinode-flow"),
+                       env=_env(cluster), capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout[r.stdout.index("{\n"):])
+    where = out["where_to_look"]
+    assert where["alias"] in ("champion", "challenger") and out["metrics"]["probe/top1"] > 0
+    run_id = where["run"].rstrip("/").split("/")[-1]
+    client = MlflowClient(cluster.ml.tracking_uri)
+    assert "streamed: 4 shards dealt over 2 workers" in client.get_run(run_id).data.params["plan.augment_why"]
+    steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
+    assert sorted(steps) == list(range(1, 512 // 64 + 1))
+    port = cluster.cluster.address.split(":")[-1]
+    assert "Connecting to existing Ray cluster at address: " in r.stderr and f":{port}" in r.stderr  # not a local Ray
 
 
 def test_more_workers_than_the_cluster_can_place_fail_fast(cluster, tmp_path):

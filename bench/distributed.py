@@ -1,10 +1,15 @@
 """Ray Train overhead and scaling on this machine; prints JSON.
 
     python bench/distributed.py --preset cpu-demo --steps 40
+    python bench/distributed.py --preset cpu-demo --nodes 1,2,4 --shards 16
 
 Measures images/s of the bare engine loop (this process), of Ray Train with 1 worker and with 2
 workers (DDP, gloo on CPU / NCCL on GPU), plus the fixed start-up cost of a Ray Train `fit()`
 and the per-step overhead of Ray Train vs the bare loop.
+
+With --nodes, each count N starts a simulated multi-node cluster (`ray.cluster_utils.Cluster`: a
+head with no CPU for work and N one-CPU nodes) and trains N workers, one per node, streaming a
+staged Fashion-MNIST version from the embedded S3 (see bench/multinode.py).
 """
 
 from __future__ import annotations
@@ -31,7 +36,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="optimizer steps per measured run")
     ap.add_argument("--gpu", action="store_true", help="Ray workers on GPUs")
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--nodes", help="comma list of simulated node counts, e.g. 1,2,4 (multi-node mode)")
+    ap.add_argument("--shards", type=int, default=16, help="shards of the staged version (--nodes)")
     args = ap.parse_args()
+    if args.nodes:
+        from multinode import bench_nodes
+
+        print(json.dumps(bench_nodes(args.preset, args.set, [int(n) for n in args.nodes.split(",")], args.shards,
+                                     args.steps), indent=2))
+        return
     base = load_config(args.preset, args.set + ["eval.knn_every_epochs=0", "eval.knn_at_start=false"])
     batch = base.train.batch_size
     subset = batch * args.steps

@@ -57,3 +57,21 @@ def test_pipeline_bench_splits_wall_time():
     assert all(run[k] > 0 for k in ("staging_s", "training_s", "evaluation_s", "registry_s"))
     assert run["wall_s"] >= run["staging_s"] + run["training_s"] + run["evaluation_s"] + run["registry_s"]
     assert out["ratio_pipeline_over_bare"] > 1
+
+
+def test_scaling_model_prints_the_infra_readme_numbers():
+    out = _json(["bench/scaling_model.py"])
+    r50 = out["models"]["r50"]
+    assert r50["params"] == 38_199_360 and r50["grad_mb_per_step"] == 152.8
+    assert r50["efficiency"]["8_gpus"]["eth_25g"] == {"comm_ms": 85.6, "no_overlap": 0.38, "full_overlap": 0.61}
+    assert out["cost"]["8x_g6.2xlarge_10gbe"]["usd"] == 156 and out["cost"]["1x_g6.2xlarge"]["hours"] == 96.1
+
+
+@pytest.mark.slow
+def test_distributed_nodes_bench_reads_disjoint_shards_per_node_count():
+    out = _json(["bench/distributed.py", "--preset", "cpu-demo", "--nodes", "1,2", "--shards", "4", "--steps", "4",
+                 *TINY[:-2], *FP32])
+    assert [r["nodes"] for r in out["rows"]] == [1, 2] and out["shards"] == 4
+    for row in out["rows"]:
+        assert len(row["s3_bytes_read_per_worker"]) == row["nodes"] and row["img_per_s"] > 0
+        assert sum(row["s3_bytes_read_per_worker"]) == out["dataset_bytes"]  # each shard read once per epoch

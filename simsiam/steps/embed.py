@@ -26,16 +26,13 @@ def embed(cfg: Config, model_uri: str, data: str, tracking_uri: str, state: str 
     from simsiam.tracking import check_server, load_registered_net, registered_version
 
     check_server(tracking_uri)
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
     name, version = registered_version(model_uri, tracking_uri)
     store = store_for(cfg, state)
     ref, _ = resolve_dataset(store, data)
     prefix = embeddings_prefix(name, version, ref)
     if (done := existing_embeddings(store, prefix)) is not None:
         return {**done, "reused": True}
-    net, info = load_registered_net(f"models:/{name}/{version}")  # the version resolved above, not a moved alias
+    net, info = load_registered_net(f"models:/{name}/{version}", tracking_uri)  # resolved above: not a moved alias
     model_cfg = validate_config(info["config"])
     device = resolve_device(cfg.train.device)
     source = StagedSource(store, f"{ref.name}@{ref.version}")

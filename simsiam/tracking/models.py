@@ -91,9 +91,13 @@ def load_registered(uri: str) -> torch.nn.Module:
     return load_registered_net(uri)[0]
 
 
-def load_registered_net(uri: str) -> tuple[torch.nn.Module, dict]:
-    """(the network, its net.json: part, training config, input normalisation)."""
+def load_registered_net(uri: str, tracking_uri: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """(the network, its net.json: part, training config, input normalisation), from the registry at
+    `tracking_uri` (default: MLflow's current one)."""
     from mlflow.models import Model
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
 
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -39,7 +39,7 @@ def _one_count(nodes: int, preset: str, sets: list[str], manifest: dict, setting
     for i in range(nodes):
         cluster.add_node(num_cpus=1, env_vars={"SIMSIAM_CACHE": str(tmp / f"cache-{nodes}-{i}")})
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address)
+    ray.init(address=cluster.address, log_to_driver=False)  # stdout is the JSON only
     try:
         dist = DistSettings(num_workers=nodes, cpus_per_worker=1, placement_strategy="SPREAD", storage=settings,
                             max_failures=0, state_path=str(state))
@@ -56,8 +56,9 @@ def _one_count(nodes: int, preset: str, sets: list[str], manifest: dict, setting
         epoch = two - one  # start-up and the first epoch's warm-up cancel
         per_worker = [sum(b for _, b, p in json.loads((reads / f"rank{r}.reads.json").read_text())["reads"]
                           if p == "train/0") for r in range(nodes)]
-        return {"nodes": nodes, "img_per_s": round(steps * cfg.train.batch_size / epoch, 1),
-                "step_ms": round(1000 * epoch / steps, 1), "steps_per_epoch": steps,
+        timed = epoch > 0  # else the epoch is shorter than the timing noise (tiny settings): no rates
+        return {"nodes": nodes, "img_per_s": round(steps * cfg.train.batch_size / epoch, 1) if timed else None,
+                "step_ms": round(1000 * epoch / steps, 1) if timed else None, "steps_per_epoch": steps,
                 "fit_fixed_overhead_s": round(one - epoch, 1), "s3_bytes_read_per_worker": per_worker}
     finally:
         ray.shutdown()
@@ -78,10 +79,11 @@ def bench_nodes(preset: str, sets: list[str], counts: list[int], shards: int, st
             rows = [_one_count(n, preset, sets, manifest, settings, state, tmp) for n in counts]
         finally:
             stop_s3(state)
-    base = rows[0]["img_per_s"] / rows[0]["nodes"]
     for row in rows:
-        row["scaling_efficiency"] = round(row["img_per_s"] / (base * row["nodes"]), 2)
-        row["step_overhead_ms_vs_first"] = round(row["step_ms"] - rows[0]["step_ms"], 1)  # same global batch
+        if row["img_per_s"] and rows[0]["img_per_s"]:
+            base = rows[0]["img_per_s"] / rows[0]["nodes"]
+            row["scaling_efficiency"] = round(row["img_per_s"] / (base * row["nodes"]), 2)
+            row["step_overhead_ms_vs_first"] = round(row["step_ms"] - rows[0]["step_ms"], 1)  # same global batch
     return {"preset": preset, "set": sets, "batch": batch, "dataset_bytes": manifest["total_bytes"],
             "shards": len(manifest["shards"]), "samples": manifest["num_samples"], "rows": rows,
             "note": "simulated nodes share this machine's cores: efficiency here measures Ray/DDP/S3 overhead, "

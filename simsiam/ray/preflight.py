@@ -22,7 +22,7 @@ def worker_resources(num_cpus: float, num_gpus: float) -> dict[str, float]:
 
 def check_placeable(num_workers: int, per_worker: dict[str, float]) -> None:
     """Raise ConfigError when the live nodes, empty, could not hold `num_workers` workers of `per_worker`."""
-    if os.environ.get(WAIT_ENV):
+    if os.environ.get(WAIT_ENV) or not per_worker:
         return
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     fits = sum(min(int(n["Resources"].get(k, 0) // v) for k, v in per_worker.items()) for n in nodes)

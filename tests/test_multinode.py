@@ -53,6 +53,8 @@ def cluster(tmp_path_factory, fmnist_train):
 
     from simsiam.ray.cluster import export_credentials
 
+    if ray.is_initialized():  # an in-process flow earlier in the session started a local Ray: not this one
+        ray.shutdown()
     tmp = tmp_path_factory.mktemp("multinode")
     state = tmp / "state"
     s3, ml = start_s3(state), start_mlflow(state)

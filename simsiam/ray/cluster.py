@@ -87,9 +87,10 @@ def run_config(name: str, dist: DistSettings, callbacks: list | None = None) -> 
                      **storage_kwargs(dist))
 
 
-def preflight(cfg: Config, dist: DistSettings) -> None:
-    """Fail in seconds, not hours: workers the cluster can never place, storage its nodes cannot reach
-    (Ray's checkpoint storage, and the endpoint of the staged training data)."""
+def connect(cfg: Config, dist: DistSettings) -> None:
+    """Connect to (or start) Ray, then fail in seconds, not hours: workers the cluster can never place,
+    storage its nodes cannot reach (Ray's checkpoint storage, and the endpoint of the staged data)."""
+    init_ray(storage=dist.storage)
     data_endpoint = None
     if cfg.data.source:
         data_endpoint = settings_from_env(cfg.storage.endpoint_url, state_path=dist.state_path).endpoint_url

@@ -14,15 +14,7 @@ from ray.train.torch import TorchTrainer
 
 from simsiam.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from simsiam.config import Config
-from simsiam.ray.cluster import (
-    DistSettings,
-    init_ray,
-    loop_config,
-    preflight,
-    run_config,
-    scaling_config,
-    storage_filesystem,
-)
+from simsiam.ray.cluster import DistSettings, connect, loop_config, run_config, scaling_config, storage_filesystem
 from simsiam.ray.worker import worker_loop
 
 
@@ -39,8 +31,7 @@ def pretrain_distributed(cfg: Config, dist: DistSettings, name: str | None = Non
                          run_id: str | None = None) -> DistResult:
     """Data-parallel pretraining on Ray Train. Re-using `name` with the same storage resumes that run;
     `run_id`: the MLflow run to log to (an interrupted attempt's, to continue its history)."""
-    init_ray(storage=dist.storage)
-    preflight(cfg, dist)
+    connect(cfg, dist)
     name = name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if dist.tracking_uri:
         from simsiam.tracking import create_run, end_run

@@ -21,15 +21,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from simsiam.config import Config, override_config, validate_config
 from simsiam.diagnostics import COLLAPSE_RATIO, is_collapsed
-from simsiam.ray.cluster import (
-    DistSettings,
-    init_ray,
-    loop_config,
-    preflight,
-    run_config,
-    scaling_config,
-    storage_kwargs,
-)
+from simsiam.ray.cluster import DistSettings, connect, loop_config, run_config, scaling_config, storage_kwargs
 from simsiam.ray.worker import worker_loop
 
 # The trial function only drives its TorchTrainer. It reserves no CPU, so that N one-CPU workers fill
@@ -95,8 +87,7 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
     or {"spec": [{"name", "overrides", "tags"}, ...]} for a list of named trials), repeated `samples` times;
     lr follows base_lr x batch/256 through the config. `early_stop=False` runs every trial to its end
     (no ASHA, collapse recorded but not stopped)."""
-    init_ray(storage=dist.storage)
-    preflight(cfg, dist)
+    connect(cfg, dist)
     # ASHA needs the kNN metric in every report; reports happen at epoch ends only.
     cfg = override_config(cfg, ["eval.knn_every_epochs=1", "train.checkpoint_every_steps=null"])
     name = name or f"sweep-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"

@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--preset", default="cpu-demo")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--out", default=None, help="run directory (checkpoint, metrics.jsonl)")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="skip the random-init and raw-pixel evaluations (they do not change with training choices)")
     args = ap.parse_args()
     cfg = load_config(args.preset, args.set)
     device = resolve_device(cfg.train.device)
@@ -70,15 +72,17 @@ def main() -> None:
     result = train(cfg, reporters, out_dir=args.out, train_source=train_src, test_source=test_src)
     pretrain_s = time.perf_counter() - t0
     trained = evaluate_backbone(result.model.backbone, cfg, train_src, test_src, device)
-    seed_everything(cfg.train.seed)
-    random_init = evaluate_backbone(build_model(cfg.model).to(device).backbone, cfg, train_src, test_src, device)
+    random_init = None
+    if not args.no_baselines:
+        seed_everything(cfg.train.seed)
+        random_init = evaluate_backbone(build_model(cfg.model).to(device).backbone, cfg, train_src, test_src, device)
     print(json.dumps({
         "preset": args.preset, "overrides": args.set, "device": str(device), "steps": result.step,
         "epochs": cfg.train.epochs, "train_images": cfg.data.train_subset or len(train_src),
         "pretrain_minutes": round(pretrain_s / 60, 2), "collapsed": result.collapsed,
         "final_z_std_ratio": result.last_metrics.get("train/z_std_ratio"),
         "trained": trained, "random_init": random_init,
-        **raw_pixel_baseline(cfg, train_src, test_src, device),
+        **({} if args.no_baselines else raw_pixel_baseline(cfg, train_src, test_src, device)),
         "knn_curve": curve.points, "torch_threads": torch.get_num_threads(),
     }, indent=2))
 

@@ -8,12 +8,15 @@ import time
 from prefect.runtime import flow_run
 
 from simsiam.config import Config, load_config, override_config
+from simsiam.library_env import apply_library_defaults
 
 DEFAULT_PRESET = "cpu-demo"
 
 
 def resolve_config(preset: str, overrides: list[str] | None, config: Config | None) -> Config:
-    """An explicit `config` (a form in the Prefect UI) wins; else preset + `key=value` overrides."""
+    """An explicit `config` (a form in the Prefect UI) wins; else preset + `key=value` overrides.
+    Every flow starts here, so this is also where a flow sets the libraries' environment."""
+    apply_library_defaults()
     cfg = config if config is not None else load_config(preset)
     return override_config(cfg, list(overrides or []))
 

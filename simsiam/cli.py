@@ -15,6 +15,7 @@ import typer
 from simsiam import steps
 from simsiam.config import load_config
 from simsiam.errors import DiskFullError, SimSiamError
+from simsiam.library_env import apply_library_defaults
 
 app = typer.Typer(
     help="SimSiam self-supervised pretraining (Chen & He, CVPR 2021): stage, pretrain, sweep, probe and "
@@ -391,6 +392,7 @@ def show_config(preset: PresetOpt = "cpu-demo", set_: SetOpt = None) -> None:
 
 
 def main() -> None:
+    apply_library_defaults()
     # Typer handles usage errors itself (exit 2); our user errors get the same treatment.
     try:
         app()

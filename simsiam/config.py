@@ -201,7 +201,10 @@ class Config(_Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """What the run computes: fault injection (a test's crash, its digest files) is not part of it,
+        so a run that crashed on purpose and its clean re-run are the same run."""
+        plan = {k: v for k, v in self.to_dict().items() if k != "faults"}
+        return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view, e.g. for tracking params."""

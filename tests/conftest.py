@@ -14,8 +14,12 @@ import torch
 
 from simsiam.config import load_config
 from simsiam.data import DEBIAN_FASHION_MNIST, load_fashion_mnist
+from simsiam.library_env import apply_library_defaults
 
+apply_library_defaults()  # the test session is an entry point, as the CLI is
 os.environ.setdefault("SIMSIAM_CACHE", str(Path(__file__).parent / ".cache-unused"))
+# Each xdist worker's local Ray keeps its session files apart (the workers inherit the controller's env).
+os.environ["SIMSIAM_RAY_TMP"] = f"/tmp/ray-simsiam-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 # Prefect reads its settings at import: keep tests' database/results out of ~/.prefect, no telemetry.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="simsiam-test-prefect-"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -66,24 +70,31 @@ def fmnist_small_root(tmp_path_factory, fmnist_train, fmnist_test):
     return root
 
 
-# fp32: bf16 autocast (the cpu-demo preset's) is emulated on CPUs without AVX-512 BF16, measured 5x
-# slower per step on an AVX2-only EPYC; tests check logic, not mixed-precision speed.
-TINY = ["model.width=4", "model.dim=32", "model.pred_dim=8", "model.proj_layers=2", "model.in_channels=1",
-        "train.batch_size=16", "train.epochs=2", "train.device=cpu", "data.train_subset=64",
-        "eval.knn_every_epochs=0", "data.download=false", "train.amp=none", "train.channels_last=false"]
-
-
-FP32 = ["--set", "train.amp=none", "--set", "train.channels_last=false"]  # the same, as CLI arguments
+# The one tiny config of the suite: a width-4 net in fp32 on CPU, 64 images in batches of 16, no
+# kNN monitor: a step in milliseconds. fp32 because bf16 autocast (the cpu-demo preset's `auto` on
+# AVX-512-BF16 CPUs) is emulated elsewhere, measured 5x slower per step on an AVX2-only EPYC; tests
+# check logic, not mixed-precision speed. Tests that need more add their own overrides on top.
+TINY = ["model.width=4", "model.dim=32", "model.pred_dim=8", "train.device=cpu", "train.amp=none",
+        "train.channels_last=false", "data.download=false", "eval.knn_every_epochs=0",
+        "train.batch_size=16", "train.epochs=2", "data.train_subset=64"]
+# On top of TINY, the sizes of a whole pipeline run: 512 staged images in batches of 64, one epoch.
+PIPELINE = ["train.batch_size=64", "train.epochs=1", "data.train_subset=null", "eval.probe_epochs=5",
+            "tracking.system_metrics=false"]
 
 
 def tiny_config(*overrides: str):
-    """A config small enough for a step in milliseconds on CPU."""
+    """TINY (+ overrides) as a Config."""
     return load_config("cpu-demo", TINY + list(overrides))
+
+
+def tiny_sets(*overrides: str) -> list[str]:
+    """TINY (+ overrides) as CLI arguments: --set k=v ..."""
+    return [arg for kv in TINY + list(overrides) for arg in ("--set", kv)]
 
 
 def tiny_args(*overrides: str) -> list[str]:
     """`tiny_config` as CLI arguments (--preset cpu-demo --set ...)."""
-    return ["--preset", "cpu-demo"] + [arg for kv in TINY + list(overrides) for arg in ("--set", kv)]
+    return ["--preset", "cpu-demo", *tiny_sets(*overrides)]
 
 
 @pytest.fixture
@@ -100,8 +111,6 @@ def _torch_threads():
 def demo_run(tmp_path_factory):
     """`simsiam up --with-prefect-server`, then one tiny `simsiam run`: a champion, its run and the
     flow runs with their report artifact, as a user has them after the demo."""
-    from test_flows import TINY
-
     state = tmp_path_factory.mktemp("demo") / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SIMSIAM_S3"))}
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -110,9 +119,7 @@ def demo_run(tmp_path_factory):
         up = subprocess.run([*cli, "up", "--with-prefect-server", "--state", str(state)], capture_output=True,
                             text=True, env=env, timeout=300)
         assert up.returncode == 0, up.stderr[-2000:]
-        args = [*cli, "run", "--subset", "512", "--state", str(state)]
-        for s in TINY:
-            args += ["--set", s]
+        args = [*cli, "run", "--subset", "512", "--state", str(state), *tiny_sets(*PIPELINE)]
         r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         out = json.loads(r.stdout[r.stdout.index("{\n"):])
@@ -123,17 +130,38 @@ def demo_run(tmp_path_factory):
         subprocess.run([*cli, "down", "--state", str(state)], capture_output=True, timeout=120)
 
 
-def pytest_sessionfinish(session, exitstatus):
-    session.config._simsiam_exitstatus = int(exitstatus)
+# With pytest-xdist (`-n 2 --dist loadgroup --no-loadscope-reorder`, scripts/test.sh) each worker
+# starts with two groups and takes the next when one ends. So: the two longest groups first (one per
+# worker), then two short ones (queued behind them), then the rest longest first, by the durations
+# that `.ci/run` prints. Modules not listed follow in file order.
+LONGEST_FIRST = ["ray", "test_run_cli", "test_layout", "test_losses", "demo_run", "test_stream_s3", "test_tracking",
+                 "test_flows", "test_bench", "test_services", "test_cli", "test_deployments", "test_storage"]
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config):
-    """Leave with pytest's own exit status, skipping the interpreter's teardown: once, after all
-    tests of a run with the multi-node cluster had passed, that teardown crashed (SIGSEGV, exit
-    139) in a background thread of Ray or gRPC, which would fail CI for no test's fault."""
-    status = getattr(config, "_simsiam_exitstatus", None)
-    if status is not None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
+def _group(item) -> str:
+    """A module's tests run on one worker, so its module fixtures (servers, trained runs) are made
+    once; the modules that use the session's `demo_run` share one group for the same reason. Tests
+    marked `xdist_group("ray")` share one worker, so one Ray runs at a time: with two on a machine,
+    Ray Train's PlacementGroupCleaner fails ("Found multiple active Ray instances"), stopped trials
+    keep their CPUs reserved, and the next trial waits for its worker group to time out (seen)."""
+    mark = item.get_closest_marker("xdist_group")
+    if mark:
+        return mark.args[0] if mark.args else mark.kwargs["name"]
+    return "demo_run" if "demo_run" in item.fixturenames else item.module.__name__
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    groups = {item: _group(item) for item in items}
+    for item, group in groups.items():
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: rank.get(groups[item], len(rank)))  # stable: file order within a rank
+
+
+def pytest_collection_finish(session):
+    """xdist marks a grouped test by a `@group` suffix on its node id; pytest 9 dropped the attribute
+    xdist 3.8 sets, which silently spread the groups over both workers (two Rays at once)."""
+    if getattr(session.config.option, "loadgroup", False) and any("@" not in i.nodeid for i in session.items):
+        raise pytest.UsageError(f"pytest-xdist's --dist loadgroup did not group the tests under pytest "
+                                f"{pytest.__version__}: pin the pytest that pyproject.toml names")

@@ -57,10 +57,15 @@ def test_a_run_whose_process_lives_is_refused(tmp_path):
 def test_subset_check_uses_the_smallest_sweep_batch_and_local_paths_are_tracking_uris():
     from simsiam.errors import ConfigError
     from simsiam.steps import check_local_data
-    from simsiam.steps.services import check_tracking_uri
+    from simsiam.steps.locations import check_tracking_uri
 
-    cfg = load_config("cpu-demo")  # batch 128
-    check_local_data(cfg, 100, batch_size=32)  # a sweep over --batch 32,64 fits 100 images
+    cfg = load_config("cpu-demo", ["data.download=false"])  # batch 128
+    assert check_local_data(cfg, 100, batch_size=32) is None  # a sweep over --batch 32,64 fits 100 images
     with pytest.raises(ConfigError, match="--subset 100 leaves 100 training samples, fewer than train.batch_size=128"):
         check_local_data(cfg, 100)
+    with pytest.raises(ConfigError, match="--subset 20 leaves 20 training samples, fewer than train.batch_size=32"):
+        check_local_data(cfg, 20, batch_size=32)  # the sweep's smallest batch is the one checked
     assert check_tracking_uri("./mlruns") == "./mlruns" and check_tracking_uri("/srv/mlruns") == "/srv/mlruns"
+    for bad in ("htp:/bad uri", "ftp://host/x"):
+        with pytest.raises(ConfigError, match="is not an MLflow tracking URI"):
+            check_tracking_uri(bad)

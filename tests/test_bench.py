@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FP32
+from conftest import PIPELINE, tiny_sets
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8",
-        "--set", "train.device=cpu", "--set", "train.batch_size=16", "--set", "data.train_subset=64"]
+TINY = tiny_sets()
 
 
 def _json(args):
@@ -24,8 +23,8 @@ def test_throughput_prints_json():
     # bf16 explicitly: the preset's `auto` is fp32 on AVX2-only CPUs, and fp32 + channels_last hits a
     # pathologically slow conv backward there (over 100 s for 3 steps of a width-4 net; bf16: 144 ms/step).
     out = _json(["bench/throughput.py", "--preset", "cpu-demo", "--steps", "2", "--warmup", "1",
-                 "--augment-samples", "50", "--variants", "base,channels_last", "--end-to-end", *TINY,
-                 "--set", "train.amp=bf16"])
+                 "--augment-samples", "50", "--variants", "base,channels_last", "--end-to-end",
+                 *tiny_sets("train.amp=bf16")])
     assert out["train_img_per_s"] > 0 and out["augment_img_per_s"] > 0 and out["augment_device_img_per_s"] > 0
     assert out["variants"]["channels_last"]["train_img_per_s"] > 0 and out["batch"] == 16
     e2e = out["end_to_end"]
@@ -34,8 +33,10 @@ def test_throughput_prints_json():
 
 
 @pytest.mark.slow
-def test_quality_prints_curve_and_baselines():
-    out = _json(["bench/quality.py", "--preset", "cpu-demo", *FP32, *TINY, "--set", "train.epochs=2",
+def test_quality_prints_curve_and_baselines(fmnist_small_root):
+    # 2,000 real train and 500 test images: the evaluations (3 probes) in seconds, not on 70k images
+    out = _json(["bench/quality.py", "--preset", "cpu-demo", *TINY, "--set", f"data.root={fmnist_small_root}",
+                 "--set", "train.epochs=2",
                  "--set", "eval.knn_every_epochs=1", "--set", "eval.knn_train_samples=500",
                  "--set", "eval.knn_test_samples=200", "--set", "eval.probe_epochs=1"])
     assert [p["epoch"] for p in out["knn_curve"]] == [0, 1, 2]
@@ -47,11 +48,8 @@ def test_quality_prints_curve_and_baselines():
 @pytest.mark.slow
 @pytest.mark.integration
 def test_pipeline_bench_splits_wall_time():
-    out = _json(["bench/pipeline.py", "--preset", "cpu-demo", "--subset", "256", *FP32, "--set", "model.width=4",
-                 "--set", "model.dim=32", "--set", "model.pred_dim=8", "--set", "train.batch_size=64",
-                 "--set", "train.epochs=1", "--set", "eval.knn_every_epochs=0", "--set", "train.device=cpu",
-                 "--set", "tracking.system_metrics=false", "--set", "data.train_subset=null",
-                 "--set", "eval.probe_epochs=2"])
+    out = _json(["bench/pipeline.py", "--preset", "cpu-demo", "--subset", "256",
+                 *tiny_sets(*PIPELINE, "eval.probe_epochs=2")])
     run = out["first_run"]
     assert run["decision"] == "champion" and run["uploaded_objects"] > 0
     assert all(run[k] > 0 for k in ("staging_s", "training_s", "evaluation_s", "registry_s"))
@@ -68,9 +66,10 @@ def test_scaling_model_prints_the_infra_readme_numbers():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # starts a Ray cluster
 def test_distributed_nodes_bench_reports_disjoint_s3_reads_per_worker():
     out = _json(["bench/distributed.py", "--preset", "cpu-demo", "--nodes", "2", "--shards", "4", "--steps", "4",
-                 *TINY[:-2], *FP32])
+                 *tiny_sets("data.train_subset=null")])
     (row,) = out["rows"]
     assert row["nodes"] == 2 and out["shards"] == 4 and row["steps_per_epoch"] == 4
     reads = row["s3_bytes_read_per_worker"]

@@ -6,17 +6,16 @@ import time
 
 import pytest
 
-from conftest import FP32
+from conftest import tiny_sets
 from simsiam.errors import SimSiamError
 
 SIMSIAM = [sys.executable, "-m", "simsiam.cli"]
-TINY = [*FP32, "--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8",
-        "--set", "train.batch_size=16", "--set", "data.train_subset=64", "--set", "train.epochs=2",
-        "--set", "train.device=cpu", "--set", "eval.knn_every_epochs=0"]
+TINY = tiny_sets()
 
 
-def run(*args, check=True):
-    proc = subprocess.run([*SIMSIAM, *args], capture_output=True, text=True, timeout=600)
+def run(*args, check=True, env=None):
+    proc = subprocess.run([*SIMSIAM, *args], capture_output=True, text=True, timeout=600,
+                          env=None if env is None else {**os.environ, **env})
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -110,11 +109,14 @@ def test_sweep_rejects_a_bad_grid_before_any_trial(tmp_path, args, needle):
       "--set", "data.memory_budget_mb=1"], "keeps 50000 x 32 floats (6 MiB), over data.memory_budget_mb=1"),
 ])
 def test_user_errors_exit_2_with_one_line(tmp_path, args, needle):
-    r = run(*[a.replace("{tmp}", str(tmp_path)) for a in args], check=False)
+    # Commands without --state would start their services in $SIMSIAM_STATE: the same dir, so the
+    # last check holds for every row.
+    r = run(*[a.replace("{tmp}", str(tmp_path)) for a in args], check=False,
+            env={"SIMSIAM_STATE": str(tmp_path / "s")})
     assert r.returncode == 2
     assert needle in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "s").exists()  # failed before any service started in --state
+    assert not (tmp_path / "s").exists()  # failed before any service started in the state dir
 
 
 def test_an_unreachable_ray_address_is_one_line_before_any_service_starts(tmp_path):

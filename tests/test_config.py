@@ -68,6 +68,8 @@ def test_flat_and_hash():
     assert flat["optim.base_lr"] == cfg.optim.base_lr and "model.backbone" in flat
     assert cfg.config_hash() == load_config("cpu-demo").config_hash()
     assert cfg.config_hash() != load_config("cpu-demo", ["optim.base_lr=0.01"]).config_hash()
+    faulty = load_config("cpu-demo", ["faults.fail_at_step=3", "faults.weights_digest_dir=/tmp/d"])
+    assert faulty.config_hash() == cfg.config_hash()  # fault injection is not part of what a run computes
 
 
 def test_configs_saved_before_the_faults_section_still_load():

@@ -1,23 +1,22 @@
 """Ray Train / Tune on a real local Ray cluster (2 CPUs), with checkpoints on the real SeaweedFS
-and metrics on a real MLflow server."""
+and metrics on a real MLflow server; the Prefect flows that run on Ray (pipeline in sweep mode,
+reproduce) against a Prefect test server."""
 
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local tests: no token file in ~/.ray
 
 import pytest
-import torch
 from mlflow import MlflowClient
 
-from conftest import FP32, tiny_args, tiny_config
+from conftest import PIPELINE, TINY, tiny_args, tiny_config
 from simsiam.services import start_mlflow, start_s3, stop_mlflow, stop_s3
 from simsiam.storage import S3Settings, open_store
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="module")
@@ -37,34 +36,20 @@ def stack(tmp_path_factory):
     stop_s3(state)
 
 
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
 def _dist(s3, ml, **kw):
     from simsiam.ray import DistSettings
 
     storage = S3Settings(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key)
     return DistSettings(storage=storage, tracking_uri=ml.tracking_uri, experiment="ray-tests",
                         cpus_per_worker=0.99, **kw)
-
-
-def test_two_worker_ddp_checkpoints_to_s3(stack, tmp_path):
-    from simsiam.ray import load_result_checkpoint, pretrain_distributed
-
-    _, s3, ml = stack
-    dist = _dist(s3, ml, num_workers=2, max_failures=0)
-    # base lr 0.5: the loss falls by ~0.26 over these 24 steps (0.05 at the preset's 0.06; measured in-process, fp32)
-    cfg = tiny_config("train.epochs=3", "data.train_subset=512", "train.batch_size=64", "tracking.system_metrics=false",
-                      "optim.base_lr=0.5", f"faults.weights_digest_dir={tmp_path}")
-    res = pretrain_distributed(cfg, dist, name="ddp-test")
-    assert res.error is None and res.metrics["step"] == 24  # 512 / 64 global batch x 3 epochs
-    digests = {p.read_text() for p in tmp_path.glob("rank*.sha256")}
-    assert len(list(tmp_path.glob("rank*.sha256"))) == 2 and len(digests) == 1  # DDP kept the ranks identical
-    history = MlflowClient(ml.tracking_uri).get_metric_history(res.run_id, "train/loss")
-    losses = [m.value for m in sorted(history, key=lambda m: m.step)]
-    assert len(losses) == 24 and all(torch.isfinite(torch.tensor(losses)))
-    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.05, losses
-    keys = [o["Key"] for o in open_store(dist.storage).list_keys("ray/ddp-test/")]
-    assert any(k.endswith("checkpoint.pt") for k in keys), keys
-    ckpt = load_result_checkpoint(res, dist)
-    assert ckpt["step"] == 24 and ckpt["config"] == cfg.to_dict()
 
 
 def test_worker_failure_resumes_from_s3_checkpoint(stack):
@@ -95,10 +80,10 @@ def test_cli_sweep_asha_collapse_stopper_and_best_trial_registered(stack):
     # outputs collapse within the first epoch, so the collapse stopper acts at its first report.
     # ASHA never cuts the first trial to reach a rung, and cuts a later one only below the rung's
     # median, so trials run one at a time in grid order: (1.0, on) comes first and trains (kNN 42.2
-    # after one epoch, random init 35.4; measured, fp32), and (1e-4, on) comes later, barely moves
-    # (34.4) and must be cut at the first rung.
+    # after one epoch of a 4-epoch run, random init 35.4; measured, fp32), and (1e-4, on) comes later,
+    # barely moves (34.4) and must be cut at the first rung. Two epochs are enough for all of it.
     args = tiny_args("model.width=8", "model.dim=128", "model.pred_dim=32", "data.train_subset=4096",
-                     "train.epochs=4", "model.bn=hidden", "eval.knn_train_samples=500", "eval.knn_test_samples=500",
+                     "train.epochs=2", "model.bn=hidden", "eval.knn_train_samples=500", "eval.knn_test_samples=500",
                      "eval.knn_k=20", "tracking.system_metrics=false", "tracking.experiment=ray-tests",
                      "eval.probe_epochs=5")
     env = {**os.environ, "SIMSIAM_STATE": str(state), "MLFLOW_TRACKING_URI": ml.tracking_uri,
@@ -111,9 +96,9 @@ def test_cli_sweep_asha_collapse_stopper_and_best_trial_registered(stack):
     rows = {(t["optim.base_lr"], t["loss.stop_grad"]): t for t in out["trials"]}
     assert len(rows) == 4 and all(t["error"] is None for t in out["trials"])
     collapsed = rows[(1.0, False)]
-    assert collapsed["collapsed"] and collapsed["stopped_by"] == "collapse" and collapsed["stopped_at_epoch"] < 4
+    assert collapsed["collapsed"] and collapsed["stopped_by"] == "collapse" and collapsed["stopped_at_epoch"] < 2
     good, bad = rows[(1.0, True)], rows[(0.0001, True)]
-    assert good["stopped_by"] == "completed" and good["stopped_at_epoch"] == 4 and not good["collapsed"]
+    assert good["stopped_by"] == "completed" and good["stopped_at_epoch"] == 2 and not good["collapsed"]
     assert bad["stopped_by"] == "asha" and bad["stopped_at_epoch"] == 1, out["trials"]
     assert good["best_knn"] > bad["best_knn"] and out["best"]["trial"] == good["trial"]
     assert bad["lr"] == pytest.approx(0.0001 * 128 / 256)
@@ -137,37 +122,51 @@ def test_cli_sweep_asha_collapse_stopper_and_best_trial_registered(stack):
     assert s3.secret_key not in r.stdout + r.stderr
 
 
-def test_cli_pretrain_on_ray_workers(stack, tmp_path):
-    import ray
+@pytest.mark.slow
+def test_pipeline_sweep_mode_registers_best_trial(stack, harness):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    state, s3, _ = stack
-    env = {**os.environ, "SIMSIAM_STATE": str(state), "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    r = subprocess.run([sys.executable, "-m", "simsiam.cli", "pretrain", "--workers", "1", "--cpus-per-worker", "0.5",
-                        "--out", str(tmp_path / "cli-ray"), *FP32, "--set", "model.width=4", "--set", "model.dim=32",
-                        "--set", "model.pred_dim=8", "--set", "train.batch_size=32", "--set", "data.train_subset=64",
-                        "--set", "train.epochs=1", "--set", "eval.knn_every_epochs=0", "--set", "train.device=cpu"],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    out = _cli_json(r.stdout)
-    assert out["steps"] == 2 and out["checkpoint"].startswith("s3://data/ray/cli-ray/")
-    assert s3.secret_key not in r.stdout + r.stderr
-
-
-def test_cli_reproduce_collapse_suite_reports_verdicts_and_tracks_a_parent_with_4_children(stack, tmp_path):
-    import ray
+    from flows.pipeline import pipeline
 
     state, s3, ml = stack
-    # reproduce-cpu, shortened: without stop-grad or without a predictor (bn=hidden, base lr 1.0) the
-    # outputs collapse within these 64 steps; with both, z_std * sqrt(d) stays near 1.
-    args = ["--preset", "reproduce-cpu", "--set", "train.epochs=4", "--set", "eval.knn_test_samples=500",
-            "--set", "tracking.experiment=ray-tests", "--set", "data.download=false"]
-    env = {**os.environ, "SIMSIAM_STATE": str(state), "MLFLOW_TRACKING_URI": ml.tracking_uri,
-           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    r = subprocess.run([sys.executable, "-m", "simsiam.cli", "reproduce", "--suite", "collapse", "--seeds", "1",
-                        "--cpus-per-worker", "0.99", "--out", str(tmp_path / "rep"), "--track", *args],
-                       capture_output=True, text=True, env=env, timeout=1200)
-    assert r.returncode == 0, r.stderr[-3000:]
-    out = _cli_json(r.stdout)
+    out = pipeline(overrides=[*TINY, *PIPELINE, "tracking.experiment=flow-sweep", "model.backbone=resnet18"],
+                   subset=512, mode="sweep", sweep_lr=[0.06, 0.5], sweep_batch=[64], mlflow_uri=ml.tracking_uri,
+                   state=str(state))
+    client = MlflowClient(ml.tracking_uri)
+    run = client.get_run(out["run_id"])
+    assert run.data.tags["mlflow.runName"].startswith("trial-") and "mlflow.parentRunId" in run.data.tags
+    assert out["registered"]["decision"] == "champion"  # its own registered name (resnet18): first version
+    mv = client.get_model_version_by_alias(out["registered"]["name"], "champion")
+    assert mv.run_id == out["run_id"] and "probe/top1" in run.data.metrics
+    # "best": of the sweep's healthy trials, the registered one has the highest kNN top-1.
+    parent_id = run.data.tags["mlflow.parentRunId"]
+    trials = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    best_knn = {t.info.run_id: max(m.value for m in client.get_metric_history(t.info.run_id, "knn/top1"))
+                for t in trials if t.data.tags.get("simsiam.collapsed") != "true"}
+    assert len(trials) == 2 and max(best_knn, key=best_knn.get) == out["run_id"], best_knn
+    assert client.get_run(parent_id).data.metrics["sweep/best_knn_top1"] == pytest.approx(best_knn[out["run_id"]])
+    with get_client(sync_client=True) as pc:
+        table = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["simsiam-sweep-trials"])))
+    assert len(table) == 1 and table[0].type == "table"
+
+
+def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publishes_the_table(
+        stack, harness, tmp_path):
+    """The `reproduce` flow (the same step `simsiam reproduce` calls) on a local Ray: reproduce-cpu,
+    shortened. Without stop-grad or without a predictor (bn=hidden, base lr 1.0) the outputs collapse
+    within these 64 steps; with both, z_std * sqrt(d) stays near 1."""
+    from pathlib import Path
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.reproduce import reproduce
+
+    state, s3, ml = stack
+    out = reproduce(suite="collapse", seeds=1, out=str(tmp_path / "rep"), cpus_per_worker=0.99,
+                    overrides=["train.epochs=4", "eval.knn_test_samples=500", "tracking.experiment=flow-reproduce",
+                               "data.download=false"], mlflow_uri=ml.tracking_uri, state=str(state))
     rows = {row["claim"]: row for row in out["rows"]}
     assert len(rows) == 4 and all(row["verdict"] != "no result" for row in rows.values()), out["rows"]
     assert rows["With stop-gradient and a predictor, SimSiam does not collapse"]["verdict"] == "holds"
@@ -180,7 +179,9 @@ def test_cli_reproduce_collapse_suite_reports_verdicts_and_tracks_a_parent_with_
     for row in out["rows"]:
         assert {"claim", "table", "paper", "ours_mean", "ours_spread", "seeds", "collapsed", "verdict"} <= set(row)
         assert all({"z_std_ratio", "knn_top1"} <= set(t) for t in row["trials"]) and row["trials"]
+
     client = MlflowClient(ml.tracking_uri)
+    assert out["mlflow_parent_run"].startswith(ml.tracking_uri)
     parent_id = out["mlflow_parent_run"].rsplit("/", 1)[-1]
     parent = client.get_run(parent_id)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
@@ -192,3 +193,9 @@ def test_cli_reproduce_collapse_suite_reports_verdicts_and_tracks_a_parent_with_
         a.path for a in client.list_artifacts(parent_id, "figures")}
     assert {"reproduce.md", "reproduce.json", "figures/reproduce_fig2.png"} <= arts
     assert (tmp_path / "rep" / "figures" / "reproduce_fig2.png").read_bytes()[:4] == b"\x89PNG"
+
+    with get_client(sync_client=True) as pc:
+        arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["simsiam-reproduce"])))
+    assert len(arts) == 1 and arts[0].type == "markdown"
+    assert "Without stop-gradient the output collapses" in arts[0].data and "| Table 1b |" in arts[0].data
+    assert arts[0].data == (tmp_path / "rep" / "reproduce.md").read_text()

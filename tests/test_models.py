@@ -57,6 +57,8 @@ def test_bn_variants_of_table_4(bn, proj_bns, pred_bns, proj_out_bn, pred_out_bn
 def test_resnet50_backbone_equals_torchvision_and_zero_init_residual():
     m = build_model(ModelConfig(backbone="resnet50", width=64))
     ref = resnet50()
+    shapes = lambda mod: {k: tuple(v.shape) for k, v in mod.state_dict().items() if not k.startswith("fc.")}  # noqa: E731
+    assert shapes(m.backbone) == shapes(ref)  # every layer, buffer and shape of torchvision's, without fc
     assert _n_params(m.backbone) == _n_params(ref) - _n_params(ref.fc)
     assert m.backbone.out_dim == 2048 and isinstance(m.backbone.fc, nn.Identity)
     blocks = [b for b in m.backbone.modules() if isinstance(b, Bottleneck)]

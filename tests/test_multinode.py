@@ -15,16 +15,16 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local tests: no token file
 import pytest
 from mlflow import MlflowClient
 
-from conftest import tiny_config
+from conftest import tiny_config, tiny_sets
 from simsiam.errors import ConfigError, StorageError
 from simsiam.services import start_mlflow, start_s3, stop_mlflow, stop_s3
 from simsiam.storage import S3Settings, open_store, stage_dataset
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 SHARDS, SHARD_SIZE = 8, 256
 
 
-class TestCluster:
+class ThreeNodeCluster:
     def __init__(self, tmp, state, s3, ml):
         from ray.cluster_utils import Cluster
 
@@ -62,7 +62,7 @@ def cluster(tmp_path_factory, fmnist_train):
     stage_dataset(fmnist_train.subset(range(SHARDS * SHARD_SIZE)), open_store(settings), "fm-2k",
                   shard_size=SHARD_SIZE, progress=False)
     export_credentials(settings)  # before the nodes start: their workers inherit the keys, as from an IAM role
-    c = TestCluster(tmp, state, s3, ml)
+    c = ThreeNodeCluster(tmp, state, s3, ml)
     ray.init(address=c.cluster.address)
     yield c
     ray.shutdown()
@@ -77,13 +77,17 @@ def _cfg(tmp_path, *extra):
                        f"faults.weights_digest_dir={tmp_path}", *extra)
 
 
-def test_two_workers_on_two_nodes_read_disjoint_shards_checkpoint_to_s3_and_track(cluster, tmp_path):
-    from simsiam.ray import pretrain_distributed
+def test_two_ddp_workers_on_two_nodes_stay_identical_read_disjoint_shards_checkpoint_to_s3_and_track(cluster,
+                                                                                                   tmp_path):
+    from simsiam.ray import load_result_checkpoint, pretrain_distributed
 
-    res = pretrain_distributed(_cfg(tmp_path, "train.epochs=2"), cluster.dist(num_workers=2, max_failures=0),
-                               name="spread-test")
+    # base lr 0.5: the loss falls clearly over these 64 steps (the preset's 1.6 is tuned for width 16)
+    cfg = _cfg(tmp_path, "train.epochs=2", "optim.base_lr=0.5")
+    res = pretrain_distributed(cfg, cluster.dist(num_workers=2, max_failures=0), name="spread-test")
     steps = 2 * (SHARDS * SHARD_SIZE // 64)
     assert res.error is None and res.metrics["step"] == steps
+    digests = {p.read_text() for p in tmp_path.glob("rank*.sha256")}
+    assert len(list(tmp_path.glob("rank*.sha256"))) == 2 and len(digests) == 1  # DDP kept the ranks identical
     ranks = [json.loads((tmp_path / f"rank{r}.reads.json").read_text()) for r in (0, 1)]
     assert ranks[0]["node"] != ranks[1]["node"]  # SPREAD: one worker per node
     total = sum(open_store(cluster.dist().storage).head(f"{p}")["size"] for p in _shard_keys(cluster))
@@ -97,6 +101,10 @@ def test_two_workers_on_two_nodes_read_disjoint_shards_checkpoint_to_s3_and_trac
     assert any(k.endswith("checkpoint.pt") for k in keys), keys
     history = MlflowClient(cluster.ml.tracking_uri).get_metric_history(res.run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(1, steps + 1))
+    losses = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8 - 0.05, losses
+    ckpt = load_result_checkpoint(res, cluster.dist())
+    assert ckpt["step"] == steps and ckpt["config"] == cfg.to_dict()
 
 
 def _shard_keys(cluster):
@@ -145,11 +153,10 @@ def _wait(probe, timeout):
 
 
 def _cli(cluster, *args: str) -> list[str]:
-    sets = ["model.width=4", "model.dim=32", "model.pred_dim=8", "train.batch_size=64", "train.device=cpu",
-            "train.amp=none", "train.channels_last=false", "eval.knn_every_epochs=0", "data.download=false",
-            "tracking.system_metrics=false", "tracking.flush_every_steps=4", "data.stream=true",
-            "data.train_subset=null"]
-    return [sys.executable, "-m", "simsiam.cli", *args, *[a for kv in sets for a in ("--set", kv)]]
+    command, *rest = args  # TINY first: the test's own --set values come later and win
+    return [sys.executable, "-m", "simsiam.cli", command,
+            *tiny_sets("train.batch_size=64", "tracking.system_metrics=false", "tracking.flush_every_steps=4",
+                       "data.stream=true", "data.train_subset=null"), *rest]
 
 
 def _env(cluster) -> dict:
@@ -180,6 +187,8 @@ def test_a_killed_driver_rerun_with_the_same_out_resumes_from_the_s3_checkpoint(
     out = json.loads(again.stdout[again.stdout.index("{\n"):])
     total = 6 * (SHARDS * SHARD_SIZE // 64)
     assert out["steps"] == total and out["mlflow_run_id"] == run_id  # the same run, continued
+    assert out["checkpoint"].startswith("s3://data/ray/driver-loss/")  # Ray's checkpoint in the bucket
+    assert cluster.s3.secret_key not in again.stdout + again.stderr
     assert int(client.get_run(run_id).data.tags["simsiam.resumed_from_step"]) >= 64
     assert sorted(m.step for m in client.get_metric_history(run_id, "train/loss")) == list(range(1, total + 1))
 

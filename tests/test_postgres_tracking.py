@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FP32
+from conftest import tiny_sets
 from simsiam.services import mlflow_status, start_mlflow, stop_mlflow, stop_s3
 
 pytestmark = pytest.mark.integration
@@ -78,10 +78,7 @@ def test_mlflow_on_postgres_tracks_registers_and_promotes(postgres, tmp_path):
         env = {**os.environ, "MLFLOW_TRACKING_URI": svc.tracking_uri, "SIMSIAM_STATE": str(state)}
         cli = [sys.executable, "-m", "simsiam.cli"]
         r = subprocess.run([*cli, "pretrain", "--track", "--out", str(tmp_path / "run"), "--no-progress",
-                            *FP32, "--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8",
-                            "--set", "train.batch_size=16", "--set", "data.train_subset=64", "--set", "train.epochs=1",
-                            "--set", "eval.knn_every_epochs=0", "--set", "eval.probe_epochs=2",
-                            "--set", "train.device=cpu", "--set", "tracking.experiment=pg"],
+                            *tiny_sets("train.epochs=1", "eval.probe_epochs=2", "tracking.experiment=pg")],
                            capture_output=True, text=True, env=env, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         first = json.loads(r.stdout)

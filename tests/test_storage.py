@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 import torch
 
-from conftest import FP32, tiny_config
+from conftest import tiny_config, tiny_sets
 from simsiam.engine import train
 from simsiam.errors import DataError, StorageError
 from simsiam.services import s3_status, start_s3, stop_s3
@@ -131,9 +131,8 @@ def test_cli_stage_ls_and_pretrain_from_s3(s3, tmp_path):
     elsewhere.mkdir()
     env.pop("SIMSIAM_STATE")
     r = subprocess.run([*cli, "pretrain", "--out", str(tmp_path / "run"), "--no-progress", "--state", str(s3.state),
-                        "--set", "data.source=fm-mini@latest", *FP32, "--set", "model.width=4", "--set", "model.dim=32",
-                        "--set", "model.pred_dim=8", "--set", "train.batch_size=32", "--set", "data.train_subset=null",
-                        "--set", "train.epochs=1", "--set", "train.device=cpu", "--set", "eval.knn_every_epochs=0"],
+                        *tiny_sets("data.source=fm-mini@latest", "train.batch_size=32", "data.train_subset=null",
+                                  "train.epochs=1")],
                        capture_output=True, text=True, env=env, timeout=300, cwd=elsewhere)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["steps"] == 8  # 256 staged images / batch 32

@@ -15,7 +15,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from conftest import FP32, tiny_config
+from conftest import tiny_config, tiny_sets
 from simsiam.engine import train
 from simsiam.evaluation import as_final, evaluate_backbone
 from simsiam.reporters import Reporter
@@ -253,8 +253,7 @@ def test_unreachable_server_fails_before_training(tmp_path):
         check_server("http://127.0.0.1:9")
     env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     r = subprocess.run([sys.executable, "-m", "simsiam.cli", "pretrain", "--track", "--out", str(tmp_path / "run"),
-                        "--no-progress", *FP32, "--set", "model.width=4", "--set", "train.batch_size=16",
-                        "--set", "data.train_subset=64"], capture_output=True, text=True, env=env, timeout=120)
+                        "--no-progress", *tiny_sets()], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "unreachable" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
@@ -305,10 +304,8 @@ def test_cli_track_register_and_models_ls(server, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": server.tracking_uri, "SIMSIAM_STATE": str(server.state)}
     cli = [sys.executable, "-m", "simsiam.cli"]
     r = subprocess.run([*cli, "pretrain", "--track", "--out", str(tmp_path / "cli-run"), "--no-progress",
-                        *FP32, "--set", "model.width=4", "--set", "model.dim=32", "--set", "model.pred_dim=8",
-                        "--set", "train.batch_size=16", "--set", "data.train_subset=64", "--set", "train.epochs=1",
-                        "--set", "eval.knn_every_epochs=0", "--set", "eval.probe_epochs=2", "--set", "train.device=cpu",
-                        "--set", "tracking.experiment=cli"], capture_output=True, text=True, env=env, timeout=600)
+                        *tiny_sets("train.epochs=1", "eval.probe_epochs=2", "tracking.experiment=cli")],
+                       capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
     assert out["registry"]["name"] == "simsiam-fashion-mnist-resnet18_cifar"

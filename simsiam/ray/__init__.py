@@ -10,15 +10,9 @@ The same code runs on a laptop (`ray.init()` starts a local cluster) and on a cl
 (`RAY_ADDRESS=ray://head:10001` or `auto`): only resources and the storage endpoint change.
 """
 
-import os
-
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# On a small busy node a sweep's workers can wait for a free CPU longer than Ray's 60 s default.
-os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
-
-from simsiam.ray.cluster import DistSettings, init_ray  # noqa: E402
-from simsiam.ray.pretrain import DistResult, load_result_checkpoint, pretrain_distributed  # noqa: E402
-from simsiam.ray.sweep import CollapseStopper, SweepResult, format_table, run_sweep  # noqa: E402
+from simsiam.ray.cluster import DistSettings, init_ray
+from simsiam.ray.pretrain import DistResult, load_result_checkpoint, pretrain_distributed
+from simsiam.ray.sweep import CollapseStopper, SweepResult, format_table, run_sweep
 
 __all__ = ["CollapseStopper", "DistResult", "DistSettings", "SweepResult", "format_table", "init_ray",
            "load_result_checkpoint", "pretrain_distributed", "run_sweep"]

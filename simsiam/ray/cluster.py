@@ -11,6 +11,7 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 from simsiam.config import Config
+from simsiam.library_env import apply_library_defaults
 from simsiam.ray.preflight import check_placeable, check_ray_address, check_storage_reachable, worker_resources
 from simsiam.storage.client import S3Settings, settings_from_env
 
@@ -48,6 +49,7 @@ def init_ray(num_cpus: int | None = None, storage: S3Settings | None = None) -> 
     """Connect to $RAY_ADDRESS if set, else start a local Ray (its dashboard serves the State API
     that Ray Train polls; it binds 127.0.0.1). `storage` credentials are exported first, so the
     local workers inherit them."""
+    apply_library_defaults()  # before Ray starts: its processes inherit this environment
     export_credentials(storage)
     if ray.is_initialized():
         return

@@ -16,6 +16,7 @@ from simsiam import faults
 from simsiam.checkpoint import CHECKPOINT_NAME
 from simsiam.config import override_config, validate_config
 from simsiam.engine import train
+from simsiam.library_env import apply_library_defaults
 from simsiam.reporters import Reporter
 from simsiam.storage.sources import open_sources
 
@@ -63,6 +64,7 @@ def _mlflow_reporter(config: dict, cfg) -> Reporter:
 
 
 def worker_loop(config: dict) -> None:
+    apply_library_defaults()  # a cluster node's workers do not inherit the driver's environment
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()

@@ -10,11 +10,11 @@ training) or `s3://<bucket>/<key>/checkpoint.pt` (Ray Train runs and sweep trial
 """
 
 from simsiam.steps.attempts import interrupted_attempt
-from simsiam.steps.data import check_local_data, dataset_version, is_staged, local_source, stage, with_staged
+from simsiam.steps.datasets import check_local_data, dataset_version, is_staged, local_source, stage, with_staged
 from simsiam.steps.embed import embed
 from simsiam.steps.evaluate import evaluate, evaluate_and_register, load_trained, log_models, read_checkpoint, register
+from simsiam.steps.locations import run_dir, tracking_uri
 from simsiam.steps.reproduce import reproduce
-from simsiam.steps.services import run_dir, tracking_uri
 from simsiam.steps.train import RayWorkers, pretrain, resume_config, sweep, sweep_space
 
 __all__ = ["RayWorkers", "check_local_data", "dataset_version", "embed", "evaluate", "evaluate_and_register",

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simsiam.checkpoint import CHECKPOINT_NAME
 from simsiam.config import Config
 from simsiam.errors import SimSiamError
-from simsiam.steps.services import run_dir
+from simsiam.steps.locations import run_dir
 
 ATTEMPT, FINISHED = "attempt.json", "finished.json"
 
@@ -64,6 +63,8 @@ def pick_attempt(state: str | Path | None, cfg: Config, workers: int = 0) -> Att
     while (out / FINISHED).exists():
         n += 1
         out = base.with_name(f"{base.name}-r{n}")
+    from simsiam.checkpoint import CHECKPOINT_NAME  # torch: not for a CLI call that only fails on its input
+
     previous = interrupted_attempt(out)
     resume = (out / CHECKPOINT_NAME).is_file() or bool(workers and previous)
     return Attempt(out, resume, previous)

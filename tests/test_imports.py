@@ -1,0 +1,42 @@
+"""Importing any of our modules starts nothing and changes nothing: no server, no child process,
+no environment variable, no state dir. Services start only when an entry point asks for them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROBE = r"""
+import importlib, json, os, pkgutil, psutil
+# The libraries first: some write their own variables on import (ray: RAY_CLIENT_MODE); ours must not.
+for lib in ("torch", "torchvision", "boto3", "pyarrow.fs", "mlflow", "prefect", "ray", "ray.train", "ray.tune",
+            "ray.train.torch", "typer", "matplotlib.pyplot"):
+    importlib.import_module(lib)
+before = dict(os.environ)
+names = []
+for pkg in ("simsiam", "flows"):
+    mod = importlib.import_module(pkg)
+    names.append(pkg)
+    for info in pkgutil.walk_packages(mod.__path__, pkg + "."):
+        importlib.import_module(info.name)
+        names.append(info.name)
+changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+children = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+print(json.dumps({"modules": names, "env_changed": changed, "children": children}))
+"""
+
+
+def test_importing_every_module_starts_no_process_and_writes_no_environment(tmp_path):
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"), "PREFECT_HOME": str(tmp_path / "prefect"),
+           "PYTHONPATH": str(ROOT)}
+    (tmp_path / "cwd").mkdir()
+    r = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, cwd=tmp_path / "cwd",
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {"simsiam.cli", "simsiam.services.s3", "simsiam.ray.worker", "flows.pipeline"} <= set(out["modules"])
+    assert out["env_changed"] == [] and out["children"] == []
+    assert list((tmp_path / "cwd").iterdir()) == []  # no ./.simsiam state dir, no mlruns

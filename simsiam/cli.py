@@ -119,10 +119,12 @@ def run(
     set_: SetOpt = None,
     mode: Annotated[str, typer.Option(help="pretrain (one run) or sweep (Ray Tune over --lr x --batch)")] = "pretrain",
     subset: Annotated[Optional[int], typer.Option(min=1, help="stage only the first N samples of each split (quick try)")] = None,
-    workers: Annotated[int, typer.Option(min=0, help="Ray Train workers for pretraining (0 = this process)")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Ray Train workers for pretraining (0 = this process), or per sweep trial")] = 0,
     gpus_per_worker: Annotated[float, typer.Option(min=0.0, help="GPUs per Ray worker / sweep trial worker")] = 0.0,
     lr: Annotated[Optional[str], typer.Option(help="sweep: comma list of optim.base_lr")] = None,
     batch: Annotated[Optional[str], typer.Option(help="sweep: comma list of train.batch_size")] = None,
+    grid: Annotated[Optional[list[str]], typer.Option(help="sweep: extra grid axis key=v1,v2; repeatable")] = None,
+    max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="sweep: trials at once [default: as many as free CPUs/GPUs hold]")] = None,
     tracking_uri: TrackingUriOpt = None,
     state: StateOpt = None,
 ) -> None:
@@ -137,6 +139,9 @@ def run(
         raise SimSiamError(f"--mode must be pretrain or sweep, got {mode!r}")
     sweep_lr, sweep_batch = parse_values(lr, "--lr", float), parse_values(batch, "--batch", int)
     cfg = load_config(preset, set_ or [])
+    sweep_grid = parse_grid(grid)
+    if mode == "sweep":
+        steps.sweep_space(cfg, sweep_lr, sweep_batch, sweep_grid)  # a bad axis or value: one line, now
     smallest = min(sweep_batch) if mode == "sweep" and sweep_batch else None
     steps.check_local_data(cfg, subset, smallest)  # bad input fails here, before any service starts
     st = state_dir(state)
@@ -146,7 +151,8 @@ def run(
     from flows.pipeline import pipeline
 
     out = pipeline(config=cfg, mode=mode, subset=subset, workers=workers, gpus_per_worker=gpus_per_worker,
-                   sweep_lr=sweep_lr, sweep_batch=sweep_batch, mlflow_uri=uri, state=str(st))
+                   sweep_lr=sweep_lr, sweep_batch=sweep_batch, sweep_grid=sweep_grid or None,
+                   sweep_max_concurrent=max_concurrent, mlflow_uri=uri, state=str(st))
     _echo_json(_where_to_look(out, state))
 
 
@@ -163,7 +169,8 @@ def _where_to_look(out: dict, state: Path | None) -> dict:
     }
     return {"where_to_look": where, "metrics": {k: v for k, v in out["metrics"].items() if "/" in k},
             "collapsed": out["collapsed"], "resumed_from_step": out.get("resumed_from_step"), "staged": out["staged"],
-            "uploaded_objects": out["uploaded_objects"]}
+            "uploaded_objects": out["uploaded_objects"],
+            **({"sweep_trials": out["sweep_trials"]} if out.get("sweep_trials") else {})}
 
 
 # --------------------------------------------------------------------------- steps

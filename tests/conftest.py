@@ -23,6 +23,9 @@ os.environ["SIMSIAM_RAY_TMP"] = f"/tmp/ray-simsiam-{os.environ.get('PYTEST_XDIST
 # Prefect reads its settings at import: keep tests' database/results out of ~/.prefect, no telemetry.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="simsiam-test-prefect-"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Ray Train's controller polls its workers every 2 s by default; the suite's ~20 short fits each wait on
+# several polls (start, reports, end): 0.5 s saved ~3 s per fit here (measured on 2 cores, 1 worker).
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> Path:

@@ -94,6 +94,13 @@ def test_sweep_rejects_a_bad_grid_before_any_trial(tmp_path, args, needle):
     assert not (tmp_path / "s").exists()  # failed before S3 or Ray started
 
 
+def test_run_in_sweep_mode_rejects_a_bad_grid_before_any_service(tmp_path):
+    r = run("run", "--mode", "sweep", "--state", str(tmp_path / "s"), "--grid", "loss.stop_gradient=true,false",
+            check=False)
+    assert r.returncode == 2 and "unknown key 'loss.stop_gradient'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "s").exists()  # failed before S3, MLflow, Prefect or Ray started
+
+
 @pytest.mark.parametrize("args,needle", [
     (["config", "--set", "model.backbone=vgg"], "model.backbone='vgg' is not allowed"),
     (["pretrain", "--out", "{tmp}/x", "--preset", "nope"], "unknown preset 'nope'"),

@@ -4,15 +4,13 @@ reproduce) against a Prefect test server."""
 
 import json
 import os
-import subprocess
-import sys
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local tests: no token file in ~/.ray
 
 import pytest
 from mlflow import MlflowClient
 
-from conftest import PIPELINE, TINY, tiny_args, tiny_config
+from conftest import PIPELINE, TINY, tiny_config
 from simsiam.services import start_mlflow, start_s3, stop_mlflow, stop_s3
 from simsiam.storage import S3Settings, open_store
 
@@ -68,12 +66,13 @@ def test_worker_failure_resumes_from_s3_checkpoint(stack):
     assert sorted(steps) == list(range(1, 25))  # one continuous history, no gap, no duplicates
 
 
-def _cli_json(stdout: str) -> dict:
-    return json.loads(stdout[stdout.rindex("\n{") + 1:] if not stdout.startswith("{") else stdout)  # Ray prints first
+def test_pipeline_sweep_asha_cuts_a_slow_trial_stops_a_collapsed_one_and_registers_the_best(stack, harness):
+    """The pipeline flow in sweep mode (what `simsiam run --mode sweep` runs): stage, a Ray Tune grid,
+    evaluate and register the best trial, the trial table as a Prefect artifact."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-
-def test_cli_sweep_asha_collapse_stopper_and_best_trial_registered(stack):
-    import ray
+    from flows.pipeline import pipeline
 
     state, s3, ml = stack
     # 32 steps per epoch. Without stop-grad at base lr 1.0 (bn=hidden, as in the Fig. 2 test) the
@@ -82,73 +81,45 @@ def test_cli_sweep_asha_collapse_stopper_and_best_trial_registered(stack):
     # median, so trials run one at a time in grid order: (1.0, on) comes first and trains (kNN 42.2
     # after one epoch of a 4-epoch run, random init 35.4; measured, fp32), and (1e-4, on) comes later,
     # barely moves (34.4) and must be cut at the first rung. Two epochs are enough for all of it.
-    args = tiny_args("model.width=8", "model.dim=128", "model.pred_dim=32", "data.train_subset=4096",
-                     "train.epochs=2", "model.bn=hidden", "eval.knn_train_samples=500", "eval.knn_test_samples=500",
-                     "eval.knn_k=20", "tracking.system_metrics=false", "tracking.experiment=ray-tests",
-                     "eval.probe_epochs=5")
-    env = {**os.environ, "SIMSIAM_STATE": str(state), "MLFLOW_TRACKING_URI": ml.tracking_uri,
-           "RAY_ADDRESS": ray.get_runtime_context().gcs_address}  # this module's Ray, not a second one
-    r = subprocess.run([sys.executable, "-m", "simsiam.cli", "sweep", "--lr", "1.0,0.0001", "--batch", "128",
-                        "--grid", "loss.stop_grad=true,false", "--max-concurrent", "1", "--cpus-per-worker", "0.99",
-                        "--track", *args], capture_output=True, text=True, env=env, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    out = _cli_json(r.stdout)
-    rows = {(t["optim.base_lr"], t["loss.stop_grad"]): t for t in out["trials"]}
-    assert len(rows) == 4 and all(t["error"] is None for t in out["trials"])
+    overrides = [*TINY, *PIPELINE, "model.width=8", "model.dim=128", "model.pred_dim=32", "train.epochs=2",
+                 "model.bn=hidden", "eval.knn_train_samples=500", "eval.knn_test_samples=500", "eval.knn_k=20",
+                 "tracking.experiment=flow-sweep"]
+    out = pipeline(overrides=overrides, subset=4096, mode="sweep", sweep_lr=[1.0, 0.0001], sweep_batch=[128],
+                   sweep_grid={"loss.stop_grad": [True, False]}, sweep_max_concurrent=1, mlflow_uri=ml.tracking_uri,
+                   state=str(state))
+    rows = {(t["optim.base_lr"], t["loss.stop_grad"]): t for t in out["sweep_trials"]}
+    assert len(rows) == 4 and all(t["error"] is None for t in out["sweep_trials"])
     collapsed = rows[(1.0, False)]
     assert collapsed["collapsed"] and collapsed["stopped_by"] == "collapse" and collapsed["stopped_at_epoch"] < 2
     good, bad = rows[(1.0, True)], rows[(0.0001, True)]
     assert good["stopped_by"] == "completed" and good["stopped_at_epoch"] == 2 and not good["collapsed"]
-    assert bad["stopped_by"] == "asha" and bad["stopped_at_epoch"] == 1, out["trials"]
-    assert good["best_knn"] > bad["best_knn"] and out["best"]["trial"] == good["trial"]
-    assert bad["lr"] == pytest.approx(0.0001 * 128 / 256)
+    assert bad["stopped_by"] == "asha" and bad["stopped_at_epoch"] == 1, out["sweep_trials"]
+    assert good["best_knn"] > bad["best_knn"] and bad["lr"] == pytest.approx(0.0001 * 128 / 256)
+
     client = MlflowClient(ml.tracking_uri)
-    parent = client.get_run(out["parent_run_id"])
-    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{out['parent_run_id']}'")
-    assert len(children) == 4 and all(c.info.status != "RUNNING" for c in children)
-    assert sum(c.data.tags.get("simsiam.collapsed") == "true" for c in children) >= 1
-    assert "sweep_results.md" in {a.path for a in client.list_artifacts(out["parent_run_id"])}
-    assert "figures/sweep_heatmap.png" in {a.path for a in client.list_artifacts(out["parent_run_id"], "figures")}
-    # --track registers the best trial: its child run holds the probe and is the version's source.
-    best_run = next(c for c in children if c.data.tags["mlflow.runName"] == f"trial-{good['trial']}")
-    version = client.get_model_version(out["registry"]["name"], out["registry"]["version"])
-    assert version.run_id == best_run.info.run_id and out["registry"]["decision"] == "champion"
-    assert client.get_run(best_run.info.run_id).data.metrics["probe/top1"] == pytest.approx(out["probe/top1"])
-    # Ray pickles the run config (storage filesystem included) into the bucket: no key may be in it.
-    store = open_store(S3Settings(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key))
-    objects = [o for o in store.list_keys(f"ray/{out['sweep']}") if o["Size"] < 20_000_000]
-    assert any(o["Key"].endswith("tuner.pkl") for o in objects)
-    assert not [o["Key"] for o in objects if s3.secret_key.encode() in store.get_bytes(o["Key"])]
-    assert s3.secret_key not in r.stdout + r.stderr
-
-
-@pytest.mark.slow
-def test_pipeline_sweep_mode_registers_best_trial(stack, harness):
-    from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    from flows.pipeline import pipeline
-
-    state, s3, ml = stack
-    out = pipeline(overrides=[*TINY, *PIPELINE, "tracking.experiment=flow-sweep", "model.backbone=resnet18"],
-                   subset=512, mode="sweep", sweep_lr=[0.06, 0.5], sweep_batch=[64], mlflow_uri=ml.tracking_uri,
-                   state=str(state))
-    client = MlflowClient(ml.tracking_uri)
-    run = client.get_run(out["run_id"])
-    assert run.data.tags["mlflow.runName"].startswith("trial-") and "mlflow.parentRunId" in run.data.tags
-    assert out["registered"]["decision"] == "champion"  # its own registered name (resnet18): first version
-    mv = client.get_model_version_by_alias(out["registered"]["name"], "champion")
-    assert mv.run_id == out["run_id"] and "probe/top1" in run.data.metrics
-    # "best": of the sweep's healthy trials, the registered one has the highest kNN top-1.
+    run = client.get_run(out["run_id"])  # the registered run: the best healthy trial's child run
+    assert run.data.tags["mlflow.runName"] == f"trial-{good['trial']}" and "probe/top1" in run.data.metrics
     parent_id = run.data.tags["mlflow.parentRunId"]
-    trials = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
-    best_knn = {t.info.run_id: max(m.value for m in client.get_metric_history(t.info.run_id, "knn/top1"))
-                for t in trials if t.data.tags.get("simsiam.collapsed") != "true"}
-    assert len(trials) == 2 and max(best_knn, key=best_knn.get) == out["run_id"], best_knn
-    assert client.get_run(parent_id).data.metrics["sweep/best_knn_top1"] == pytest.approx(best_knn[out["run_id"]])
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert len(children) == 4 and all(c.info.status != "RUNNING" for c in children)
+    assert sum(c.data.tags.get("simsiam.collapsed") == "true" for c in children) == 1
+    assert client.get_run(parent_id).data.metrics["sweep/best_knn_top1"] == pytest.approx(good["best_knn"])
+    assert "sweep_results.md" in {a.path for a in client.list_artifacts(parent_id)}
+    assert "figures/sweep_heatmap.png" in {a.path for a in client.list_artifacts(parent_id, "figures")}
+    assert out["registered"]["decision"] == "champion"  # its own registered name: the first version
+    assert client.get_model_version_by_alias(out["registered"]["name"], "champion").run_id == out["run_id"]
     with get_client(sync_client=True) as pc:
         table = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["simsiam-sweep-trials"])))
-    assert len(table) == 1 and table[0].type == "table"
+        logs = pc.read_logs()
+    data = table[0].data if len(table) == 1 else None
+    assert table[0].type == "table" and len(json.loads(data) if isinstance(data, str) else data) == 4
+    assert logs and not [log.message for log in logs if s3.secret_key in log.message]  # the flow's logs
+    # Ray pickles the run config (storage filesystem included) into the bucket: no key may be in it.
+    sweep_name = client.get_run(parent_id).data.tags["mlflow.runName"]
+    store = open_store(S3Settings(endpoint_url=s3.endpoint_url, access_key=s3.access_key, secret_key=s3.secret_key))
+    objects = [o for o in store.list_keys(f"ray/{sweep_name}") if o["Size"] < 20_000_000]
+    assert any(o["Key"].endswith("tuner.pkl") for o in objects)
+    assert not [o["Key"] for o in objects if s3.secret_key.encode() in store.get_bytes(o["Key"])]
 
 
 def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publishes_the_table(

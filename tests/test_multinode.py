@@ -115,25 +115,34 @@ def _shard_keys(cluster):
 def test_losing_a_node_mid_run_resumes_from_s3_and_finishes_exactly_the_planned_steps(cluster, tmp_path):
     from simsiam.ray import pretrain_distributed
 
-    cfg = _cfg(tmp_path, "train.epochs=10", "tracking.flush_every_steps=4")
-    total = 10 * (SHARDS * SHARD_SIZE // 64)
+    cfg = _cfg(tmp_path, "train.epochs=4", "tracking.flush_every_steps=4")
+    total = 4 * (SHARDS * SHARD_SIZE // 64)
     out = {}
     run = threading.Thread(target=lambda: out.update(res=pretrain_distributed(
         cfg, cluster.dist(num_workers=2, max_failures=3), name="node-loss-test")))
     run.start()
-    client = MlflowClient(cluster.ml.tracking_uri)
-    run_id = _wait(lambda: _run_id(client, "node-loss-test"), 120)
-    _wait(lambda: max([m.step for m in client.get_metric_history(run_id, "train/loss")] or [0]) >= 72, 300)
-    assert run.is_alive()
+    saved = _wait(lambda: _registered_step(cluster, "node-loss-test"), 300)  # Ray holds an S3 checkpoint
+    assert run.is_alive() and saved < total
     lost = cluster.nodes.pop()
     cluster.cluster.remove_node(lost, allow_graceful=False)  # the node is gone, as a reclaimed spot instance
     cluster.nodes.append(cluster.add_node())
     run.join(600)
     res = out["res"]
     assert res.error is None and res.metrics["step"] == total
-    tags = client.get_run(res.run_id).data.tags
-    assert int(tags["simsiam.resumed_from_step"]) >= 64  # from an S3 checkpoint after the first epochs
+    client = MlflowClient(cluster.ml.tracking_uri)
+    assert int(client.get_run(res.run_id).data.tags["simsiam.resumed_from_step"]) >= saved  # not from scratch
     assert sorted(m.step for m in client.get_metric_history(res.run_id, "train/loss")) == list(range(1, total + 1))
+
+
+def _registered_step(cluster, name: str) -> int:
+    """The step of the latest checkpoint that Ray Train's controller has recorded in storage for run
+    `name` (its checkpoint manager snapshot): what a restarted run resumes from. 0 before the first."""
+    store = open_store(cluster.dist().storage)
+    key = f"ray/{name}/checkpoint_manager_snapshot.json"
+    if store.head(key) is None:
+        return 0
+    latest = json.loads(store.get_bytes(key)).get("latest_checkpoint_result") or {}
+    return int(latest.get("metrics", {}).get("step", 0))
 
 
 def _run_id(client, name):
@@ -167,15 +176,16 @@ def _env(cluster) -> dict:
 
 def test_a_killed_driver_rerun_with_the_same_out_resumes_from_the_s3_checkpoint(cluster, tmp_path):
     args = _cli(cluster, "pretrain", "--workers", "2", "--out", str(tmp_path / "driver-loss"), "--track",
-                "--no-register", "--set", "data.source=fm-2k@latest", "--set", "train.epochs=6",
+                "--no-register", "--set", "data.source=fm-2k@latest", "--set", "train.epochs=3",
                 "--set", "tracking.experiment=multinode")
     first = subprocess.Popen(args, env=_env(cluster), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     client = MlflowClient(cluster.ml.tracking_uri)
+    total = 3 * (SHARDS * SHARD_SIZE // 64)
     try:
         run_id = _wait(lambda: _run_id(client, "driver-loss"), 180)
-        _wait(lambda: max([m.step for m in client.get_metric_history(run_id, "train/loss")] or [0]) >= 72, 300)
-        assert first.poll() is None
+        saved = _wait(lambda: _registered_step(cluster, "driver-loss"), 300)  # Ray holds an S3 checkpoint
+        assert first.poll() is None and saved < total
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the driver and its process group, as a lost Prefect worker pod
         first.wait()
@@ -185,11 +195,10 @@ def test_a_killed_driver_rerun_with_the_same_out_resumes_from_the_s3_checkpoint(
     again = subprocess.run(args, env=_env(cluster), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     out = json.loads(again.stdout[again.stdout.index("{\n"):])
-    total = 6 * (SHARDS * SHARD_SIZE // 64)
     assert out["steps"] == total and out["mlflow_run_id"] == run_id  # the same run, continued
     assert out["checkpoint"].startswith("s3://data/ray/driver-loss/")  # Ray's checkpoint in the bucket
     assert cluster.s3.secret_key not in again.stdout + again.stderr
-    assert int(client.get_run(run_id).data.tags["simsiam.resumed_from_step"]) >= 64
+    assert int(client.get_run(run_id).data.tags["simsiam.resumed_from_step"]) >= saved  # not from scratch
     assert sorted(m.step for m in client.get_metric_history(run_id, "train/loss")) == list(range(1, total + 1))
 
 

@@ -37,7 +37,7 @@ def main() -> None:
     for k in ("AWS_REQUEST_CHECKSUM_CALCULATION", "AWS_RESPONSE_CHECKSUM_VALIDATION"):
         os.environ.setdefault(k, "when_required")
     cfg = load_config(args.preset, args.set)
-    uri = steps.tracking_uri(None, args.state) if args.track else None
+    uri = steps.open_services(args.state, tracking=args.track).tracking_uri
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # Tune's trial tables: stdout stays one JSON object
         res = steps.reproduce(cfg, args.suite, args.seeds, args.out or f"runs/reproduce-{args.suite}",

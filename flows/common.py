@@ -21,6 +21,15 @@ def resolve_config(preset: str, overrides: list[str] | None, config: Config | No
     return override_config(cfg, list(overrides or []))
 
 
+def open_services(cfg: Config, state: str | None, mlflow_uri: str | None = None, track: bool = True) -> str | None:
+    """A flow is an entry point: it opens the services it needs (`simsiam.steps.open_services`: the
+    embedded S3 unless the config names a store, and with `track` the tracking server) and returns
+    the tracking URI its tasks log to. Subflows get that URI and open nothing new."""
+    from simsiam.steps import open_services as open_
+
+    return open_(state, tracking=track, tracking_uri=mlflow_uri, s3_endpoint_url=cfg.storage.endpoint_url).tracking_uri
+
+
 def store_where(cfg: Config, state: str | None) -> str:
     """endpoint/bucket of the store this config stages to (part of the staging cache key)."""
     from simsiam.storage import store_for

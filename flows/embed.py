@@ -6,10 +6,9 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import DEFAULT_PRESET, resolve_config, run_name
+from flows.common import DEFAULT_PRESET, open_services, resolve_config, run_name
 from flows.tasks import embed_dataset
 from simsiam.config import Config
-from simsiam.steps import tracking_uri
 
 
 @flow(name="embed", flow_run_name=run_name("embed"), log_prints=True)
@@ -18,7 +17,7 @@ def embed(model_uri: str, data: str, preset: str = DEFAULT_PRESET, overrides: li
     """Embed `data` (`<name>@<version>` or `<name>@latest`) with `model_uri`
     (`models:/<name>@champion` or `models:/<name>/<version>`); once per model version x data version."""
     cfg = resolve_config(preset, overrides, config)
-    out = embed_dataset(cfg, model_uri, data, tracking_uri(mlflow_uri, state), state)
+    out = embed_dataset(cfg, model_uri, data, open_services(cfg, state, mlflow_uri), state)
     create_markdown_artifact(
         key="simsiam-embeddings", description="Embeddings of a staged dataset under a registered model version",
         markdown=f"# Embeddings\n\n- data: `{out['data']['name']}@{out['data']['version']}` ({out['data']['uri']})\n"

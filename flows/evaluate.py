@@ -5,10 +5,9 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import DEFAULT_PRESET, resolve_config, run_name
+from flows.common import DEFAULT_PRESET, open_services, resolve_config, run_name
 from flows.tasks import evaluate_encoder
 from simsiam.config import Config
-from simsiam.steps import tracking_uri
 
 
 @flow(name="evaluate", flow_run_name=run_name("evaluate"), log_prints=True)
@@ -19,7 +18,7 @@ def evaluate(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     `model_uri` (e.g. `models:/simsiam-fashion-mnist-resnet18@champion`). With `run_id`, the
     metrics are logged to that MLflow run."""
     cfg = resolve_config(preset, overrides, config)
-    uri = tracking_uri(mlflow_uri, state) if (model_uri or run_id) else None
+    uri = open_services(cfg, state, mlflow_uri, track=bool(model_uri or run_id))
     metrics = evaluate_encoder(cfg, checkpoint, model_uri, uri, run_id, state)
     create_markdown_artifact(
         key="simsiam-evaluation", description="kNN and linear probe of a frozen backbone",

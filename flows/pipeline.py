@@ -8,7 +8,7 @@ from typing import Literal
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import DEFAULT_PRESET, resolve_config, run_name
+from flows.common import DEFAULT_PRESET, open_services, resolve_config, run_name
 from flows.evaluate import evaluate
 from flows.pretrain import pretrain
 from flows.report import run_report
@@ -17,7 +17,7 @@ from flows.sweep import sweep
 from flows.tasks import register_encoder
 from simsiam.config import Config
 from simsiam.errors import SimSiamError
-from simsiam.steps import tracking_uri, with_staged
+from simsiam.steps import with_staged
 
 REPORT_KEY = "simsiam-pipeline-report"
 
@@ -44,7 +44,7 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
         state: state dir of the embedded services.
     """
     cfg = resolve_config(preset, overrides, config)
-    uri = tracking_uri(mlflow_uri, state)
+    uri = open_services(cfg, state, mlflow_uri)
     staged = stage_data(config=cfg, subset=subset, state=state)
     cfg = with_staged(cfg, staged["train"], staged["test"])
     rows = None
@@ -56,17 +56,17 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
         trained, rows = res["trained"], res["rows"]
         if trained is None:
             raise SimSiamError(f"sweep {res['name']}: no trial finished without collapse; nothing to register")
-    metrics = evaluate(config=cfg, checkpoint=trained["checkpoint"], run_id=trained["run_id"], mlflow_uri=uri,
+    metrics = evaluate(config=cfg, checkpoint=trained.checkpoint, run_id=trained.run_id, mlflow_uri=uri,
                        state=state)
     gate = None
-    if registry and trained["run_id"]:
-        gate = register_encoder(cfg, trained["run_id"], trained["checkpoint"], metrics["probe/top1"],
-                                bool(trained["collapsed"]), uri, state)
-    url = trained.get("run_url")
+    if registry and trained.run_id:
+        gate = register_encoder(cfg, trained.run_id, trained.checkpoint, metrics["probe/top1"], trained.collapsed,
+                                uri, state)
+    url = trained.run_url
     create_markdown_artifact(key=REPORT_KEY, markdown=run_report(cfg, staged, trained, metrics, gate, url, mode, rows),
                              description=f"SimSiam {mode} report: data, metrics, collapse verdict, registry gate")
-    return {"mode": mode, "tracking_uri": uri, "experiment": cfg.tracking.experiment, "run_id": trained["run_id"],
-            "run_url": url, "registered": gate, "metrics": metrics, "collapsed": bool(trained["collapsed"]),
-            "resumed_from_step": trained.get("resumed_from_step"), "sweep_trials": rows,
+    return {"mode": mode, "tracking_uri": uri, "experiment": cfg.tracking.experiment, "run_id": trained.run_id,
+            "run_url": url, "registered": gate, "metrics": metrics, "collapsed": trained.collapsed,
+            "resumed_from_step": trained.resumed_from_step, "sweep_trials": rows,
             "staged": {k: v["uri"] for k, v in staged.items()},
             "uploaded_objects": sum(v["uploaded_objects"] for v in staged.values()), "artifact": REPORT_KEY}

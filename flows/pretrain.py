@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import DEFAULT_PRESET, crash_flow_runs, progress, resolve_config, run_name
+from flows.common import DEFAULT_PRESET, crash_flow_runs, open_services, progress, resolve_config, run_name
 from flows.tasks import train_encoder
 from simsiam.config import Config
-from simsiam.steps import run_dir, tracking_uri
+from simsiam.steps import run_dir
 from simsiam.steps.attempts import pick_attempt, record_attempt
 
 
@@ -27,7 +27,7 @@ def pretrain(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     from prefect.runtime import flow_run
 
     cfg = resolve_config(preset, overrides, config)
-    uri = tracking_uri(mlflow_uri, state) if track else None
+    uri = open_services(cfg, state, mlflow_uri, track)
     if name:
         return train_encoder(cfg, str(run_dir(state, name)), uri, name, state, workers, gpus_per_worker, progress())
     attempt = pick_attempt(state, cfg, workers)

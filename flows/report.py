@@ -6,6 +6,7 @@ import math
 
 from simsiam.config import Config
 from simsiam.redact import redact as _redact
+from simsiam.steps.results import TrainedRun
 
 
 def _fmt(v) -> str:
@@ -14,12 +15,12 @@ def _fmt(v) -> str:
     return "-" if v is None else str(v)
 
 
-def run_report(cfg: Config, staged: dict, train: dict, metrics: dict | None, gate: dict | None,
+def run_report(cfg: Config, staged: dict, train: TrainedRun, metrics: dict | None, gate: dict | None,
                run_url: str | None, mode: str = "pretrain", sweep_rows: list[dict] | None = None) -> str:
     """The pipeline's markdown report: data version, config, metrics, collapse verdict, gate, links."""
     lines = [f"# SimSiam {mode}: `{cfg.name}`", ""]
     if run_url:
-        lines += [f"**MLflow run:** [{train.get('run_id')}]({_redact(run_url)})", ""]
+        lines += [f"**MLflow run:** [{train.run_id}]({_redact(run_url)})", ""]
     if gate:
         lines += [f"**Registered:** [`{gate['name']}` v{gate['version']}]({_redact(gate.get('url', ''))})"
                   f" with alias **`{gate['decision']}`** (`{gate.get('alias_uri', '')}`)",
@@ -29,12 +30,12 @@ def run_report(cfg: Config, staged: dict, train: dict, metrics: dict | None, gat
         s = staged.get(split)
         if s:
             lines.append(f"| {split} | `{s['uri']}` | {s['samples']} | {s['shards']} | {s['uploaded_objects']} |")
-    collapsed = bool(train.get("collapsed"))
-    ratio = train.get("train/z_std_ratio")
+    collapsed = train.collapsed
+    ratio = train.metrics.get("train/z_std_ratio")
     lines += ["", "## Result", "| metric | value |", "|---|---|"]
-    rows = [("steps", train.get("steps") or train.get("step")), ("epochs", train.get("epochs") or train.get("epoch")),
-            ("train wall s", train.get("wall_s")), ("final loss", train.get("train/loss")),
-            ("z_std x sqrt(d)", ratio), ("kNN monitor best top-1 (%)", train.get("knn/best_top1"))]
+    rows = [("steps", train.steps), ("epochs", train.epochs), ("train wall s", train.wall_s),
+            ("final loss", train.metrics.get("train/loss")), ("z_std x sqrt(d)", ratio),
+            ("kNN monitor best top-1 (%)", train.metrics.get("knn/best_top1"))]
     if metrics:
         rows += [("kNN top-1, full test (%)", metrics.get("knn/top1")),
                  ("linear probe top-1 (%)", metrics.get("probe/top1"))]

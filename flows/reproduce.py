@@ -9,7 +9,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from flows.common import resolve_config, run_name
+from flows.common import open_services, resolve_config, run_name
 from simsiam import steps
 from simsiam.config import Config
 
@@ -38,7 +38,7 @@ def reproduce(suite: str = "collapse", preset: str = "reproduce-cpu", seeds: int
 
     cfg = resolve_config(preset, overrides, config)
     plan_trials(cfg, suite, seeds)  # bad input fails the flow before any service starts
-    uri = steps.tracking_uri(mlflow_uri, state) if track else None
+    uri = open_services(cfg, state, mlflow_uri, track)
     ray = steps.RayWorkers(1, gpus_per_worker, cpus_per_worker, max_failures=0)
     res = run_grid(cfg, suite, seeds, out or str(Path("runs") / f"reproduce-{suite}"), uri, state, ray,
                    max_concurrent)

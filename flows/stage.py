@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import DEFAULT_PRESET, progress, resolve_config, run_name, store_where
+from flows.common import DEFAULT_PRESET, open_services, progress, resolve_config, run_name, store_where
 from flows.tasks import check_staged, source_version, stage_split
 from simsiam.config import Config
 
@@ -25,6 +25,7 @@ def stage_data(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None,
         state: state dir of the embedded services (default ./.simsiam or $SIMSIAM_STATE).
     """
     cfg = resolve_config(preset, overrides, config)
+    open_services(cfg, state, track=False)
     where = store_where(cfg, state)
     out = {}
     for split in splits or ["train", "test"]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from flows.common import DEFAULT_PRESET, resolve_config, run_name
+from flows.common import DEFAULT_PRESET, open_services, resolve_config, run_name
 from flows.report import trial_table
 from flows.tasks import sweep_trials
 from simsiam.config import Config
-from simsiam.steps import RayWorkers, sweep_space, tracking_uri
+from simsiam.steps import RayWorkers, sweep_space
 
 
 @flow(name="sweep", flow_run_name=run_name("sweep"), log_prints=True)
@@ -29,7 +29,7 @@ def sweep(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, conf
     """
     cfg = resolve_config(preset, overrides, config)
     space = sweep_space(cfg, lr, batch, grid)
-    uri = tracking_uri(mlflow_uri, state) if track else None
+    uri = open_services(cfg, state, mlflow_uri, track)
     ray = RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, max_failures=0)
     out = sweep_trials(cfg, space, uri, state, ray, max_concurrent)
     create_table_artifact(key="simsiam-sweep-trials", table=trial_table(out["rows"]),

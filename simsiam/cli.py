@@ -133,7 +133,7 @@ def run(
     local Ray when needed), stage the data (cached: a second run uploads nothing), pretrain or
     sweep, evaluate (kNN + linear probe), register the encoder and gate `champion`. Prints where
     to look: MLflow UI, run, registered version and alias, Prefect artifact."""
-    from simsiam.services import state_dir, use_local_prefect
+    from simsiam.services import use_local_prefect
 
     if mode not in ("pretrain", "sweep"):
         raise SimSiamError(f"--mode must be pretrain or sweep, got {mode!r}")
@@ -144,8 +144,8 @@ def run(
         steps.sweep_space(cfg, sweep_lr, sweep_batch, sweep_grid)  # a bad axis or value: one line, now
     smallest = min(sweep_batch) if mode == "sweep" and sweep_batch else None
     steps.check_local_data(cfg, subset, smallest)  # bad input fails here, before any service starts
-    st = state_dir(state)
-    uri = steps.tracking_uri(tracking_uri, st)
+    services = steps.open_services(state, tracking_uri=tracking_uri, s3_endpoint_url=cfg.storage.endpoint_url)
+    st, uri = services.state, services.tracking_uri
     use_local_prefect(st)  # before Prefect is imported: it reads its settings from the environment
 
     from flows.pipeline import pipeline
@@ -191,6 +191,8 @@ def stage(
     """Stage a dataset split to S3 as a content-addressed version (Parquet shards + manifest.json).
     Re-staging the same data uploads nothing; an interrupted staging resumes."""
     cfg = load_config(preset, [*(set_ or []), f"data.dataset={dataset}", *([f"data.root={root}"] if root else [])])
+    steps.stage_name(cfg, split, name), steps.local_source(cfg, split, subset)  # bad input: before any service
+    steps.open_services(state, tracking=False, s3_endpoint_url=cfg.storage.endpoint_url)
     out = steps.stage(cfg, split, name, subset, state, progress)
     _echo_json({k: out[k] for k in ("uri", "manifest", "name", "version", "samples", "shards", "bytes",
                                     "uploaded_objects")})
@@ -216,16 +218,19 @@ def pretrain(
     (local, or the cluster at $RAY_ADDRESS) with checkpoints in S3."""
     ray = steps.RayWorkers(workers, gpus_per_worker, cpus_per_worker, max_failures) if workers > 0 else None
     cfg = steps.resume_config(out, set_) if resume and ray is None else load_config(preset, set_ or [])
-    uri = steps.tracking_uri(tracking_uri, state) if track else None
+    steps.check_cluster(ray)  # an unreachable RAY_ADDRESS: one line, before any service starts
+    uri = steps.open_services(state, tracking=track, tracking_uri=tracking_uri,
+                              s3=ray is not None or bool(cfg.data.source),
+                              s3_endpoint_url=cfg.storage.endpoint_url).tracking_uri
     # a Ray run killed with its driver resumes under the same --out: its MLflow run continues too
     previous = steps.interrupted_attempt(out) if ray is not None else None
     trained = steps.pretrain(cfg, out, tracking_uri=uri, state=state, progress=progress, resume=resume, ray=ray,
                              previous=previous)
-    summary = {"out": str(out), **trained, "mlflow_run_id": trained["run_id"], "mlflow_run_url": trained.get("run_url")}
+    summary = {"out": str(out), **trained.to_dict(), "mlflow_run_id": trained.run_id, "mlflow_run_url": trained.run_url}
     if track and register:
         summary.update(steps.evaluate_and_register(cfg, trained, uri, state))
     elif track:
-        summary["models"] = steps.log_models(cfg, trained["run_id"], trained["checkpoint"], uri, state)[0]
+        summary["models"] = steps.log_models(cfg, trained.run_id, trained.checkpoint, uri, state)[0]
     _echo_json({k: v for k, v in summary.items() if k not in ("run_id", "run_url")})
 
 
@@ -251,7 +256,8 @@ def sweep(
     stopped early. Prints the trial table, then JSON with every trial and the best one."""
     cfg = load_config(preset, set_ or [])
     space = steps.sweep_space(cfg, parse_values(lr, "--lr"), parse_values(batch, "--batch"), parse_grid(grid))
-    uri = steps.tracking_uri(tracking_uri, state) if track else None
+    uri = steps.open_services(state, tracking=track, tracking_uri=tracking_uri,
+                              s3_endpoint_url=cfg.storage.endpoint_url).tracking_uri
     res = steps.sweep(cfg, space, ray=steps.RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, 0),
                       samples=samples, max_concurrent=max_concurrent, collapse_threshold=collapse_threshold,
                       tracking_uri=uri, state=state)
@@ -287,7 +293,8 @@ def reproduce(
 
     cfg = load_config(preset, set_ or [])
     plan_trials(cfg, suite, seeds)  # a bad suite or switch fails here, before any service starts
-    uri = steps.tracking_uri(tracking_uri, state) if track else None
+    uri = steps.open_services(state, tracking=track, tracking_uri=tracking_uri,
+                              s3_endpoint_url=cfg.storage.endpoint_url).tracking_uri
     res = steps.reproduce(cfg, suite, seeds, out or Path("runs") / f"reproduce-{suite}", tracking_uri=uri,
                           state=state, max_concurrent=max_concurrent,
                           ray=steps.RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, 0))
@@ -300,10 +307,15 @@ def probe(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="checkpoint.pt (or its run directory)")],
     set_: SetOpt = None,
     random_init: Annotated[bool, typer.Option("--random-init", help="evaluate the same architecture untrained (baseline)")] = False,
+    state: StateOpt = None,
 ) -> None:
     """kNN and linear probe of a checkpoint's frozen backbone on the full train/test splits; prints JSON.
     The checkpoint's own config says which data; --set changes it (e.g. eval.probe_epochs=10)."""
-    out = steps.evaluate(None, checkpoint=str(checkpoint), random_init=random_init, overrides=set_ or [])
+    in_s3 = str(checkpoint).startswith("s3:/")
+    if in_s3 or steps.read_checkpoint(checkpoint)["config"]["data"].get("source"):
+        steps.open_services(state, tracking=False)  # the checkpoint or its staged data are in the store
+    out = steps.evaluate(None, checkpoint=str(checkpoint), random_init=random_init, overrides=set_ or [],
+                         state=state)
     _echo_json({k: out[k] for k in ("checkpoint", "step", "random_init", "train_images", "test_images",
                                     "knn/top1", "probe/top1", "probe/train_top1")})
 
@@ -322,7 +334,8 @@ def embed(
     s3://<bucket>/embeddings/<model>/v<version>/<data>/<data version>/, manifest written last.
     Done once per model version x data version. Prints the manifest's summary as JSON."""
     cfg = load_config(preset, set_ or [])
-    out = steps.embed(cfg, model, data, steps.tracking_uri(tracking_uri, state), state, progress)
+    uri = steps.open_services(state, tracking_uri=tracking_uri, s3_endpoint_url=cfg.storage.endpoint_url).tracking_uri
+    out = steps.embed(cfg, model, data, uri, state, progress)
     _echo_json({k: out[k] for k in ("uri", "model_uri", "data", "num_rows", "dim", "reused")})
 
 
@@ -336,7 +349,7 @@ def models_ls(tracking_uri: TrackingUriOpt = None, state: StateOpt = None) -> No
 
     from simsiam.tracking import check_server, list_models
 
-    uri = steps.tracking_uri(tracking_uri, state)
+    uri = steps.open_services(state, tracking_uri=tracking_uri, s3=False).tracking_uri
     check_server(uri)
     _print_table(list_models(MlflowClient(uri)), [
         ("name", "<36", lambda r: r["name"]), ("version", ">7", lambda r: r["version"]),
@@ -358,7 +371,7 @@ def models_promote(
 
     from simsiam.tracking import check_server, promote
 
-    uri = steps.tracking_uri(tracking_uri, state)
+    uri = steps.open_services(state, tracking_uri=tracking_uri, s3=False).tracking_uri
     check_server(uri)
     _echo_json(promote(MlflowClient(uri), name, version))
 
@@ -368,7 +381,9 @@ def data_ls(preset: PresetOpt = "cpu-demo", set_: SetOpt = None, state: StateOpt
     """List staged datasets (name, version, split, samples, shards, size) and embeddings."""
     from simsiam.storage import list_datasets, store_for
 
-    _print_table(list_datasets(store_for(load_config(preset, set_ or []), state)), [
+    cfg = load_config(preset, set_ or [])
+    steps.open_services(state, tracking=False, s3_endpoint_url=cfg.storage.endpoint_url)
+    _print_table(list_datasets(store_for(cfg, state)), [
         ("name", "<28", lambda r: r["name"]), ("version", "<18", lambda r: r["version"]),
         ("split", "<6", lambda r: r["split"]), ("samples", ">8", lambda r: r["samples"]),
         ("shards", ">6", lambda r: r["shards"]), ("MB", ">8", lambda r: f"{r['bytes'] / 2**20:.1f}"),
@@ -377,7 +392,7 @@ def data_ls(preset: PresetOpt = "cpu-demo", set_: SetOpt = None, state: StateOpt
     from simsiam.storage.embeddings import list_embeddings
 
     typer.echo("\nembeddings")
-    _print_table(list_embeddings(store_for(load_config(preset, set_ or []), state)), [
+    _print_table(list_embeddings(store_for(cfg, state)), [
         ("model", "<40", lambda r: f"{r['model']}/{r['model_version']}"), ("data", "<40", lambda r: r["data"]),
         ("rows", ">8", lambda r: r["rows"]), ("dim", ">5", lambda r: r["dim"]), ("created", "", lambda r: r["created_at"]),
     ], empty="no embeddings (make some with `simsiam embed --model models:/<name>@champion --data <name>@latest`)")

@@ -23,7 +23,7 @@ DatasetName = Literal["fashion-mnist", "cifar10", "imagefolder"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelConfig(_Section):
@@ -310,7 +310,10 @@ def validate_config(data: dict[str, Any]) -> Config:
 
 
 def override_config(cfg: Config, overrides: Sequence[str]) -> Config:
-    """A copy of `cfg` with `key.sub=value` overrides applied and re-validated."""
+    """A copy of `cfg` with `key.sub=value` overrides applied and re-validated; `cfg` itself when
+    there are none (a Config is immutable and was validated when it was made)."""
+    if not overrides:
+        return cfg
     data = cfg.to_dict()
     for override in overrides:
         _set_dotted(data, override)

@@ -11,6 +11,7 @@ from flows.report import run_report
 from simsiam import faults
 from simsiam.config import load_config
 from simsiam.services import start_mlflow, start_s3, stop_mlflow, stop_prefect, stop_s3
+from simsiam.steps import TrainedRun
 
 pytestmark = pytest.mark.integration
 
@@ -104,11 +105,13 @@ def test_run_report_marks_collapse_and_redacts_credentials():
     staged = {"train": {"uri": "s3://data/datasets/x/1", "samples": 10, "shards": 1, "uploaded_objects": 0}}
     gate = {"name": "m", "version": "3", "decision": "challenger", "reasons": "collapsed", "url": "http://ml/#/models/m/versions/3",
             "alias_uri": "models:/m@challenger"}
-    md = run_report(cfg, staged, {"run_id": "r1", "collapsed": True, "train/z_std_ratio": 0.01}, {"probe/top1": 11.0},
-                    gate, "http://ml/#/experiments/1/runs/r1")
+    collapsed = TrainedRun("s3://data/ray/r/checkpoint.pt", True, run_id="r1", steps=96, epochs=3,
+                           metrics={"train/z_std_ratio": 0.01})
+    md = run_report(cfg, staged, collapsed, {"probe/top1": 11.0}, gate, "http://ml/#/experiments/1/runs/r1")
     assert "COLLAPSED" in md and "challenger" in md and "(http://ml/#/experiments/1/runs/r1)" in md
+    assert "| steps | 96 |" in md and "| epochs | 3 |" in md and "| z_std x sqrt(d) | 0.01 |" in md
     assert "hunter2" not in md and "user:***@" in md
-    healthy = run_report(cfg, staged, {"run_id": "r1", "collapsed": False}, None, None, None)
+    healthy = run_report(cfg, staged, TrainedRun("/tmp/checkpoint.pt", False, run_id="r1"), None, None, None)
     assert "healthy" in healthy and "COLLAPSED" not in healthy
 
 

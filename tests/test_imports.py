@@ -40,3 +40,25 @@ def test_importing_every_module_starts_no_process_and_writes_no_environment(tmp_
     assert {"simsiam.cli", "simsiam.services.s3", "simsiam.ray.worker", "flows.pipeline"} <= set(out["modules"])
     assert out["env_changed"] == [] and out["children"] == []
     assert list((tmp_path / "cwd").iterdir()) == []  # no ./.simsiam state dir, no mlruns
+
+
+def test_the_storage_getters_start_no_server_and_name_the_entry_point(tmp_path, monkeypatch):
+    """Before an entry point opened the services (`simsiam.steps.open_services`), looking up the
+    store is a one-line error naming the state dir and `simsiam up`, and nothing was started."""
+    import psutil
+    import pytest
+
+    from simsiam.config import Config
+    from simsiam.errors import StorageError
+    from simsiam.storage import settings_from_env, store_for
+
+    for var in ("SIMSIAM_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    state = tmp_path / "state"
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    for lookup in (lambda: settings_from_env(state_path=state), lambda: store_for(Config(), state)):
+        with pytest.raises(StorageError, match=rf"embedded SeaweedFS of {state} is not running; start it with "
+                                               r"`simsiam up`"):
+            lookup()
+    assert {p.pid for p in psutil.Process().children(recursive=True)} == before
+    assert not (state / "s3").exists() and not (state / "services").exists()

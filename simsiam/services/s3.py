@@ -58,6 +58,17 @@ def s3_status(state_path: str | Path | None = None) -> dict:
             "pid": info.get("pid"), "state_dir": str(state)}
 
 
+def running_s3(state_path: str | Path | None = None) -> S3Service | None:
+    """The embedded server of the state dir if it is running (address and keys), else None. A look-up
+    only: servers are started by the entry points (`start_s3`, `simsiam.steps.open_services`)."""
+    state = state_dir(state_path)
+    info = read_record(state, "s3")
+    if not _running(info) or not (state / "s3" / "credentials.json").exists():
+        return None
+    access, secret = s3_credentials(state)
+    return S3Service(info["endpoint_url"], access, secret, info["pid"], state)
+
+
 def _weed_command(state: Path, buckets: tuple[str, ...], ports: list[int]) -> list[str]:
     weed = shutil.which(venv_binary("weed"))
     if not weed:

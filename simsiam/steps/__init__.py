@@ -2,7 +2,8 @@
 flows: stage, pretrain (in this process or on Ray Train), sweep (Ray Tune), evaluate, register, embed, reproduce.
 
 Each step takes a Config and returns a JSON-friendly dict, so flows can pass results between
-tasks, cache them and publish them as artifacts. Adapters (boto3, MLflow, Ray) are imported
+tasks, cache them and publish them as artifacts; training returns a `TrainedRun` (one type for
+in-process runs, Ray runs and a sweep's best trial). Adapters (boto3, MLflow, Ray) are imported
 inside the functions: `simsiam config` and the core stay light.
 
 A trained model travels between steps as a checkpoint location: a local path (in-process
@@ -10,14 +11,23 @@ training) or `s3://<bucket>/<key>/checkpoint.pt` (Ray Train runs and sweep trial
 """
 
 from simsiam.steps.attempts import interrupted_attempt
-from simsiam.steps.datasets import check_local_data, dataset_version, is_staged, local_source, stage, with_staged
+from simsiam.steps.datasets import (
+    check_local_data,
+    dataset_version,
+    is_staged,
+    local_source,
+    stage,
+    stage_name,
+    with_staged,
+)
 from simsiam.steps.embed import embed
 from simsiam.steps.evaluate import evaluate, evaluate_and_register, load_trained, log_models, read_checkpoint, register
-from simsiam.steps.locations import run_dir, tracking_uri
+from simsiam.steps.locations import Services, open_services, run_dir
 from simsiam.steps.reproduce import reproduce
-from simsiam.steps.train import RayWorkers, pretrain, resume_config, sweep, sweep_space
+from simsiam.steps.results import TrainedRun
+from simsiam.steps.train import RayWorkers, check_cluster, pretrain, resume_config, sweep, sweep_space
 
-__all__ = ["RayWorkers", "check_local_data", "dataset_version", "embed", "evaluate", "evaluate_and_register",
-           "interrupted_attempt", "is_staged", "load_trained", "local_source", "log_models", "pretrain",
-           "read_checkpoint", "register",
-           "reproduce", "resume_config", "run_dir", "stage", "sweep", "sweep_space", "tracking_uri", "with_staged"]
+__all__ = ["RayWorkers", "Services", "TrainedRun", "check_cluster", "check_local_data", "dataset_version", "embed",
+           "evaluate", "evaluate_and_register", "interrupted_attempt", "is_staged", "load_trained", "local_source",
+           "log_models", "open_services", "pretrain", "read_checkpoint", "register", "reproduce", "resume_config",
+           "run_dir", "stage", "stage_name", "sweep", "sweep_space", "with_staged"]

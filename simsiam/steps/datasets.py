@@ -47,13 +47,19 @@ def dataset_version(cfg: Config, split: str, subset: int | None = None) -> str:
     return source_fingerprint(local_source(cfg, split, subset), cfg.storage.shard_size)
 
 
+def stage_name(cfg: Config, split: str = "train", name: str | None = None) -> str:
+    """The name a staging of `split` goes under, checked: a bad one is one line, before any service."""
+    from simsiam.storage.staging import check_dataset_name
+
+    return check_dataset_name(name or f"{cfg.data.dataset}-{split}")
+
+
 def stage(cfg: Config, split: str = "train", name: str | None = None, subset: int | None = None,
           state: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Stage one split of `cfg.data` to S3 (idempotent: a staged version uploads nothing)."""
     from simsiam.storage import stage_dataset, store_for
-    from simsiam.storage.staging import check_dataset_name
 
-    name = check_dataset_name(name or f"{cfg.data.dataset}-{split}")  # before the store starts
+    name = stage_name(cfg, split, name)
     source = local_source(cfg, split, subset)
     store = store_for(cfg, state)
     before, root = store.puts, cfg.data.root

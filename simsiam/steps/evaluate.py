@@ -10,6 +10,7 @@ from typing import Any, Sequence
 from simsiam import faults
 from simsiam.config import Config, override_config, validate_config
 from simsiam.errors import SimSiamError
+from simsiam.steps.results import TrainedRun
 
 
 def read_checkpoint(location: str | Path, state: str | Path | None = None, cfg: Config | None = None) -> dict:
@@ -133,16 +134,16 @@ def register(cfg: Config, run_id: str, checkpoint: str, probe_top1: float, colla
             "url": model_version_url(tracking_uri, name, gate["version"])}
 
 
-def evaluate_and_register(cfg: Config, trained: dict, tracking_uri: str, state: str | Path | None = None) -> dict:
+def evaluate_and_register(cfg: Config, trained: TrainedRun, tracking_uri: str, state: str | Path | None = None) -> dict:
     """evaluate + register for a tracked run (`pretrain`'s or `sweep`'s `trained`): the final metrics
     under their MLflow names, and the gate's decision under `registry` (None when the run has no
     MLflow run to register from)."""
     from simsiam.evaluation import as_final
 
-    metrics = evaluate(cfg, checkpoint=trained["checkpoint"], tracking_uri=tracking_uri, run_id=trained["run_id"],
+    metrics = evaluate(cfg, checkpoint=trained.checkpoint, tracking_uri=tracking_uri, run_id=trained.run_id,
                        state=state)
     gate = None
-    if trained["run_id"]:
-        gate = register(cfg, trained["run_id"], trained["checkpoint"], metrics["probe/top1"],
-                        bool(trained["collapsed"]), tracking_uri, state)
+    if trained.run_id:
+        gate = register(cfg, trained.run_id, trained.checkpoint, metrics["probe/top1"], trained.collapsed,
+                        tracking_uri, state)
     return {**{k: v for k, v in as_final(metrics).items() if "/" in k}, "registry": gate}

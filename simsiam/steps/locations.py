@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from simsiam.errors import ConfigError
@@ -22,15 +23,34 @@ def check_tracking_uri(uri: str, where: str = "--tracking-uri") -> str:
     return uri
 
 
-def tracking_uri(uri: str | None = None, state: str | Path | None = None) -> str:
-    """The given URI, $MLFLOW_TRACKING_URI, or the embedded MLflow server (started if needed)."""
-    if uri:
-        return check_tracking_uri(uri)
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return check_tracking_uri(os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI")
-    from simsiam.services import start_mlflow
+@dataclass(frozen=True)
+class Services:
+    """What an entry point opened: the state dir whose embedded servers the steps look up, and the
+    tracking URI every step of the run logs to (None: not tracked)."""
 
-    return start_mlflow(state).tracking_uri
+    state: Path
+    tracking_uri: str | None
+
+
+def open_services(state: str | Path | None = None, *, tracking: bool = True, tracking_uri: str | None = None,
+                  s3: bool = True, s3_endpoint_url: str | None = None) -> Services:
+    """Called once by each entry point (a CLI command, a flow, a benchmark), before any step: starts
+    the embedded SeaweedFS unless an S3 endpoint is configured (`s3_endpoint_url`: the config's), and
+    with `tracking` resolves the tracking URI (the given one, $MLFLOW_TRACKING_URI, or the embedded
+    MLflow server, started). Nothing else starts a server: steps and adapters only look up what was
+    opened here."""
+    from simsiam.services import start_mlflow, start_s3, state_dir
+    from simsiam.storage.client import s3_endpoint
+
+    uri = None
+    if tracking:
+        uri = tracking_uri and check_tracking_uri(tracking_uri)
+        if not uri and os.environ.get("MLFLOW_TRACKING_URI"):
+            uri = check_tracking_uri(os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI")
+        uri = uri or start_mlflow(state).tracking_uri  # starts the embedded S3 too: MLflow keeps artifacts there
+    if s3 and not s3_endpoint(s3_endpoint_url):
+        start_s3(state)
+    return Services(state_dir(state), uri)
 
 
 def run_dir(state: str | Path | None, name: str) -> Path:

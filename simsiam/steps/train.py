@@ -1,6 +1,6 @@
 """Training steps: pretrain one encoder (in this process, or data-parallel on Ray Train) and sweep a
-grid of configs on Ray Tune. Both return the trained run as a dict the evaluate/register steps take:
-run_id, run_url, checkpoint location, collapsed, steps, epochs and the last metrics."""
+grid of configs on Ray Tune. Both hand the trained run to the evaluate/register steps as a
+`TrainedRun`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from simsiam.config import Config, load_config, override_config
 from simsiam.errors import ConfigError, SimSiamError
+from simsiam.steps.results import TrainedRun
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,14 @@ class RayWorkers:
     max_failures: int = 2
 
 
+def check_cluster(ray: RayWorkers | None) -> None:
+    """With Ray workers and $RAY_ADDRESS set: that cluster answers (else one line, before any service)."""
+    if ray is not None:
+        from simsiam.ray.preflight import check_cluster_address
+
+        check_cluster_address()
+
+
 def resume_config(out: Path, overrides: list[str] | None = None) -> Config:
     """The config an interrupted run in `out` was started with (its source of truth when resumed)."""
     path = Path(out) / "config.yaml"
@@ -33,7 +42,7 @@ def resume_config(out: Path, overrides: list[str] | None = None) -> Config:
 
 def pretrain(cfg: Config, out: str | Path, *, tracking_uri: str | None = None, run_name: str | None = None,
              state: str | Path | None = None, progress: bool = False, resume: bool = False,
-             ray: RayWorkers | None = None, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+             ray: RayWorkers | None = None, previous: dict[str, Any] | None = None) -> TrainedRun:
     """Pretrain in this process, or on Ray Train workers when `ray` is given. With a tracking URI the
     run is logged to MLflow (models are logged at registration, for both paths alike). `previous`:
     the record of an interrupted attempt on `out` (`attempts.pick_attempt`); its MLflow run is
@@ -43,10 +52,7 @@ def pretrain(cfg: Config, out: str | Path, *, tracking_uri: str | None = None, r
     out = Path(out)
     if ray is not None and resume:
         raise SimSiamError("--resume is for in-process runs; a Ray run resumes when restarted with the same --out name")
-    if ray is not None:
-        from simsiam.ray.preflight import check_cluster_address
-
-        check_cluster_address()
+    check_cluster(ray)
     out.mkdir(parents=True, exist_ok=True)
     if not resume:  # a resumed run keeps the config it started with (a mismatch is refused below)
         (out / "config.yaml").write_text(cfg.to_yaml())
@@ -61,11 +67,11 @@ def pretrain(cfg: Config, out: str | Path, *, tracking_uri: str | None = None, r
 
             end_run(tracking_uri, run_id, "FAILED")
         raise
-    if tracking_uri and run["run_id"]:
+    if tracking_uri and run.run_id:
         from simsiam.tracking import run_url
 
-        run["run_url"] = run_url(tracking_uri, run["run_id"])
-    mark_finished(out, run)
+        run.run_url = run_url(tracking_uri, run.run_id)
+    mark_finished(out, run.to_dict())
     return run
 
 
@@ -92,7 +98,7 @@ def _mlflow_run(cfg: Config, out: Path, tracking_uri: str | None, name: str, pre
 
 
 def _pretrain_here(cfg: Config, out: Path, tracking_uri: str | None, run_id: str | None, state, progress: bool,
-                   resume: bool) -> dict[str, Any]:
+                   resume: bool) -> TrainedRun:
     from simsiam.engine import train
     from simsiam.reporters import JsonlReporter, ProgressReporter
     from simsiam.storage import open_sources
@@ -114,10 +120,10 @@ def _pretrain_here(cfg: Config, out: Path, tracking_uri: str | None, run_id: str
         raise
     if tracker is not None:
         tracker.finish()
-    return {"run_id": tracker.run_id if tracker else None, "checkpoint": str(result.checkpoint.resolve()),
-            "steps": result.step, "epochs": result.epoch, "resumed_from_step": result.start_step,
-            "wall_s": round(result.wall_s, 1), "collapsed": result.collapsed, "knn/top1": result.knn_last,
-            "knn/best_top1": result.knn_best, **result.last_metrics}
+    return TrainedRun(checkpoint=str(result.checkpoint.resolve()), collapsed=result.collapsed,
+                      run_id=tracker.run_id if tracker else None, steps=result.step, epochs=result.epoch,
+                      resumed_from_step=result.start_step, wall_s=round(result.wall_s, 1),
+                      metrics={**result.last_metrics, "knn/top1": result.knn_last, "knn/best_top1": result.knn_best})
 
 
 def _dataset_info(cfg: Config, source) -> dict:
@@ -140,7 +146,7 @@ def dist_settings(cfg: Config, ray: RayWorkers, tracking_uri: str | None, state:
 
 
 def _pretrain_on_ray(cfg: Config, out: Path, tracking_uri: str | None, state, ray: RayWorkers,
-                     run_id: str | None) -> dict[str, Any]:
+                     run_id: str | None) -> TrainedRun:
     from simsiam.diagnostics import is_collapsed
     from simsiam.ray import pretrain_distributed
 
@@ -149,9 +155,11 @@ def _pretrain_on_ray(cfg: Config, out: Path, tracking_uri: str | None, state, ra
         raise SimSiamError(f"distributed training failed after {ray.max_failures} restarts: {res.error[:300]}")
     metrics = dict(res.metrics)
     ratio = metrics.get("train/z_std_ratio")
-    return {"run_id": res.run_id, "checkpoint": f"s3://{res.checkpoint_path}/checkpoint.pt", "ray_run": res.name,
-            "workers": ray.workers, "steps": int(metrics.pop("step", 0)), "epochs": int(metrics.pop("epoch", 0)),
-            "collapsed": ratio is not None and is_collapsed(ratio), **metrics}
+    return TrainedRun(checkpoint=f"s3://{res.checkpoint_path}/checkpoint.pt",
+                      collapsed=ratio is not None and is_collapsed(ratio), run_id=res.run_id,
+                      steps=int(metrics.pop("step", 0)), epochs=int(metrics.pop("epoch", 0)),
+                      metrics=metrics,
+                      where={"ray_run": res.name, "workers": ray.workers})
 
 
 def sweep_space(cfg: Config, lr: list[float] | None = None, batch: list[int] | None = None,
@@ -173,7 +181,7 @@ def sweep(cfg: Config, space: dict[str, list], *, ray: RayWorkers = RayWorkers(m
           max_concurrent: int | None = None, collapse_threshold: float | None = None,
           tracking_uri: str | None = None, state: str | Path | None = None) -> dict[str, Any]:
     """Ray Tune over `space` with ASHA on knn/top1 and the collapse stopper. `trained` is the best
-    non-collapsed trial, in the form `pretrain` returns (None when no trial qualifies).
+    non-collapsed trial, a `TrainedRun` as `pretrain` returns (None when no trial qualifies).
     `collapse_threshold` defaults to the collapse rule of `simsiam.diagnostics`."""
     from simsiam.diagnostics import COLLAPSE_RATIO
     from simsiam.ray import run_sweep
@@ -191,7 +199,7 @@ def sweep(cfg: Config, space: dict[str, list], *, ray: RayWorkers = RayWorkers(m
     return {"name": res.name, "parent_run_id": res.parent_run_id, "rows": res.rows, "best": best, "trained": trained}
 
 
-def _best_trial(cfg: Config, res, best: dict, prefix: str, tracking_uri: str | None, state) -> dict | None:
+def _best_trial(cfg: Config, res, best: dict, prefix: str, tracking_uri: str | None, state) -> TrainedRun | None:
     from simsiam.storage import store_for
 
     store = store_for(cfg, state)
@@ -207,7 +215,7 @@ def _best_trial(cfg: Config, res, best: dict, prefix: str, tracking_uri: str | N
         run_id = runs[0].info.run_id if runs else None
         run_url = url_of(tracking_uri, run_id) if run_id else None
     latest = max(found, key=lambda o: o["LastModified"])["Key"]
-    return {"run_id": run_id, "run_url": run_url, "checkpoint": f"s3://{store.bucket}/{latest}",
-            "collapsed": best["collapsed"], "train/z_std_ratio": best["z_std_ratio"],
-            "knn/best_top1": best["best_knn"], "epochs": best["stopped_at_epoch"], "sweep": res.name,
-            "trial": best["trial"]}
+    return TrainedRun(checkpoint=f"s3://{store.bucket}/{latest}", collapsed=best["collapsed"], run_id=run_id,
+                      run_url=run_url, epochs=best["stopped_at_epoch"],
+                      metrics={"train/z_std_ratio": best["z_std_ratio"], "knn/best_top1": best["best_knn"]},
+                      where={"sweep": res.name, "trial": best["trial"]})

@@ -144,18 +144,27 @@ class ObjectStore:
             raise self._error("list", prefix, exc) from None
 
 
+def s3_endpoint(endpoint_url: str | None = None) -> str | None:
+    """The S3 endpoint named by the argument or $SIMSIAM_S3_ENDPOINT/$AWS_ENDPOINT_URL_S3/$AWS_ENDPOINT_URL."""
+    return endpoint_url or os.environ.get("SIMSIAM_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3") \
+        or os.environ.get("AWS_ENDPOINT_URL")
+
+
 def settings_from_env(endpoint_url: str | None = None, bucket: str = "data", region: str | None = None,
                       state_path: str | Path | None = None) -> S3Settings:
-    """Endpoint from the argument or $SIMSIAM_S3_ENDPOINT/$AWS_ENDPOINT_URL_S3/$AWS_ENDPOINT_URL; with none, the
-    embedded SeaweedFS of the state dir (started if needed) and its generated credentials."""
-    endpoint = endpoint_url or os.environ.get("SIMSIAM_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL_S3") \
-        or os.environ.get("AWS_ENDPOINT_URL")
+    """Endpoint from the argument or the environment (`s3_endpoint`); with none, the embedded SeaweedFS
+    of the state dir and its generated credentials. Starts nothing: an entry point opened the
+    embedded server before (`simsiam.steps.open_services`), or this is a one-line error."""
+    endpoint = s3_endpoint(endpoint_url)
     region = region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     if endpoint:
         return S3Settings(endpoint_url=endpoint, bucket=bucket, region=region)
-    from simsiam.services import start_s3
+    from simsiam.services import running_s3, state_dir
 
-    svc = start_s3(state_path)
+    svc = running_s3(state_path)
+    if svc is None:
+        raise StorageError(f"no S3 endpoint: the embedded SeaweedFS of {state_dir(state_path)} is not running; "
+                           "start it with `simsiam up`, or name a store with SIMSIAM_S3_ENDPOINT")
     return S3Settings(endpoint_url=svc.endpoint_url, bucket=bucket, region=region,
                       access_key=svc.access_key, secret_key=svc.secret_key)
 

@@ -277,12 +277,7 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
         state.model.compile()
     state.net = wrap_model(state.model) if wrap_model is not None else state.model
     start_step = state.step
-    monitor = None
-    if cfg.eval.knn_every_epochs > 0 and rank == 0:
-        bank = train_source
-        if isinstance(train_source, ShardStream):  # a seeded sample of whole shards, not the whole version
-            bank = train_source.sample_source(cfg.eval.knn_train_samples or STREAM_KNN_BANK, cfg.train.seed + 1)
-        monitor = KnnMonitor(cfg, bank, test_source or load_source(cfg.data, "test"))
+    monitor = _knn_monitor(cfg, train_source, test_source) if cfg.eval.knn_every_epochs > 0 and rank == 0 else None
     _start(state, cfg, plan, device, monitor, reporters)
     if rank == 0 and reporters:
         views = preview(dataset)
@@ -295,19 +290,33 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
         for views, positions in _epoch_batches(dataset, cfg, plan, state.step, rank, world_size, device):
             loss, z1, lr = _train_step(state, views, positions, cfg, plan, device)
             faults.crash_at_step(cfg.faults, state.step, start_step > 0, rank == world_size - 1)
-            if state.step % cfg.train.log_every_steps == 0 or state.step == limit:
-                state.metrics = _step_metrics(loss, z1, lr, state.step)
-                for r in reporters:
-                    r.on_step(state.step, state.metrics)
-            every = cfg.train.checkpoint_every_steps
-            # Epoch ends checkpoint after their kNN (below), so a resume never skips an epoch's work.
-            if every and state.step % every == 0 and state.step < limit and state.step % plan.steps_per_epoch:
-                checkpoint(state)
+            _after_step(state, cfg, plan, limit, (loss, z1, lr), checkpoint, reporters)
             if state.step >= limit:
                 break
         _end_epoch(state, cfg, plan, monitor, device, reporters)
         checkpoint(state)
     return _finish(state, plan, start_step, ckpt_path, time.perf_counter() - t0, reporters)
+
+
+def _knn_monitor(cfg: Config, train_source, test_source) -> KnnMonitor:
+    bank = train_source
+    if isinstance(train_source, ShardStream):  # a seeded sample of whole shards, not the whole version
+        bank = train_source.sample_source(cfg.eval.knn_train_samples or STREAM_KNN_BANK, cfg.train.seed + 1)
+    return KnnMonitor(cfg, bank, test_source or load_source(cfg.data, "test"))
+
+
+def _after_step(state: TrainState, cfg: Config, plan: Plan, limit: int, out: tuple, checkpoint,
+                reporters: list[Reporter]) -> None:
+    """Report the step's metrics (every `train.log_every_steps` and at the last step) and take the
+    mid-epoch checkpoints of `train.checkpoint_every_steps`."""
+    if state.step % cfg.train.log_every_steps == 0 or state.step == limit:
+        state.metrics = _step_metrics(*out, state.step)
+        for r in reporters:
+            r.on_step(state.step, state.metrics)
+    every = cfg.train.checkpoint_every_steps
+    # Epoch ends checkpoint after their kNN (in `train`), so a resume never skips an epoch's work.
+    if every and state.step % every == 0 and state.step < limit and state.step % plan.steps_per_epoch:
+        checkpoint(state)
 
 
 def _finish(state: TrainState, plan: Plan, start_step: int, ckpt_path: Path | None, wall_s: float,

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torchvision.transforms import v2
 
@@ -18,6 +20,32 @@ NORM_STATS = {
     "fashion-mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe's numbers, the one source for both implementations: `train_transform` (per sample,
+    torchvision) and `simsiam.batch_augment.BatchAugment` (batched, on the training device)."""
+
+    jitter: tuple[float, float, float, float]  # ColorJitter brightness, contrast, saturation, hue
+    jitter_p: float = 0.8
+    grey_p: float = 0.0
+    blur_p: float = 0.0
+    blur_kernel: int = 23
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+
+    @staticmethod
+    def named(name: str) -> "Recipe":
+        if name not in RECIPES:
+            raise ValueError(f"unknown augmentation recipe {name!r}; allowed: {', '.join(RECIPES)}")
+        return RECIPES[name]
+
+
+RECIPES = {
+    "grey": Recipe(jitter=(0.4, 0.4, 0.0, 0.0)),
+    "cifar": Recipe(jitter=(0.4, 0.4, 0.4, 0.1), grey_p=0.2),
+    "imagenet": Recipe(jitter=(0.4, 0.4, 0.4, 0.1), grey_p=0.2, blur_p=0.5),
 }
 
 
@@ -48,17 +76,17 @@ def _normalize(dataset: str, channels: int) -> list:
 
 def train_transform(recipe: str, dataset: str, image_size: int, channels: int,
                     crop_min_scale: float = 0.2) -> v2.Compose:
+    r = Recipe.named(recipe)
     crop = v2.RandomResizedCrop(image_size, scale=(crop_min_scale, 1.0), antialias=True)
     flip = v2.RandomHorizontalFlip()
-    if recipe == "grey":
-        ops = [crop, flip, v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4)], p=0.8)]
-    elif recipe in ("cifar", "imagenet"):
-        ops = [crop, v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2)]
-        if recipe == "imagenet":
-            ops.append(v2.RandomApply([v2.GaussianBlur(kernel_size=23, sigma=(0.1, 2.0))], p=0.5))
-        ops.append(flip)
+    jitter = v2.RandomApply([v2.ColorJitter(*r.jitter)], p=r.jitter_p)
+    if r.grey_p == 0:  # grey images: the flip before the jitter (both commute with it)
+        ops = [crop, flip, jitter]
     else:
-        raise ValueError(f"unknown augmentation recipe {recipe!r}; allowed: grey, cifar, imagenet")
+        ops = [crop, jitter, v2.RandomGrayscale(p=r.grey_p)]
+        if r.blur_p:
+            ops.append(v2.RandomApply([v2.GaussianBlur(kernel_size=r.blur_kernel, sigma=r.blur_sigma)], p=r.blur_p))
+        ops.append(flip)
     return v2.Compose(ops + _normalize(dataset, channels))
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torchvision.ops import roi_align
 
-from simsiam.augment import NORM_STATS
+from simsiam.augment import NORM_STATS, Recipe
 
 CROP_TRIES = 10
 # Slot layout of the per-(sample, view) uniforms.
@@ -53,28 +53,6 @@ def uniforms(seed: int, epoch: int, index: torch.Tensor, view: int, slots: int =
         x = _mix(key ^ _mix(idx + np.uint64(0x9E3779B97F4A7C15)))[:, None]
         x = _mix(x ^ (np.arange(slots, dtype=np.uint64)[None, :] * np.uint64(0xD6E8FEB86659FD93)))
     return torch.from_numpy((x >> np.uint64(11)).astype(np.float64) * 2.0**-53)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """What `simsiam.augment.train_transform` does for a recipe name, as numbers."""
-
-    jitter: tuple[float, float, float, float]  # brightness, contrast, saturation, hue
-    jitter_p: float = 0.8
-    grey_p: float = 0.0
-    blur_p: float = 0.0
-    blur_kernel: int = 23
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-
-    @staticmethod
-    def named(name: str) -> "Recipe":
-        if name == "grey":
-            return Recipe(jitter=(0.4, 0.4, 0.0, 0.0))
-        if name == "cifar":
-            return Recipe(jitter=(0.4, 0.4, 0.4, 0.1), grey_p=0.2)
-        if name == "imagenet":
-            return Recipe(jitter=(0.4, 0.4, 0.4, 0.1), grey_p=0.2, blur_p=0.5)
-        raise ValueError(f"unknown augmentation recipe {name!r}; allowed: grey, cifar, imagenet")
 
 
 def crop_boxes(u: torch.Tensor, height: int, width: int, scale: tuple[float, float],

@@ -11,13 +11,12 @@ from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
 from conftest import tiny_config
-from simsiam.augment import MultiView, train_transform
+from simsiam.augment import MultiView, Recipe, train_transform
 from simsiam.batch_augment import (
     S_FLIP,
     S_GREY,
     S_ORDER,
     BatchAugment,
-    Recipe,
     color_jitter,
     crop_boxes,
     gaussian_blur,

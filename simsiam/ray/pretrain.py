@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ray.train import Checkpoint
-from ray.train.torch import TorchTrainer
 
 from simsiam.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from simsiam.config import Config
-from simsiam.ray.cluster import DistSettings, connect, loop_config, run_config, scaling_config, storage_filesystem
-from simsiam.ray.worker import worker_loop
+from simsiam.ray.cluster import DistSettings, connect, storage_filesystem
+from simsiam.ray.worker import build_trainer
 
 
 @dataclass
@@ -37,10 +36,9 @@ def pretrain_distributed(cfg: Config, dist: DistSettings, name: str | None = Non
         from simsiam.tracking import create_run, end_run
 
         run_id = run_id or create_run(dist.tracking_uri, dist.experiment, name)
-    trainer = TorchTrainer(worker_loop, train_loop_config=loop_config(cfg, dist, run_id=run_id, run_name=name),
-                           scaling_config=scaling_config(dist), run_config=run_config(name, dist))
     try:
-        result = trainer.fit()  # Ray 2.60 raises when training fails for good (after max_failures restarts)
+        # Ray 2.60 raises when training fails for good (after max_failures restarts)
+        result = build_trainer(cfg, dist, name, run_id=run_id, run_name=name).fit()
     except Exception as exc:  # noqa: BLE001 - reported as DistResult.error; the caller decides
         if run_id:
             end_run(dist.tracking_uri, run_id, "FAILED")

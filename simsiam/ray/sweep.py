@@ -15,14 +15,13 @@ from typing import Any
 
 import ray
 from ray import tune
-from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from simsiam.config import Config, override_config, validate_config
 from simsiam.diagnostics import COLLAPSE_RATIO, is_collapsed
-from simsiam.ray.cluster import DistSettings, connect, loop_config, run_config, scaling_config, storage_kwargs
-from simsiam.ray.worker import worker_loop
+from simsiam.ray.cluster import DistSettings, connect, storage_kwargs
+from simsiam.ray.worker import build_trainer
 
 # The trial function only drives its TorchTrainer. It reserves no CPU, so that N one-CPU workers fill
 # N cores; a fractional CPU per driver (0.01) left 0.98 of 2 cores free and serialized 2-trial grids.
@@ -57,13 +56,7 @@ def _trial(config: dict, base: dict, dist: DistSettings) -> None:
         from simsiam.tracking import create_run
 
         run["run_id"] = create_run(dist.tracking_uri, dist.experiment, name, parent, spec.get("tags"))
-    trainer = TorchTrainer(
-        worker_loop,
-        train_loop_config=loop_config(cfg, dist, **run),
-        scaling_config=scaling_config(dist),
-        run_config=run_config(f"{base['name']}-{trial_id}", dist, callbacks=[TuneReportCallback()]),
-    )
-    trainer.fit()
+    build_trainer(cfg, dist, f"{base['name']}-{trial_id}", [TuneReportCallback()], **run).fit()
 
 
 @dataclass

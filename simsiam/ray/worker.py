@@ -6,17 +6,20 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import ray
 import ray.train
 import ray.train.torch
 from ray.train import Checkpoint
+from ray.train.torch import TorchTrainer
 
 from simsiam import faults
 from simsiam.checkpoint import CHECKPOINT_NAME
-from simsiam.config import override_config, validate_config
+from simsiam.config import Config, override_config, validate_config
 from simsiam.engine import train
 from simsiam.library_env import apply_library_defaults
+from simsiam.ray.cluster import DistSettings, loop_config, run_config, scaling_config
 from simsiam.reporters import Reporter
 from simsiam.storage.sources import open_sources
 
@@ -61,6 +64,15 @@ def _mlflow_reporter(config: dict, cfg) -> Reporter:
     return MlflowReporter(config["tracking_uri"], config.get("experiment", "simsiam"), run_id=config.get("run_id"),
                           parent_run_id=config.get("parent_run_id"), run_name=config.get("run_name"),
                           system_metrics=cfg.tracking.system_metrics, flush_every=cfg.tracking.flush_every_steps)
+
+
+def build_trainer(cfg: Config, dist: DistSettings, name: str, callbacks: list | None = None,
+                  **run: Any) -> TorchTrainer:
+    """The one way our Ray Train workers are built, for a pretraining run and for each sweep trial:
+    `worker_loop` on `dist`'s workers, checkpoints under `name` in its storage. `run`: the MLflow run
+    to log to (run_id, parent_run_id, run_name)."""
+    return TorchTrainer(worker_loop, train_loop_config=loop_config(cfg, dist, **run),
+                        scaling_config=scaling_config(dist), run_config=run_config(name, dist, callbacks))
 
 
 def worker_loop(config: dict) -> None:

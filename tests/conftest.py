@@ -105,9 +105,16 @@ def tiny_cfg():
     return tiny_config()
 
 
+# Two xdist workers share 2 cores: each (and every process it starts: CLI runs, benchmarks) computes
+# on one thread. Two OpenMP pools of 2 threads each on 2 cores spin against each other; in-process
+# torch tests then ran 3-5x slower than alone (test_collapse_real: 83 s alone, 420 s beside the Ray group).
+TORCH_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+os.environ.setdefault("OMP_NUM_THREADS", str(TORCH_THREADS))
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(TORCH_THREADS)
 
 
 @pytest.fixture(scope="session")

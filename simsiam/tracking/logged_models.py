@@ -85,21 +85,23 @@ def log_models_to_run(tracking_uri: str, run_id: str, model: torch.nn.Module, cf
             client.set_terminated(run_id, info.status)
 
 
-def load_registered(uri: str, tracking_uri: str | None = None) -> torch.nn.Module:
+def load_registered(uri: str) -> torch.nn.Module:
     """`models:/<name>@<alias>` (or /<version>, or a logged model) as a torch module in eval mode,
     rebuilt by our code from its weight files (it takes normalised images); a clear error when absent."""
-    return load_registered_net(uri, tracking_uri)[0]
+    return load_registered_net(uri)[0]
 
 
 def load_registered_net(uri: str, tracking_uri: str | None = None) -> tuple[torch.nn.Module, dict]:
     """(the network, its net.json: part, training config, input normalisation), from the registry at
-    `tracking_uri` (default: MLflow's current one), which is not made MLflow's global one."""
+    `tracking_uri` (default: MLflow's current one)."""
     from mlflow.models import Model
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri,
-                                                             registry_uri=tracking_uri))
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
             files = Model.load(local).flavors.get("python_function", {}).get("artifacts", {})
             if set(files) != {"weights", "net"}:
                 raise TrackingError(f"{uri} is not a simsiam model (no weights/net files): logged by another tool?")

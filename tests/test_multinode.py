@@ -115,8 +115,8 @@ def _shard_keys(cluster):
 def test_losing_a_node_mid_run_resumes_from_s3_and_finishes_exactly_the_planned_steps(cluster, tmp_path):
     from simsiam.ray import pretrain_distributed
 
-    cfg = _cfg(tmp_path, "train.epochs=4", "tracking.flush_every_steps=4")
-    total = 4 * (SHARDS * SHARD_SIZE // 64)
+    cfg = _cfg(tmp_path, "train.epochs=3", "tracking.flush_every_steps=4")
+    total = 3 * (SHARDS * SHARD_SIZE // 64)
     out = {}
     run = threading.Thread(target=lambda: out.update(res=pretrain_distributed(
         cfg, cluster.dist(num_workers=2, max_failures=3), name="node-loss-test")))
@@ -208,7 +208,7 @@ def test_a_sweeps_trials_run_on_different_nodes(cluster, tmp_path):
     dirs = [tmp_path / "a", tmp_path / "b"]
     for d in dirs:
         d.mkdir()
-    cfg = _cfg(tmp_path, "train.epochs=2", "eval.knn_train_samples=256", "eval.knn_test_samples=256")
+    cfg = _cfg(tmp_path, "train.epochs=1", "eval.knn_train_samples=256", "eval.knn_test_samples=256")
     res = run_sweep(cfg, {"faults.weights_digest_dir": [str(d) for d in dirs]}, cluster.dist(num_workers=1),
                     max_concurrent=2, early_stop=False)
     assert [r["error"] for r in res.rows] == [None, None], res.rows

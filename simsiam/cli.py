@@ -35,6 +35,7 @@ StateOpt = Annotated[Optional[Path], typer.Option("--state", help="state dir of 
 TrackingUriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow server [default: $MLFLOW_TRACKING_URI or the embedded one]")]
 ProgressOpt = Annotated[bool, typer.Option(help="show a progress bar")]
 GpusOpt = Annotated[float, typer.Option(min=0.0, help="GPUs per Ray worker (0 = CPU workers)")]
+HELP_WIDTH = 120
 CpusOpt = Annotated[float, typer.Option(min=0.01, help="CPUs per Ray worker")]
 
 
@@ -400,11 +401,13 @@ def data_ls(preset: PresetOpt = "cpu-demo", set_: SetOpt = None, state: StateOpt
 
 @app.command()
 def presets() -> None:
-    """List the bundled config presets."""
-    from simsiam.config import list_presets
+    """List the bundled config presets, each with what it is for (`simsiam config -p NAME` shows one in full)."""
+    from simsiam.config import list_presets, preset_summary
 
-    for name in list_presets():
-        typer.echo(name)
+    names = list_presets()
+    width = max(map(len, names))
+    for name in names:
+        typer.echo(f"{name:<{width}}  {preset_summary(name)}".rstrip())
 
 
 @app.command("config")
@@ -413,8 +416,19 @@ def show_config(preset: PresetOpt = "cpu-demo", set_: SetOpt = None) -> None:
     typer.echo(load_config(preset, set_ or []).to_yaml(), nl=False)
 
 
+def _widen_help() -> None:
+    """Rich wraps `--help` at 80 columns when stdout is no terminal (piped to less, a CI log): the
+    option table then cuts every help text into 25-column slivers. There, use 120 columns unless the
+    user set COLUMNS or TERMINAL_WIDTH; a real terminal keeps its own width."""
+    import typer.rich_utils
+
+    if typer.rich_utils.MAX_WIDTH is None and "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        typer.rich_utils.MAX_WIDTH = HELP_WIDTH
+
+
 def main() -> None:
     apply_library_defaults()
+    _widen_help()
     # Typer handles usage errors itself (exit 2); our user errors get the same treatment.
     try:
         app()

@@ -225,6 +225,12 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
 
+def preset_summary(name: str) -> str:
+    """A bundled preset's one-line summary: the first line of its YAML, a comment by convention."""
+    first = (PRESETS_DIR / f"{name}.yaml").read_text().split("\n", 1)[0]
+    return first.removeprefix("#").strip() if first.startswith("#") else ""
+
+
 def _read_yaml(preset_or_path: str | Path) -> dict[str, Any]:
     path = Path(preset_or_path)
     if not (path.suffix in {".yaml", ".yml"} or path.exists()):

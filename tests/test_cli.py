@@ -191,3 +191,23 @@ def test_help_and_presets():
     assert "pretrain" in run("--help").stdout
     assert "cpu-demo" in run("presets").stdout.split()
     assert "base_lr" in run("config", "--preset", "cifar10-paper").stdout
+
+
+def test_piped_help_is_120_columns_wide_and_keeps_each_option_help_on_one_line():
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH", "LINES")}
+    out = subprocess.run([*SIMSIAM, "run", "--help"], capture_output=True, text=True, timeout=60, env=env).stdout
+    assert max(len(line) for line in out.splitlines()) == 120  # rich's own default off a terminal is 80
+    assert "override a config key, e.g. optim.base_lr=0.05 (repeatable)" in out  # one line, not three slivers
+    narrow = subprocess.run([*SIMSIAM, "run", "--help"], capture_output=True, text=True, timeout=60,
+                            env={**env, "COLUMNS": "90"}).stdout
+    assert max(len(line) for line in narrow.splitlines()) == 90  # the user's COLUMNS wins
+
+
+def test_presets_lists_every_preset_with_its_one_line_summary():
+    from simsiam.config import list_presets
+
+    lines = run("presets").stdout.splitlines()
+    assert [line.split()[0] for line in lines] == list_presets()
+    summaries = {line.split()[0]: line.split(None, 1)[1] for line in lines}
+    assert summaries["cpu-demo"].startswith("The default: a demo encoder on 2 CPU cores")
+    assert all(len(text) > 40 for text in summaries.values()), summaries

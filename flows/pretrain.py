@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import DEFAULT_PRESET, crash_flow_runs, open_services, progress, resolve_config, run_name
+from flows.common import DEFAULT_PRESET, crash_flow_runs, open_services, resolve_config, run_name
 from flows.tasks import train_encoder
 from simsiam.config import Config
 from simsiam.steps import run_dir
@@ -28,13 +28,14 @@ def pretrain(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
 
     cfg = resolve_config(preset, overrides, config)
     uri = open_services(cfg, state, mlflow_uri, track)
+    shown = True  # a bar on a terminal, else a line every 30 s (ProgressReporter): a log must not go quiet
     if name:
-        return train_encoder(cfg, str(run_dir(state, name)), uri, name, state, workers, gpus_per_worker, progress())
+        return train_encoder(cfg, str(run_dir(state, name)), uri, name, state, workers, gpus_per_worker, shown)
     attempt = pick_attempt(state, cfg, workers)
     mine = list(dict.fromkeys(str(i) for i in (flow_run.id, flow_run.root_flow_run_id) if i))
     dead = [i for i in (attempt.previous or {}).get("prefect_flow_runs", []) if i not in mine]  # not a retry of us
     if dead:
         crash_flow_runs(dead, f"process {attempt.previous.get('pid')} died; {flow_run.name} resumes {attempt.out.name}")
     record_attempt(attempt.out, prefect_flow_runs=mine)
-    return train_encoder(cfg, str(attempt.out), uri, attempt.out.name, state, workers, gpus_per_worker, progress(),
+    return train_encoder(cfg, str(attempt.out), uri, attempt.out.name, state, workers, gpus_per_worker, shown,
                          resume=attempt.resume and workers == 0, previous=attempt.previous)

@@ -1,11 +1,12 @@
 """How the training loop tells the world what it does, without knowing who listens: the `Reporter`
 protocol, the `TrainResult` it ends with, and the two reporters every run has (a JSONL file and a
-progress bar). Adapters (MLflow, Ray) subclass `Reporter` in their own packages."""
+progress bar, or progress lines off a terminal). Adapters (MLflow, Ray) subclass `Reporter` in their own packages."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,24 +90,34 @@ class JsonlReporter(Reporter):
 
 
 class ProgressReporter(Reporter):
-    """tqdm bar over optimizer steps with the loss and collapse ratio in the postfix."""
+    """Training progress on stderr: a tqdm bar on a terminal; elsewhere (a log file, CI, a Prefect
+    worker) a plain line every `every_s` seconds and at the end, because a bar redrawn with carriage
+    returns reads as nothing in a log."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.bar = None
+    def __init__(self, enabled: bool = True, every_s: float = 30.0, tty: bool | None = None,
+                 clock=time.monotonic) -> None:
+        self.enabled, self.every_s, self.clock = enabled, every_s, clock
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.bar = self.lines = None
 
     def on_start(self, cfg: Config, plan: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        from tqdm.auto import tqdm
-
         if "augment_on" in plan:  # where the time goes: say which data path and precision this run took
             print(f"{plan['device']}: views made on {plan['augment_on']} ({plan.get('augment_why', '')}), "
                   f"amp={plan.get('amp')}, channels_last={plan.get('channels_last')}", file=sys.stderr)
+        if not self.tty:
+            self.lines = StepLines(f"pretrain {cfg.name}", plan["total_steps"], plan["start_step"],
+                                   cfg.train.batch_size, self.every_s, self.clock)
+            return
+        from tqdm.auto import tqdm
+
         self.bar = tqdm(total=plan["total_steps"], initial=plan["start_step"], desc=f"pretrain {cfg.name}",
-                        unit="step", file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 15.0)
+                        unit="step", file=sys.stderr, mininterval=1.0)
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        if self.lines is not None:
+            self.lines(step, metrics)
         if self.bar is not None:
             self.bar.n = step
             self.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", z_ratio=f"{metrics['train/z_std_ratio']:.2f}",
@@ -114,9 +125,36 @@ class ProgressReporter(Reporter):
             self.bar.refresh() if step == self.bar.total else self.bar.update(0)
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        if self.bar is not None and "knn/top1" in metrics:
-            self.bar.write(f"epoch {epoch}: knn/top1={metrics['knn/top1']:.2f}", file=sys.stderr)
+        if (self.bar is not None or self.lines is not None) and "knn/top1" in metrics:
+            line = f"epoch {epoch}: knn/top1={metrics['knn/top1']:.2f}"
+            self.bar.write(line, file=sys.stderr) if self.bar is not None else print(line, file=sys.stderr, flush=True)
 
     def on_end(self, result: TrainResult) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class StepLines:
+    """`desc: step 120/750 (16%), 85 img/s, loss -0.812, z_ratio 0.74, ETA 7m20s` on stderr, at most
+    one per `every_s` seconds, and always at the last step."""
+
+    def __init__(self, desc: str, total: int, start: int, batch: int, every_s: float, clock=time.monotonic) -> None:
+        self.desc, self.total, self.start, self.batch = desc, total, start, batch
+        self.every_s, self.clock = every_s, clock
+        self.t0 = self.last = clock()
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> None:
+        now = self.clock()
+        if now - self.last < self.every_s and step < self.total:
+            return
+        self.last = now
+        rate = (step - self.start) / max(now - self.t0, 1e-9)  # steps/s since this process started
+        eta = f"ETA {_duration((self.total - step) / rate)}" if rate > 0 else "ETA ?"
+        print(f"{self.desc}: step {step}/{self.total} ({100 * step / self.total:.0f}%), {rate * self.batch:.0f} img/s, "
+              f"loss {metrics['train/loss']:.3f}, z_ratio {metrics['train/z_std_ratio']:.2f}, {eta}",
+              file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -121,7 +122,8 @@ def _refuse_unpickling(monkeypatch):
         monkeypatch.setattr(mod, attr, refuse)
 
 
-def test_logged_model_is_pickle_free_and_serves_raw_images(server, run_a, fmnist_test, tmp_path, monkeypatch):
+def test_logged_model_is_pickle_free_serves_raw_images_and_refuses_other_input_in_one_line(server, run_a, fmnist_test,
+                                                                                          tmp_path, monkeypatch):
     _, rep, result, _ = run_a
     uri = rep.model_uris["backbone"]
     files = {p.name for p in Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path))).rglob("*")
@@ -137,6 +139,13 @@ def test_logged_model_is_pickle_free_and_serves_raw_images(server, run_a, fmnist
         pyfunc = mlflow.pyfunc.load_model(uri)
         ours = load_registered(uri)
     assert np.allclose(pyfunc.predict(raw.numpy()), want, atol=1e-5)
+    pixels = fmnist_test.images[:8].numpy()  # uint8 0-255, as read from the files
+    for bad, says in [(pixels, "got dtype uint8 (0-255 pixels? divide by 255)"),
+                      (pixels.astype(np.float32), "must be in [0, 1]; got 0 to 255 (0-255 pixels? divide by 255)"),
+                      (raw.numpy()[:, 0], "must have shape N x 1 x H x W; got (8, 28, 28)")]:
+        with pytest.raises(mlflow.exceptions.MlflowException) as err:
+            pyfunc.predict(bad)
+        assert says in err.value.message and "\n" not in err.value.message and "[[" not in err.value.message
     with torch.no_grad():
         assert np.allclose(ours((raw - 0.286) / 0.353).numpy(), want, atol=1e-5)
 
@@ -158,6 +167,12 @@ def test_logged_model_is_pickle_free_and_serves_raw_images(server, run_a, fmnist
         with urllib.request.urlopen(req, timeout=60) as r:
             served = np.asarray(json.loads(r.read())["predictions"], dtype=np.float32)
         assert served.shape == want.shape and np.allclose(served, want, atol=1e-4)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", method="POST",
+                                     data=json.dumps({"inputs": pixels.tolist()}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=60)
+        assert refused.value.code == 400 and "divide by 255" in json.loads(refused.value.read())["message"]
     finally:
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGTERM)
@@ -180,6 +195,7 @@ def test_gate_champion_challenger_collapsed_and_ui(server, small, run_a, fmnist_
     assert "`fm-small` version `abc123`, manifest `s3://data/datasets/fm-small/abc123/manifest.json`" in card
     assert run.data.tags["simsiam.config_hash"] in card and f"runs/{best.run_id})" in card
     assert "N x 1 x H x W" in card and f'mlflow.pyfunc.load_model("models:/{name}/{g1["version"]}")' in card
+    assert f'mlflow.set_tracking_uri("{server.tracking_uri}")' in card and "refuses other input" in card
     assert f"mlflow models serve -m models:/{name}@champion" in card
     g2 = register_and_gate(client, worse.run_id, worse.model_uris["backbone"], name, worse_p, False, floor=10)
     assert g2["decision"] == "challenger" and "does not beat champion v1 (71.50)" in g2["reasons"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
+from simsiam.redact import redact
 from simsiam.tracking.runs import run_url
 
 METRICS = (("kNN top-1 (%)", "knn/final_top1"), ("linear probe top-1 (%)", "probe/top1"),
@@ -32,11 +33,13 @@ manifest `{tags.get('dataset.manifest_uri', '-')}`.
 run [{run_id}]({run_url(tracking_uri, run_id)}).
 
 **Input:** float32 images in [0, 1], shape N x {channels} x H x W ({params.get('data.image_size', '?')} x \
-{params.get('data.image_size', '?')} in training). The model normalises them itself. **Output:** features, N x D.
+{params.get('data.image_size', '?')} in training). The model normalises them itself and refuses other input \
+(integer or 0-255 pixels, values outside [0, 1], another shape) with a one-line error. **Output:** features, N x D.
 
 **Load:**
 ```python
 import mlflow
+mlflow.set_tracking_uri("{redact(tracking_uri)}")  # or export MLFLOW_TRACKING_URI
 model = mlflow.pyfunc.load_model("models:/{name}/{version}")  # or models:/{name}@champion
 features = model.predict(images)  # numpy float32, N x {channels} x H x W, values in [0, 1]
 ```

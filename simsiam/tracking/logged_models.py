@@ -34,13 +34,14 @@ def logged_models(tracking_uri: str, run_id: str) -> dict[str, str]:
     return {m.name: m.model_uri for m in found if m.status == LoggedModelStatus.READY}
 
 
-def _signature(cfg: Config, out_dim: int):
+def _signature(out_dim: int):
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    channels = len(NORM_STATS[cfg.data.dataset][0])
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, channels, -1, -1))]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out_dim))]))
+    # No input schema: the model checks its input itself (simsiam.image_input), with a one-line
+    # message; MLflow's schema check would refuse first and print the whole array. The input example
+    # and the model card show what to send.
+    return ModelSignature(outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out_dim))]))
 
 
 def _log_models(model: torch.nn.Module, cfg: Config, names: list[str]) -> dict[str, str]:
@@ -57,7 +58,7 @@ def _log_models(model: torch.nn.Module, cfg: Config, names: list[str]) -> dict[s
             with torch.no_grad():
                 out_dim = part_of(model, name)(normalise(example, cfg.data.dataset, cfg.model.in_channels)).shape[1]
             info = mlflow.pyfunc.log_model(name=name, python_model=str(SERVED_MODEL), artifacts=files,
-                                           code_paths=[str(PACKAGE_DIR)], signature=_signature(cfg, out_dim),
+                                           code_paths=[str(PACKAGE_DIR)], signature=_signature(out_dim),
                                            input_example=example.numpy(), pip_requirements=reqs)
             uris[name] = info.model_uri
     return uris

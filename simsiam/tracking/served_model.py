@@ -1,6 +1,8 @@
 """The registered model's pyfunc, logged as MLflow "model from code": MLflow stores this file, not
 a pickle. It takes images as float32 in [0, 1] (N x C x H x W, C = the dataset's channels),
-normalises them as in training and returns the features (N x D)."""
+normalises them as in training and returns the features (N x D). Other input gets a one-line
+error (`simsiam.image_input`); the model's signature has no input schema for that reason: MLflow's
+own schema check would answer first, with the whole array in its message."""
 
 import mlflow
 import numpy as np
@@ -17,9 +19,16 @@ class SimSiamFeatures(PythonModel):
         self.channels = info["config"]["model"]["in_channels"]
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
-        from simsiam.batch_augment import normalise
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-        x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+        from simsiam.batch_augment import normalise
+        from simsiam.image_input import ImageInputError, check_images
+
+        try:
+            x = torch.as_tensor(check_images(model_input, self.channels))
+        except ImageInputError as exc:  # the serving endpoint answers 400 with this line
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         with torch.no_grad():
             return self.net(normalise(x, self.dataset, self.channels)).numpy()
 

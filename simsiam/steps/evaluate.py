@@ -38,7 +38,7 @@ def load_trained(location: str | Path, state: str | Path | None = None, cfg: Con
 
 
 def _backbone(cfg: Config | None, checkpoint, model_uri, tracking_uri, state, random_init: bool, overrides):
-    """(backbone, config for data and eval, checkpoint step or None)."""
+    """(backbone, config for data and eval, steps the backbone was trained: None for a model URI)."""
     from simsiam.checkpoint import model_from_checkpoint
     from simsiam.runtime import seed_everything
 
@@ -58,7 +58,7 @@ def _backbone(cfg: Config | None, checkpoint, model_uri, tracking_uri, state, ra
     cfg = override_config(cfg or validate_config(ckpt["config"]), overrides)
     seed_everything(cfg.train.seed)  # before the model is built: a random init is then reproducible
     model, _ = model_from_checkpoint(ckpt, checkpoint, weights=not random_init)
-    return model.backbone, cfg, ckpt["step"]
+    return model.backbone, cfg, 0 if random_init else ckpt["step"]  # untrained: 0 steps, whatever the file holds
 
 
 def _init_features(cfg: Config, train_src, device):

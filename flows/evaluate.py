@@ -23,5 +23,7 @@ def evaluate(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     create_markdown_artifact(
         key="simsiam-evaluation", description="kNN and linear probe of a frozen backbone",
         markdown=f"# Evaluation of `{model_uri or checkpoint}`\n\n| metric | value |\n|---|---|\n"
-                 + "\n".join(f"| {k} | {v} |" for k, v in metrics.items() if k not in ("checkpoint", "model_uri")))
+                 + "\n".join(f"| {k} | {v} |" for k, v in metrics.items()
+                             if k not in ("checkpoint", "model_uri", "eval_set"))
+                 + f"\n\nMeasured on: {metrics['eval_set']['eval.set']}.")
     return metrics

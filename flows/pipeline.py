@@ -61,7 +61,7 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     gate = None
     if registry and trained.run_id:
         gate = register_encoder(cfg, trained.run_id, trained.checkpoint, metrics["probe/top1"], trained.collapsed,
-                                uri, state)
+                                uri, state, metrics["eval_set"])
     url = trained.run_url
     create_markdown_artifact(key=REPORT_KEY, markdown=run_report(cfg, staged, trained, metrics, gate, url, mode, rows),
                              description=f"SimSiam {mode} report: data, metrics, collapse verdict, registry gate")

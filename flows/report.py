@@ -37,8 +37,10 @@ def run_report(cfg: Config, staged: dict, train: TrainedRun, metrics: dict | Non
             ("final loss", train.metrics.get("train/loss")), ("z_std x sqrt(d)", ratio),
             ("kNN monitor best top-1 (%)", train.metrics.get("knn/best_top1"))]
     if metrics:
-        rows += [("kNN top-1, full test (%)", metrics.get("knn/top1")),
-                 ("linear probe top-1 (%)", metrics.get("probe/top1"))]
+        tested = metrics.get("eval_set", {}).get("eval.test_images", "?")
+        rows += [(f"kNN top-1 on {tested} test images (%)", metrics.get("knn/top1")),
+                 (f"linear probe top-1 on {tested} test images (%)", metrics.get("probe/top1")),
+                 ("measured on", metrics.get("eval_set", {}).get("eval.set"))]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in rows]
     verdict = ("**COLLAPSED**: z/||z|| has (almost) no spread; the encoder maps images to one point and is never "
                "promoted." if collapsed else "healthy: no collapse (z_std x sqrt(d) well above 0).")

@@ -80,5 +80,5 @@ def embed_dataset(cfg: Config, model_uri: str, data: str, tracking_uri: str, sta
 
 @task(task_run_name="register", cache_policy=NONE, **IO_RETRIES)
 def register_encoder(cfg: Config, run_id: str, checkpoint: str, probe_top1: float, collapsed: bool,
-                     tracking_uri: str, state: str | None) -> dict:
-    return steps.register(cfg, run_id, checkpoint, probe_top1, collapsed, tracking_uri, state)
+                     tracking_uri: str, state: str | None, eval_set: dict[str, str] | None = None) -> dict:
+    return steps.register(cfg, run_id, checkpoint, probe_top1, collapsed, tracking_uri, state, eval_set)

@@ -141,6 +141,22 @@ def as_final(metrics: dict[str, float]) -> dict[str, float]:
     return {("knn/final_top1" if k == "knn/top1" else k): v for k, v in metrics.items()}
 
 
+def _data_label(source) -> str:
+    """A staged version by its name@version; local files by dataset name (their split is fixed)."""
+    ref = getattr(source, "ref", None)  # StagedSource
+    return f"{ref.name}@{ref.version}" if ref is not None else f"local {source.name}"
+
+
+def eval_set(cfg, train_source, test_source) -> dict[str, str]:
+    """What a probe number was measured on, as MLflow tags. `eval.set` is what the gate compares:
+    the probe's training data and size, the test data and size, and its epochs (the seed is kept
+    apart: versions trained with different seeds are meant to be compared)."""
+    label = (f"probe trained on {_data_label(train_source)} ({len(train_source)} images, "
+             f"{cfg.eval.probe_epochs} epochs), tested on {_data_label(test_source)} ({len(test_source)} images)")
+    return {"eval.set": label, "eval.seed": str(cfg.train.seed), "eval.test_images": str(len(test_source)),
+            "eval.train_images": str(len(train_source))}
+
+
 def evaluate_backbone(backbone: nn.Module, cfg, train_source, test_source, device: str | torch.device = "cpu",
                       progress: Callable | None = None, keep: dict | None = None) -> dict[str, float]:
     """kNN (k, t from cfg.eval) and linear probe on the full train/test splits; percent top-1.

@@ -213,6 +213,20 @@ def test_gate_champion_challenger_collapsed_and_ui(server, small, run_a, fmnist_
     t2 = register_and_gate(client, worse.run_id, worse.model_uris["backbone"], "simsiam-gate-tie", tie, False)
     assert t1["decision"] == "champion" and t2["decision"] == "challenger" and "does not beat" in t2["reasons"]
 
+    # Probes measured on different eval sets are not compared: a far better number on a 2,000-image
+    # test set does not dethrone a champion measured on the full 10,000 (the case #27 found).
+    full = {"eval.set": "probe trained on fm@v1 (60000 images, 5 epochs), tested on fm@v1 (10000 images)",
+            "eval.seed": "0", "eval.test_images": "10000", "eval.train_images": "60000"}
+    small_set = {**full, "eval.set": full["eval.set"].replace("10000", "2000"), "eval.test_images": "2000"}
+    s1 = register_and_gate(client, best.run_id, best.model_uris["backbone"], "simsiam-gate-sets", 60.0, False,
+                           eval_set=full)
+    s2 = register_and_gate(client, worse.run_id, worse.model_uris["backbone"], "simsiam-gate-sets", 90.0, False,
+                           eval_set=small_set)
+    assert s1["decision"] == "champion" and s2["decision"] == "challenger"
+    assert s2["reasons"] == (f"probe/top1 90.00 not compared with champion v{s1['version']} (60.00): measured on "
+                             f"{small_set['eval.set']}, the champion on {full['eval.set']}")
+    assert client.get_model_version("simsiam-gate-sets", s2["version"]).tags["eval.test_images"] == "2000"
+
     # A collapsed run (stop-grad off, paper Fig. 2 settings of the slow test) is never promoted,
     # even with a probe number far above the champion's.
     _, rep_c, res_c, _ = _tracked_run(server, small, "loss.stop_grad=false", "model.bn=hidden", "optim.base_lr=1.0",

@@ -83,7 +83,7 @@ def evaluate(cfg: Config | None, checkpoint: str | None = None, model_uri: str |
     (`random_init`: its architecture untrained, the baseline), or a registered/logged MLflow model
     (`models:/name@champion`). `cfg` None means the checkpoint's own config; `overrides` apply on top.
     With `run_id`, the metrics are logged to that run (`knn/final_top1`, `probe/top1`)."""
-    from simsiam.evaluation import as_final, evaluate_backbone
+    from simsiam.evaluation import as_final, eval_set, evaluate_backbone
     from simsiam.runtime import resolve_device
     from simsiam.storage import open_sources
 
@@ -96,16 +96,17 @@ def evaluate(cfg: Config | None, checkpoint: str | None = None, model_uri: str |
     t0 = time.perf_counter()
     kept: dict = {}
     metrics = evaluate_backbone(backbone.to(device), cfg, train_src, test_src, device, keep=kept)
+    measured_on = eval_set(cfg, train_src, test_src)
     if run_id and tracking_uri:
         from simsiam.tracking import log_metrics_to_run
         from simsiam.tracking.eval_figures import log_evaluation_figures
 
-        log_metrics_to_run(tracking_uri, run_id, as_final(metrics))
+        log_metrics_to_run(tracking_uri, run_id, as_final(metrics), tags=measured_on)
         init = _init_features(cfg, train_src, device) if checkpoint is not None else None
         log_evaluation_figures(tracking_uri, run_id, kept, train_src, test_src, init)
     return {**metrics, "train_images": len(train_src), "test_images": len(test_src),
             "eval_s": round(time.perf_counter() - t0, 1), "checkpoint": checkpoint, "model_uri": model_uri,
-            "step": step, "random_init": random_init}
+            "step": step, "random_init": random_init, "eval_set": measured_on}
 
 
 def log_models(cfg: Config, run_id: str, checkpoint: str, tracking_uri: str,
@@ -119,9 +120,10 @@ def log_models(cfg: Config, run_id: str, checkpoint: str, tracking_uri: str,
 
 
 def register(cfg: Config, run_id: str, checkpoint: str, probe_top1: float, collapsed: bool, tracking_uri: str,
-             state: str | Path | None = None) -> dict[str, Any]:
-    """Log the trained models into the run, register the backbone and run the champion gate. Safe to
-    retry: models already logged and a version already registered are reused."""
+             state: str | Path | None = None, eval_set: dict[str, str] | None = None) -> dict[str, Any]:
+    """Log the trained models into the run, register the backbone and run the champion gate on the
+    probe and the set it was measured on (`evaluate`'s `eval_set`). Safe to retry: models already
+    logged and a version already registered are reused."""
     from mlflow import MlflowClient
 
     from simsiam.tracking import model_version_url, register_and_gate, registered_name
@@ -129,7 +131,7 @@ def register(cfg: Config, run_id: str, checkpoint: str, probe_top1: float, colla
     uris, trained_cfg = log_models(cfg, run_id, checkpoint, tracking_uri, state)
     name = registered_name(trained_cfg)
     gate = register_and_gate(MlflowClient(tracking_uri), run_id, uris["backbone"], name, probe_top1, collapsed,
-                             cfg.tracking.promote_floor)
+                             cfg.tracking.promote_floor, eval_set)
     return {**gate, "model_uri": uris["backbone"], "alias_uri": f"models:/{name}@{gate['decision']}",
             "url": model_version_url(tracking_uri, name, gate["version"])}
 
@@ -145,5 +147,5 @@ def evaluate_and_register(cfg: Config, trained: TrainedRun, tracking_uri: str, s
     gate = None
     if trained.run_id:
         gate = register(cfg, trained.run_id, trained.checkpoint, metrics["probe/top1"], trained.collapsed,
-                        tracking_uri, state)
+                        tracking_uri, state, metrics["eval_set"])
     return {**{k: v for k, v in as_final(metrics).items() if "/" in k}, "registry": gate}

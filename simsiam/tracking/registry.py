@@ -31,8 +31,16 @@ def _champion(client: MlflowClient, name: str):
 
 
 def gate_decision(probe_top1: float, collapsed: bool, floor: float, champ_probe: float | None,
-                  champ_version: str | None) -> tuple[bool, list[str]]:
-    """(promote?, reasons): not collapsed, probe >= floor, and strictly better than the champion."""
+                  champ_version: str | None, measured_on: str | None = None,
+                  champ_measured_on: str | None = None) -> tuple[bool, list[str]]:
+    """(promote?, reasons): not collapsed, probe >= floor, and strictly better than the champion on
+    the same eval set. Probes measured on different sets (or one on a recorded set, one not) are not
+    compared: such a version stays challenger until re-evaluated on the champion's set or promoted
+    by hand (`simsiam models promote`)."""
+    if champ_probe is not None and measured_on != champ_measured_on:
+        return False, [f"probe/top1 {probe_top1:.2f} not compared with champion v{champ_version} "
+                       f"({champ_probe:.2f}): measured on {measured_on or 'an unrecorded set'}, the champion on "
+                       f"{champ_measured_on or 'an unrecorded set'}"]
     reasons, promote = [], True
     if collapsed:
         promote = False
@@ -51,9 +59,10 @@ def gate_decision(probe_top1: float, collapsed: bool, floor: float, champ_probe:
 
 
 def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: str, probe_top1: float,
-                      collapsed: bool, floor: float = 0.0) -> dict:
-    """Register the run's backbone and gate it. Idempotent per run: a gated version is returned as
-    is (`noop`), and a version registered by an attempt that died before its gate is gated now."""
+                      collapsed: bool, floor: float = 0.0, eval_set: dict[str, str] | None = None) -> dict:
+    """Register the run's backbone and gate it; `eval_set` (simsiam.evaluation.eval_set) says what the
+    probe was measured on and goes onto the version. Idempotent per run: a gated version is returned
+    as is (`noop`), and a version registered by an attempt that died before its gate is gated now."""
     try:
         existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except MlflowException:
@@ -64,11 +73,13 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
                 "reasons": v.tags.get("gate.reasons", "")}
     champ = _champion(client, name)
     champ_probe = float(champ.tags.get("probe/top1", "nan")) if champ else None
-    promote, reasons = gate_decision(probe_top1, collapsed, floor, champ_probe, champ.version if champ else None)
+    eval_set = eval_set or {}
+    promote, reasons = gate_decision(probe_top1, collapsed, floor, champ_probe, champ.version if champ else None,
+                                     eval_set.get("eval.set"), champ.tags.get("eval.set") if champ else None)
     decision = CHAMPION if promote else CHALLENGER
     mv = existing[0] if existing else mlflow.register_model(
         model_uri, name, tags={"probe/top1": repr(float(probe_top1)), "collapsed": str(collapsed).lower(),
-                               "run_id": run_id})
+                               "run_id": run_id, **eval_set})
     faults.io_fault("register")
     client.set_model_version_tag(name, mv.version, "gate.decision", decision)
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(reasons))

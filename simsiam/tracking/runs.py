@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Run
+from mlflow.entities import Metric, Run, RunTag
 from mlflow.exceptions import MlflowException
 
 from simsiam.errors import SimSiamError
@@ -81,10 +81,12 @@ def kill_if_running(tracking_uri: str, run_id: str, reason: str) -> None:
         pass
 
 
-def log_metrics_to_run(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+def log_metrics_to_run(tracking_uri: str, run_id: str, metrics: dict[str, float], step: int = 0,
+                       tags: dict[str, str] | None = None) -> None:
     now = int(time.time() * 1000)
     MlflowClient(tracking_uri).log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()
-                                                          if v is not None and math.isfinite(float(v))])
+                                                          if v is not None and math.isfinite(float(v))],
+                                         tags=[RunTag(k, v) for k, v in (tags or {}).items()])
 
 
 def child_runs(tracking_uri: str, parent_run_id: str, run_name: str | None = None) -> list[Run]:

@@ -1,0 +1,46 @@
+"""The champion gate's decision (pure: no server) and the eval set it compares on."""
+
+import torch
+
+from conftest import tiny_config
+from simsiam.evaluation import eval_set
+from simsiam.tracking.registry import gate_decision
+
+SET_A, SET_B = "probe trained on fm@a (2000 images, 5 epochs), tested on fm@a (500 images)", "another set"
+
+
+def test_a_better_probe_on_the_same_eval_set_is_promoted():
+    promote, reasons = gate_decision(70.0, False, 10.0, 65.0, "1", SET_A, SET_A)
+    assert promote and reasons == ["probe/top1 70.00 >= floor 10.00, not collapsed, beats champion v1 (65.00)"]
+
+
+def test_probes_from_different_or_unrecorded_eval_sets_are_not_compared_in_one_reason():
+    for ours, theirs in [(SET_B, SET_A), (SET_A, None), (None, SET_A)]:
+        promote, reasons = gate_decision(99.0, False, 10.0, 65.0, "3", ours, theirs)
+        assert not promote and len(reasons) == 1 and "not compared with champion v3 (65.00)" in reasons[0]
+        assert f"measured on {ours or 'an unrecorded set'}, the champion on {theirs or 'an unrecorded set'}" \
+            in reasons[0]
+
+
+def test_without_a_champion_the_eval_set_does_not_block_the_first_version():
+    assert gate_decision(50.0, False, 10.0, None, None, SET_A, None)[0]
+
+
+class _Source:
+    def __init__(self, name, n, ref=None):
+        self.name, self.labels, self.ref = name, torch.zeros(n), ref
+
+    def __len__(self):
+        return len(self.labels)
+
+
+class _Ref:
+    name, version = "fm-2k", "abc123"
+
+
+def test_eval_set_names_staged_version_local_split_sizes_and_probe_epochs():
+    got = eval_set(tiny_config("eval.probe_epochs=7", "train.seed=3"), _Source("fashion-mnist", 2000, _Ref()),
+                   _Source("fashion-mnist", 10000))
+    assert got == {"eval.set": "probe trained on fm-2k@abc123 (2000 images, 7 epochs), tested on local fashion-mnist "
+                               "(10000 images)",
+                   "eval.seed": "3", "eval.test_images": "10000", "eval.train_images": "2000"}

@@ -1,4 +1,4 @@
-"""The layering the README's Layout section promises, checked on the source: the core imports no
+"""The layering docs/layout.md ("Layout") promises, checked on the source: the core imports no
 orchestration library, adapters never reach up into the steps, CLI or flows, and every function
 fits on a screen."""
 

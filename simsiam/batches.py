@@ -78,13 +78,23 @@ class DeviceViews:
 def preview(dataset: DeviceViews | ViewsDataset | StreamViews, n: int = 8) -> torch.Tensor:
     """The first n training images' epoch-0 views as n x views x C x H x W in [0, 1]: what the network sees
     (of a streamed version: n images of one seeded shard)."""
+    return preview_with_originals(dataset, n)[0]
+
+
+def preview_with_originals(dataset: DeviceViews | ViewsDataset | StreamViews,
+                           n: int = 8) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """`preview`'s views and the n source images they were drawn from, each C x H x W in [0, 1] at its
+    own size (before the crop and resize): what the augmentation started from."""
     if isinstance(dataset, StreamViews):
         dataset = ViewsDataset(dataset.stream.sample_source(n, dataset.seed), dataset.transform, seed=dataset.seed)
     n = min(n, len(dataset))
     if isinstance(dataset, DeviceViews):
-        views = dataset.views(dataset.indices[:n], 0)
-        return torch.stack([denormalise(v, dataset.augment.dataset) for v in views], 1)
+        index = dataset.indices[:n]
+        views = dataset.views(index, 0)
+        originals = dataset.images[index.to(dataset.images.device)].cpu().float().div(255)
+        return torch.stack([denormalise(v, dataset.augment.dataset) for v in views], 1), list(originals)
     epoch, dataset.epoch = dataset.epoch, 0
     rows = [torch.stack(dataset[i][0]) for i in range(n)]
     dataset.epoch = epoch
-    return denormalise(torch.stack(rows), dataset.source.name)
+    originals = [dataset.source.image(int(dataset.indices[i])).float().div(255) for i in range(n)]
+    return denormalise(torch.stack(rows), dataset.source.name), originals

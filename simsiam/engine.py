@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from simsiam import faults
 from simsiam.augment import MultiView, train_transform
 from simsiam.batch_augment import BatchAugment
-from simsiam.batches import DeviceViews, augment_path, preview
+from simsiam.batches import DeviceViews, augment_path, preview_with_originals
 from simsiam.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights, save_checkpoint
 from simsiam.config import Config, validate_config
 from simsiam.data import EpochSampler, ImageSource, ViewsDataset, load_source, subset_indices
@@ -280,9 +280,9 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     monitor = _knn_monitor(cfg, train_source, test_source) if cfg.eval.knn_every_epochs > 0 and rank == 0 else None
     _start(state, cfg, plan, device, monitor, reporters)
     if rank == 0 and reporters:
-        views = preview(dataset)
+        views, originals = preview_with_originals(dataset)
         for r in reporters:
-            r.on_views(views)
+            r.on_views(views, originals)
     checkpoint = Checkpointer(ckpt_path, rank == 0, cfg, plan, reporters)
     limit = plan.total_steps if stop_after_steps is None else min(plan.total_steps, stop_after_steps)
     state.model.train()

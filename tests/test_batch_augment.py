@@ -133,7 +133,7 @@ def test_auto_takes_the_device_path_for_in_memory_data_and_training_runs(fmnist_
         def on_start(self, cfg, plan):
             seen.update(plan)
 
-        def on_views(self, views):
+        def on_views(self, views, originals=None):
             seen["views"] = views.shape
 
     result = train(cfg, [Plan()], train_source=fmnist_train)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from mlflow import MlflowClient
 
+from simsiam.tracking.figures import text_colour
+
 BANK = 2000  # points in the embedding plot
 
 
@@ -40,29 +42,37 @@ def embedding_figure(stages: dict[str, tuple[torch.Tensor, torch.Tensor]], class
     return fig
 
 
-def neighbors_figure(train_src, test_src, train, test, queries: int = 8, k: int = 8):
-    """Each row: a test image, then its k nearest train images by cosine similarity; a red frame
-    marks a neighbour of another class."""
+def neighbors_figure(train_src, test_src, train, test, queries: int = 8, k: int = 8, classes: list[str] | None = None):
+    """Each row: a test image (titled with its class), then its k nearest train images by cosine
+    similarity, each titled with its class and that similarity; a red frame marks a neighbour of
+    another class. `classes` (label -> name) defaults to `train_src.classes`."""
     plt = _plt()
+    names = list(classes if classes is not None else getattr(train_src, "classes", None) or [])
+
+    def name(label) -> str:
+        return names[int(label)] if int(label) < len(names) else str(int(label))
+
     (ftr, ytr), (fte, yte) = train, test
     q = torch.linspace(0, len(fte) - 1, queries).long()
     sims = torch.nn.functional.normalize(fte[q].float(), dim=1) @ torch.nn.functional.normalize(ftr.float(), dim=1).T
-    nn_idx = sims.topk(k, dim=1).indices
-    fig, axes = plt.subplots(queries, k + 1, figsize=(1.1 * (k + 1), 1.15 * queries + 0.5), squeeze=False)
+    top = sims.topk(k, dim=1)
+    fig, axes = plt.subplots(queries, k + 1, figsize=(1.25 * (k + 1), 1.6 * queries + 0.5), squeeze=False)
     for r in range(queries):
-        cells = [(test_src.image(int(q[r])), "query", None)]
-        cells += [(train_src.image(int(j)), None, bool(ytr[j] != yte[q[r]])) for j in nn_idx[r]]
+        cells = [(test_src.image(int(q[r])), f"query: {name(yte[q[r]])}", None)]
+        cells += [(train_src.image(int(j)), f"{name(ytr[j])}\n{float(s):.2f}", bool(ytr[j] != yte[q[r]]))
+                  for s, j in zip(top.values[r], top.indices[r])]
         for c, (img, title, wrong) in enumerate(cells):
             ax = axes[r][c]
             img = img.permute(1, 2, 0).numpy()
             ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([]), ax.set_yticks([])
-            if title:
-                ax.set_title(title, fontsize=7)
+            ax.set_title(title, fontsize=8, color="red" if wrong else "black",
+                         fontweight="bold" if wrong is None else "normal")
             for side in ax.spines.values():
-                side.set_edgecolor("red" if wrong else "black" if title else "lightgrey")
-                side.set_linewidth(2.5 if wrong or title else 0.5)
-    fig.suptitle("Nearest train neighbours of test images (red frame: another class)", fontsize=9)
+                side.set_edgecolor("red" if wrong else "black" if wrong is None else "lightgrey")
+                side.set_linewidth(2.5 if wrong or wrong is None else 0.5)
+    fig.suptitle("Nearest train neighbours of test images: class and cosine similarity "
+                 "(red frame: another class)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -74,16 +84,17 @@ def confusion_figure(y_true: torch.Tensor, y_pred: torch.Tensor, classes: list[s
     cm = torch.zeros(n, n)
     cm.index_put_((y_true.long(), y_pred.long()), torch.ones(len(y_true)), accumulate=True)
     rates = cm / cm.sum(1, keepdim=True).clamp_min(1)
-    fig, ax = plt.subplots(figsize=(0.6 * n + 3, 0.6 * n + 1.5))
-    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    # 0.75 in per cell: an 8 pt "0.00" (about 0.25 in wide) sits well inside its cell.
+    fig, ax = plt.subplots(figsize=(0.75 * n + 3.5, 0.75 * n + 2))
+    im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     for i in range(n):
         for j in range(n):
             if cm[i, j]:
-                ax.text(j, i, f"{float(rates[i, j]):.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(j, i, f"{float(rates[i, j]):.2f}", ha="center", va="center", fontsize=8,
+                        color=text_colour(im.cmap(im.norm(float(rates[i, j])))))
     names = classes or [str(i) for i in range(n)]
-    ax.set_yticks(range(n), [f"{c} ({100 * rates[i, i]:.0f}%)" for i, c in enumerate(names)], fontsize=7)
-    ax.set_xticks(range(n), names, fontsize=7, rotation=45, ha="right")
+    ax.set_yticks(range(n), [f"{c} ({100 * rates[i, i]:.0f}%)" for i, c in enumerate(names)], fontsize=8)
+    ax.set_xticks(range(n), names, fontsize=8, rotation=45, ha="right")
     ax.set_ylabel("true class (its accuracy)"), ax.set_xlabel("predicted class")
     ax.set_title(f"Linear probe: {100 * rates.diagonal().mul(cm.sum(1)).sum() / cm.sum():.1f}% top-1", fontsize=9)
     fig.tight_layout()
@@ -96,7 +107,8 @@ def log_evaluation_figures(tracking_uri: str, run_id: str, kept: dict, train_src
     plt, client, classes = _plt(), MlflowClient(tracking_uri), list(train_src.classes)
     stages = ({"at init": init_train} if init_train is not None else {}) | {"trained": kept["train"]}
     figs = {"figures/embedding.png": embedding_figure(stages, classes),
-            "figures/neighbors.png": neighbors_figure(train_src, test_src, kept["train"], kept["test"]),
+            "figures/neighbors.png": neighbors_figure(train_src, test_src, kept["train"], kept["test"],
+                                                      classes=classes),
             "figures/probe_confusion.png": confusion_figure(kept["test"][1], kept["probe_pred"], classes)}
     for path, fig in figs.items():
         client.log_figure(run_id, fig, path)

@@ -129,8 +129,8 @@ class MlflowReporter(Reporter):
                              name=self.dataset.get("name"), digest=self.dataset.get("version"))
             mlflow.log_input(ds, context="training")
 
-    def on_views(self, views) -> None:
-        self._safe(lambda: log_views_figure(views))
+    def on_views(self, views, originals=None) -> None:
+        self._safe(lambda: log_views_figure(views, originals))
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         self.step = step

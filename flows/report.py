@@ -16,14 +16,19 @@ def _fmt(v) -> str:
 
 
 def run_report(cfg: Config, staged: dict, train: TrainedRun, metrics: dict | None, gate: dict | None,
-               run_url: str | None, mode: str = "pretrain", sweep_rows: list[dict] | None = None) -> str:
-    """The pipeline's markdown report: data version, config, metrics, collapse verdict, gate, links."""
+               run_url: str | None, mode: str = "pretrain", sweep_rows: list[dict] | None = None,
+               runs_url: str | None = None) -> str:
+    """The pipeline's markdown report: data version, config, metrics, collapse verdict, gate, links.
+    No inline code inside link text: Prefect's UI shows those backticks literally."""
     lines = [f"# SimSiam {mode}: `{cfg.name}`", ""]
     if run_url:
         lines += [f"**MLflow run:** [{train.run_id}]({_redact(run_url)})", ""]
+    if runs_url:
+        lines += [f"**MLflow runs table** (probe, kNN, collapse columns): [experiment {cfg.tracking.experiment}]"
+                  f"({_redact(runs_url)})", ""]
     if gate:
-        lines += [f"**Registered:** [`{gate['name']}` v{gate['version']}]({_redact(gate.get('url', ''))})"
-                  f" with alias **`{gate['decision']}`** (`{gate.get('alias_uri', '')}`)",
+        lines += [f"**Registered:** [{gate['name']} v{gate['version']}]({_redact(gate.get('url', ''))})"
+                  f" with alias **{gate['decision']}**: load it as `{gate.get('alias_uri', '')}`",
                   f"- gate: {gate.get('reasons') or '-'}", ""]
     lines += ["## Data", "| split | staged version | samples | shards | uploaded objects |", "|---|---|---|---|---|"]
     for split in ("train", "test"):
@@ -50,6 +55,38 @@ def run_report(cfg: Config, staged: dict, train: TrainedRun, metrics: dict | Non
     lines += ["## Config", f"preset name `{cfg.name}`, config hash `{cfg.config_hash()}`", "",
               "```yaml", _redact(cfg.to_yaml()).rstrip(), "```"]
     return "\n".join(lines)
+
+
+def pipeline_log_lines(staged: dict | None = None, trained: TrainedRun | None = None, mode: str = "pretrain",
+                       metrics: dict | None = None, gate: dict | None = None, registered: bool = False,
+                       where: dict[str, str | None] | None = None) -> list[str]:
+    """What the pipeline flow's run log says after each stage (stage, train, evaluate, register, where
+    to look): one line each, so the flow run's Logs tab tells what happened without the subflows."""
+    lines = []
+    for split, s in (staged or {}).items():
+        how = ("cache hit, 0 objects uploaded" if s.get("cached") else f"uploaded {s.get('uploaded_objects')} objects")
+        lines.append(f"stage {split}: {s.get('spec') or s.get('uri')}: {s.get('samples')} samples in "
+                     f"{s.get('shards')} shard(s); {how}")
+    if trained is not None:
+        start = (f"resumed from step {trained.resumed_from_step}" if trained.resumed_from_step
+                 else "started from scratch")
+        ratio = trained.metrics.get("train/z_std_ratio")
+        lines.append(f"train ({mode}): MLflow run {trained.run_id}: {trained.steps} steps, {trained.epochs} epochs "
+                     f"in {_fmt(trained.wall_s)} s, {start}; final loss {_fmt(trained.metrics.get('train/loss'))}, "
+                     f"z_std x sqrt(d) {_fmt(ratio)}: " + ("COLLAPSED" if trained.collapsed else "healthy"))
+    if metrics is not None:
+        es = metrics.get("eval_set", {})
+        lines.append(f"evaluate: kNN top-1 {_fmt(metrics.get('knn/top1'))}%, linear probe top-1 "
+                     f"{_fmt(metrics.get('probe/top1'))}% on {es.get('eval.test_images', '?')} test images "
+                     f"(eval set: {es.get('eval.set', '?')})")
+    if gate is not None:
+        lines.append(f"register: {gate['name']} v{gate['version']} -> {gate['decision']}"
+                     + (" (already gated)" if gate.get("noop") else "") + f"; reasons: {gate.get('reasons') or '-'}")
+    elif registered:
+        lines.append("register: skipped (registry off, or no MLflow run)")
+    if where:
+        lines.append("where to look: " + "; ".join(f"{k} {_redact(v)}" for k, v in where.items() if v))
+    return lines
 
 
 def trial_markdown(rows: list[dict]) -> str:

@@ -161,9 +161,11 @@ def _where_to_look(out: dict, state: Path | None) -> dict:
     reg = out.get("registered") or {}
     prefect_ui = os.environ.get("PREFECT_UI_URL") or (os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None)
     where = {
-        "mlflow_ui": out["tracking_uri"], "experiment": out["experiment"], "run": out["run_url"],
+        "mlflow_ui": out["tracking_uri"], "experiment": out["experiment"], "runs_table": out.get("experiment_url"),
+        "run": out["run_url"],
         "registered_model": reg.get("name"), "version": reg.get("version"), "alias": reg.get("decision"),
         "model_uri": reg.get("alias_uri"), "gate": reg.get("reasons"), "prefect_artifact": out["artifact"],
+        "prefect_report": out.get("report_url"),
         "prefect_ui": prefect_ui or f"run `simsiam up --with-prefect-server` (PREFECT_HOME={os.environ['PREFECT_HOME']}) "
                                     "to browse flow runs and artifacts",
         "stop_services": "simsiam down" + (f" --state {state}" if state else ""),
@@ -192,9 +194,10 @@ def stage(
     """Stage a dataset split to S3 as a content-addressed version (Parquet shards + manifest.json).
     Re-staging the same data uploads nothing; an interrupted staging resumes."""
     cfg = load_config(preset, [*(set_ or []), f"data.dataset={dataset}", *([f"data.root={root}"] if root else [])])
-    steps.stage_name(cfg, split, name), steps.local_source(cfg, split, subset)  # bad input: before any service
+    steps.stage_name(cfg, split, name)
+    source = steps.local_source(cfg, split, subset)  # bad input: an error before any service starts
     steps.open_services(state, tracking=False, s3_endpoint_url=cfg.storage.endpoint_url)
-    out = steps.stage(cfg, split, name, subset, state, progress)
+    out = steps.stage(cfg, split, name, subset, state, progress, source)
     _echo_json({k: out[k] for k in ("uri", "manifest", "name", "version", "samples", "shards", "bytes",
                                     "uploaded_objects")})
 
@@ -312,11 +315,11 @@ def probe(
 ) -> None:
     """kNN and linear probe of a checkpoint's frozen backbone on the full train/test splits; prints JSON.
     The checkpoint's own config says which data; --set changes it (e.g. eval.probe_epochs=10)."""
-    in_s3 = str(checkpoint).startswith("s3:/")
-    if in_s3 or steps.read_checkpoint(checkpoint)["config"]["data"].get("source"):
+    loaded = None if str(checkpoint).startswith("s3:/") else steps.read_checkpoint(checkpoint)
+    if loaded is None or loaded["config"]["data"].get("source"):
         steps.open_services(state, tracking=False)  # the checkpoint or its staged data are in the store
     out = steps.evaluate(None, checkpoint=str(checkpoint), random_init=random_init, overrides=set_ or [],
-                         state=state)
+                         state=state, loaded=loaded)
     _echo_json({k: out[k] for k in ("checkpoint", "step", "random_init", "train_images", "test_images",
                                     "knn/top1", "probe/top1", "probe/train_top1")})
 

@@ -14,14 +14,27 @@ CHROMIUM = shutil.which("chromium")
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
     assert CHROMIUM, "Debian's chromium is missing: scripts/test.sh installs it"
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield browser.new_page()
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    return browser.new_page()
+
+
+@pytest.fixture
+def fresh_page(browser):
+    """A page in a new browser context: no localStorage, so no saved login or UI choices."""
+    context = browser.new_context(viewport={"width": 1800, "height": 1000})
+    yield context.new_page()
+    context.close()
 
 
 def _text(page, url: str, expect: str) -> str:
@@ -64,7 +77,8 @@ def test_prefect_ui_logs_in_and_lists_the_pipeline_run(demo_run, page):
         assert flow_run in body
 
 
-def test_prefect_artifact_page_shows_the_report(demo_run, page):
+def _report_artifact(demo_run) -> dict:
+    """The report artifact of the demo run, from the Prefect API."""
     auth = "Basic " + base64.b64encode(demo_run["auth"].encode()).decode()
     token = urllib.request.Request(demo_run["api_url"] + "/csrf-token?client=ui-test", headers={"Authorization": auth})
     with urllib.request.urlopen(token, timeout=30) as r:
@@ -75,7 +89,52 @@ def test_prefect_artifact_page_shows_the_report(demo_run, page):
                                  headers={"Authorization": auth, "Content-Type": "application/json",
                                           "Prefect-Csrf-Token": csrf, "Prefect-Csrf-Client": "ui-test"})
     with urllib.request.urlopen(req, timeout=30) as r:
-        artifact = json.loads(r.read())[0]
+        return json.loads(r.read())[0]
+
+
+def test_prefect_artifact_page_shows_the_report(demo_run, page):
+    artifact = _report_artifact(demo_run)
     # logged in by the previous test: the UI keeps the auth string in this page's localStorage
     body = _text(page, f"{demo_run['ui_url']}/artifacts/artifact/{artifact['id']}", "champion")
     assert demo_run["registered_model"] in body and "healthy" in body
+
+
+def test_prefect_report_link_renders_the_report_with_its_description_and_no_literal_backticks(demo_run, page):
+    body = _text(page, demo_run["prefect_report"], "champion")  # the `prefect_report` URL that `simsiam run` prints
+    assert "/v2/artifacts/artifact/" in page.url
+    assert "SimSiam pretrain report for cpu-demo: probe top-1" in body  # the description, above the report
+    assert f"{demo_run['registered_model']} v{demo_run['version']}" in body  # the registered version's link text
+    assert "`" not in body  # inline code rendered as code, not as backticks
+
+
+def test_prefect_artifacts_page_lists_the_report_description_and_the_mlflow_run_link(demo_run, page):
+    body = _text(page, demo_run["ui_url"] + "/v2/artifacts", "simsiam-mlflow-run")
+    assert "simsiam-pipeline-report" in body and "SimSiam pretrain report for cpu-demo" in body
+
+
+def test_prefect_pipeline_flow_run_logs_say_what_stage_train_evaluate_and_register_did(demo_run, page):
+    flow_run = _report_artifact(demo_run)["flow_run_id"]  # the report is written by the pipeline flow run
+    body = _text(page, f"{demo_run['ui_url']}/v2/runs/flow-run/{flow_run}?tab=Logs", "where to look:")
+    lines = body.split("\n")
+    for start in ("stage train: fashion-mnist-train@", "stage test: fashion-mnist-test@",
+                  "train (pretrain): MLflow run ", "evaluate: kNN top-1 ",
+                  f"register: {demo_run['registered_model']} v", "where to look: MLflow run "):
+        assert any(line.startswith(start) for line in lines), start
+    assert "uploaded 2 objects" in body and "linear probe top-1" in body and "-> champion" in body
+
+
+def test_prefect_report_link_before_login_shows_the_login_page_without_error_toasts(demo_run, fresh_page):
+    fresh_page.goto(demo_run["prefect_report"])  # not logged in: the UI asks for the auth string first
+    fresh_page.wait_for_url("**/login**", timeout=60_000)
+    fresh_page.wait_for_timeout(3000)  # the V1 UI's toasts came within a second, from its API calls' 401s
+    body = fresh_page.inner_text("body")
+    assert "Login" in body and "Authentication failed" not in body and "Something went wrong" not in body
+    assert fresh_page.locator("[data-sonner-toast]").count() == 0
+
+
+def test_mlflow_runs_table_link_opens_model_training_runs_with_probe_knn_and_collapse_columns(demo_run, fresh_page):
+    body = _text(fresh_page, demo_run["runs_table"], "probe/top1")  # the `runs_table` URL that `simsiam run` prints
+    assert "Token Usage" not in body and "Training runs" not in body  # not the GenAI overview
+    headers = set(fresh_page.locator("[role=columnheader]").all_inner_texts())
+    assert {"probe/top1", "knn/final_top1", "train/z_std_ratio"} <= {h.strip() for h in headers}, headers
+    assert fresh_page.get_by_text("cpu-demo-", exact=False).first.is_visible()  # the demo run's row

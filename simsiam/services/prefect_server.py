@@ -88,7 +88,7 @@ def _start_server(state: Path, info: dict, env: dict, pool: str, timeout: float)
         api, ui = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}"
         # the UI asks /ui-settings where the API is: without this it says port 4200
         env = {**base_env, **_locked_down(base_env[CLIENT_AUTH], f"{ui},http://localhost:{port}"),
-               "PREFECT_SERVER_UI_API_URL": api}
+               "PREFECT_SERVER_UI_API_URL": api, "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false"}
         cmd = [venv_binary("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
         proc = spawn_server("prefect server", cmd, state, "prefect-server.out", lambda: http_ok(api + "/health"), api,
                             timeout, env=env, poll=0.5)

@@ -55,12 +55,13 @@ def stage_name(cfg: Config, split: str = "train", name: str | None = None) -> st
 
 
 def stage(cfg: Config, split: str = "train", name: str | None = None, subset: int | None = None,
-          state: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """Stage one split of `cfg.data` to S3 (idempotent: a staged version uploads nothing)."""
+          state: str | Path | None = None, progress: bool = False, source: ImageSource | None = None) -> dict[str, Any]:
+    """Stage one split of `cfg.data` to S3 (idempotent: a staged version uploads nothing). `source`:
+    the split's `local_source`, when the caller already read it."""
     from simsiam.storage import stage_dataset, store_for
 
     name = stage_name(cfg, split, name)
-    source = local_source(cfg, split, subset)
+    source = local_source(cfg, split, subset) if source is None else source
     store = store_for(cfg, state)
     before, root = store.puts, cfg.data.root
     ref, manifest = stage_dataset(source, store, name, split, cfg.storage.shard_size,

@@ -37,7 +37,8 @@ def load_trained(location: str | Path, state: str | Path | None = None, cfg: Con
     return model, trained_cfg, ckpt["step"]
 
 
-def _backbone(cfg: Config | None, checkpoint, model_uri, tracking_uri, state, random_init: bool, overrides):
+def _backbone(cfg: Config | None, checkpoint, model_uri, tracking_uri, state, random_init: bool, overrides,
+              loaded: dict | None = None):
     """(backbone, config for data and eval, steps the backbone was trained: None for a model URI)."""
     from simsiam.checkpoint import model_from_checkpoint
     from simsiam.runtime import seed_everything
@@ -54,7 +55,7 @@ def _backbone(cfg: Config | None, checkpoint, model_uri, tracking_uri, state, ra
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)
         return load_registered(model_uri), cfg, None
-    ckpt = read_checkpoint(checkpoint, state, cfg)
+    ckpt = read_checkpoint(checkpoint, state, cfg) if loaded is None else loaded
     cfg = override_config(cfg or validate_config(ckpt["config"]), overrides)
     seed_everything(cfg.train.seed)  # before the model is built: a random init is then reproducible
     model, _ = model_from_checkpoint(ckpt, checkpoint, weights=not random_init)
@@ -78,11 +79,12 @@ def _init_features(cfg: Config, train_src, device):
 
 def evaluate(cfg: Config | None, checkpoint: str | None = None, model_uri: str | None = None,
              tracking_uri: str | None = None, run_id: str | None = None, state: str | Path | None = None,
-             random_init: bool = False, overrides: Sequence[str] = ()) -> dict[str, Any]:
+             random_init: bool = False, overrides: Sequence[str] = (), loaded: dict | None = None) -> dict[str, Any]:
     """kNN + linear probe of a frozen backbone on the full splits of the config's data: from a checkpoint
     (`random_init`: its architecture untrained, the baseline), or a registered/logged MLflow model
     (`models:/name@champion`). `cfg` None means the checkpoint's own config; `overrides` apply on top.
-    With `run_id`, the metrics are logged to that run (`knn/final_top1`, `probe/top1`)."""
+    With `run_id`, the metrics are logged to that run (`knn/final_top1`, `probe/top1`). `loaded`: the
+    checkpoint's contents, when the caller already read it."""
     from simsiam.evaluation import as_final, eval_set, evaluate_backbone
     from simsiam.runtime import resolve_device
     from simsiam.storage import open_sources
@@ -90,7 +92,7 @@ def evaluate(cfg: Config | None, checkpoint: str | None = None, model_uri: str |
     if (checkpoint is None) == (model_uri is None):
         raise SimSiamError("evaluate needs exactly one of a checkpoint or a model URI")
     faults.io_fault("evaluate")
-    backbone, cfg, step = _backbone(cfg, checkpoint, model_uri, tracking_uri, state, random_init, overrides)
+    backbone, cfg, step = _backbone(cfg, checkpoint, model_uri, tracking_uri, state, random_init, overrides, loaded)
     device = resolve_device(cfg.train.device)
     train_src, test_src = open_sources(cfg, need_test=True, state=state, for_training=False)
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from simsiam.redact import redact
 from simsiam.reporters import Reporter, TrainResult
 from simsiam.tracking.figures import History, log_training_figures, log_views_figure
 from simsiam.tracking.registry import registered_name
-from simsiam.tracking.runs import check_server, git_commit
+from simsiam.tracking.runs import check_server, ensure_experiment, git_commit
 
 
 class MetricBuffer:
@@ -92,7 +92,7 @@ class MlflowReporter(Reporter):
     def on_start(self, cfg: Config, plan: dict[str, Any]) -> None:
         check_server(self.tracking_uri)
         mlflow.set_tracking_uri(self.tracking_uri)
-        exp = mlflow.set_experiment(self.experiment)
+        exp = mlflow.set_experiment(experiment_id=ensure_experiment(self.tracking_uri, self.experiment))
         if self.system_metrics:
             mlflow.set_system_metrics_sampling_interval(2)
         if self.run_id is not None:

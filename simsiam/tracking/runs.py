@@ -3,6 +3,7 @@ restarts) log into one history, metrics logged into an existing run, child runs,
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import time
@@ -45,12 +46,48 @@ def git_commit() -> str | None:
         return None
 
 
+# MLflow 3 opens an experiment in its GenAI view (overview, traces) unless the UI's workflow switch says
+# "Model training", and its runs table shows no metric columns until they are picked. The tag marks
+# the experiment as model training for the UIs that read it; the shared view state (an experiment
+# tag the UI loads for `?viewStateShareKey=<key>`) picks the columns; `experiment_url` opens both.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+RUNS_VIEW_KEY = "simsiam-metrics"
+RUNS_TABLE_COLUMNS = ["attributes.`Models`", "metrics.`probe/top1`", "metrics.`knn/final_top1`",
+                      "metrics.`train/z_std_ratio`", "metrics.`train/loss`"]
+RUNS_VIEW = {f"mlflow.sharedViewState.{RUNS_VIEW_KEY}": json.dumps({"selectedColumns": RUNS_TABLE_COLUMNS})}
+
+
+def ensure_experiment(tracking_uri: str, experiment: str) -> str:
+    """The id of `experiment`, created if missing, with the tags that make MLflow's UI open it as a
+    model-training experiment whose runs table shows probe, kNN and collapse columns (added to an
+    existing experiment too; a kind chosen in the UI is kept)."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        try:
+            return client.create_experiment(experiment, tags={**EXPERIMENT_KIND, **RUNS_VIEW})
+        except MlflowException:  # created meanwhile by another process (Ray workers, sweep trials)
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                raise
+    missing = {k: v for k, v in EXPERIMENT_KIND.items() if k not in exp.tags}
+    missing.update({k: v for k, v in RUNS_VIEW.items() if exp.tags.get(k) != v})
+    for key, value in missing.items():
+        client.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
+def experiment_url(tracking_uri: str, experiment_id: str) -> str:
+    """The experiment's runs table in the classic (model training) view, with the metric columns."""
+    return (f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={RUNS_VIEW_KEY}")
+
+
 def create_run(tracking_uri: str, experiment: str, run_name: str, parent_run_id: str | None = None,
                tags: dict[str, str] | None = None) -> str:
     check_server(tracking_uri)
     client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    exp_id = ensure_experiment(tracking_uri, experiment)
     all_tags = dict(tags or {})
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id

@@ -35,7 +35,6 @@ StateOpt = Annotated[Optional[Path], typer.Option("--state", help="state dir of 
 TrackingUriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow server [default: $MLFLOW_TRACKING_URI or the embedded one]")]
 ProgressOpt = Annotated[bool, typer.Option(help="show a progress bar")]
 GpusOpt = Annotated[float, typer.Option(min=0.0, help="GPUs per Ray worker (0 = CPU workers)")]
-HELP_WIDTH = 120
 CpusOpt = Annotated[float, typer.Option(min=0.01, help="CPUs per Ray worker")]
 
 
@@ -417,6 +416,9 @@ def presets() -> None:
 def show_config(preset: PresetOpt = "cpu-demo", set_: SetOpt = None) -> None:
     """Print the resolved config (preset + overrides) as YAML."""
     typer.echo(load_config(preset, set_ or []).to_yaml(), nl=False)
+
+
+HELP_WIDTH = 120
 
 
 def _widen_help() -> None:

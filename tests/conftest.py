@@ -107,9 +107,15 @@ def tiny_cfg():
 
 # Two xdist workers share 2 cores: each (and every process it starts: CLI runs, benchmarks) computes
 # on one thread. Two OpenMP pools of 2 threads each on 2 cores spin against each other; in-process
-# torch tests then ran 3-5x slower than alone (test_collapse_real: 83 s alone, 420 s beside the Ray group).
+# torch tests then ran 3-5x slower than alone (a 256-step width-8 run: 83 s alone, 420 s beside the Ray group).
+# An xdist worker inherits the controller's environment, where this module set 2 first: a worker
+# overrides it, or every Ray worker and CLI run it starts computes on 2 threads (measured: a 2-node DDP
+# test's Ray workers took 130 CPU-s with 2 OpenMP threads each, 48 CPU-s with 1).
 TORCH_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
-os.environ.setdefault("OMP_NUM_THREADS", str(TORCH_THREADS))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+else:
+    os.environ.setdefault("OMP_NUM_THREADS", str(TORCH_THREADS))
 
 
 @pytest.fixture(autouse=True)

@@ -9,11 +9,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
 from flows.common import DEFAULT_PRESET, open_services, resolve_config, run_name
-from flows.evaluate import evaluate
-from flows.pretrain import pretrain
-from flows.report import pipeline_log_lines, run_report
+from flows.evaluate_flow import evaluate
+from flows.pretrain_flow import pretrain
+from flows.run_report import pipeline_log_lines, run_report
 from flows.stage import stage_data
-from flows.sweep import sweep
+from flows.sweep_flow import sweep
 from flows.tasks import register_encoder
 from simsiam.config import Config
 from simsiam.errors import SimSiamError

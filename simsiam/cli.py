@@ -261,13 +261,15 @@ def sweep(
     space = steps.sweep_space(cfg, parse_values(lr, "--lr"), parse_values(batch, "--batch"), parse_grid(grid))
     uri = steps.open_services(state, tracking=track, tracking_uri=tracking_uri,
                               s3_endpoint_url=cfg.storage.endpoint_url).tracking_uri
+    cfg = steps.on_staged_data(cfg, state, test=True)  # every trial runs the kNN monitor
     res = steps.sweep(cfg, space, ray=steps.RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, 0),
                       samples=samples, max_concurrent=max_concurrent, collapse_threshold=collapse_threshold,
                       tracking_uri=uri, state=state)
     from simsiam.ray import format_table
 
     typer.echo(format_table(res["rows"]))
-    summary = {"sweep": res["name"], "parent_run_id": res["parent_run_id"], "best": res["best"], "trials": res["rows"]}
+    summary = {"sweep": res["name"], "data": cfg.data.source, "checkpoints": res["checkpoints"],
+               "parent_run_id": res["parent_run_id"], "best": res["best"], "trials": res["rows"]}
     if track and register and res["trained"]:
         summary.update(steps.evaluate_and_register(cfg, res["trained"], uri, state))
     _echo_json(summary)

@@ -87,7 +87,7 @@ def test_prefect_yaml_deploys_and_worker_runs_stage_data(tmp_path):
         crons = {n: [s["schedule"].get("cron") for s in d["schedules"]] for n, d in deps.items()}
         assert crons["nightly-pipeline"] == ["0 2 * * *"] and crons["weekly-sweep"] == ["0 3 * * 0"]
         assert crons["stage-data"] == [] and crons["reproduce-paper"] == []  # on demand
-        assert deps["reproduce-paper"]["entrypoint"] == "flows/reproduce.py:reproduce"
+        assert deps["reproduce-paper"]["entrypoint"] == "flows/reproduce_flow.py:reproduce"
         assert deps["nightly-pipeline"]["work_pool_name"] == "local"
         assert deps["weekly-sweep"]["parameters"]["mode"] == "sweep"
         pull = deps["stage-data"]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]

@@ -99,7 +99,7 @@ def test_pipeline_sweep_asha_cuts_a_slow_trial_stops_a_collapsed_one_and_registe
 
 
 def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publishes_the_table(
-        stack, harness, tmp_path):
+        stack, harness, tmp_path, capfd):
     """The `reproduce` flow (the same step `simsiam reproduce` calls) on a local Ray: reproduce-cpu,
     shortened. Without stop-grad or without a predictor (bn=hidden, base lr 1.0) the outputs collapse
     within these 64 steps; with both, z_std * sqrt(d) stays near 1."""
@@ -108,13 +108,15 @@ def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publ
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from flows.reproduce import reproduce
+    from flows.reproduce_flow import reproduce
 
     state, s3, ml = stack
     out = reproduce(suite="collapse", seeds=1, out=str(tmp_path / "rep"), cpus_per_worker=0.99,
                     overrides=["train.epochs=4", "eval.knn_train_samples=512", "eval.knn_test_samples=500",
                                "tracking.experiment=flow-reproduce", "data.download=false"],
                     mlflow_uri=ml.tracking_uri, state=str(state))
+    printed = "".join(capfd.readouterr())
+    assert "trial_name" in printed and "fixed_random_predictor" in printed  # Tune's table names each trial
     rows = {row["claim"]: row for row in out["rows"]}
     assert len(rows) == 4 and all(row["verdict"] != "no result" for row in rows.values()), out["rows"]
     assert rows["With stop-gradient and a predictor, SimSiam does not collapse"]["verdict"] == "holds"

@@ -52,10 +52,11 @@ def test_embed_writes_the_champions_features_once_with_the_manifest_last(demo_ru
     import mlflow
 
     from simsiam.storage import StagedSource
+    from simsiam.tracking.runs import tracking_uri_scope
 
     src = StagedSource(store, f"{test_name}@{out['data']['version']}")
-    mlflow.set_tracking_uri(demo_run["mlflow_ui"])
-    want = mlflow.pyfunc.load_model(out["model_uri"]).predict(src.images[:4].float().div(255).numpy())
+    with tracking_uri_scope(demo_run["mlflow_ui"]):
+        want = mlflow.pyfunc.load_model(out["model_uri"]).predict(src.images[:4].float().div(255).numpy())
     got = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)[:4])
     assert np.allclose(got, want, atol=1e-4) and table.column("label").to_pylist() == src.labels.tolist()
     assert table.column("index").to_pylist() == list(range(len(src)))
@@ -98,7 +99,7 @@ def test_embed_flow_links_the_embeddings_from_its_artifact(demo_run):
 
     env = {**demo_run["env"], **prefect_env(demo_run["state"])}  # the demo's Prefect server and its auth string
     test_name = demo_run["staged"]["test"].rstrip("/").split("/")[-2]
-    flow = ("import json; from flows.embed import embed; "
+    flow = ("import json; from flows.embed_flow import embed; "
             f"print(json.dumps(embed(model_uri='models:/{demo_run['registered_model']}@champion', "
             f"data='{test_name}@latest', state='{demo_run['state']}')))")
     r = subprocess.run([sys.executable, "-c", flow], capture_output=True, text=True, timeout=600, env=env)

@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import PIPELINE, TINY
-from flows.report import run_report
+from flows.run_report import run_report
 from simsiam import faults
 from simsiam.config import load_config
 from simsiam.services import start_mlflow, start_s3, stop_mlflow, stop_prefect, stop_s3
@@ -86,7 +86,7 @@ def test_pipeline_flow_retries_partial_io_then_registers_champion_once(services,
     assert s3.secret_key not in report and s3.access_key not in report
 
     # The evaluate flow on the registered champion gives the numbers the pipeline measured on its checkpoint.
-    from flows.evaluate import evaluate
+    from flows.evaluate_flow import evaluate
 
     staged = [f"data.source={out['staged']['train']}", f"data.test_source={out['staged']['test']}"]
     ev = evaluate(overrides=FLOW + staged, model_uri=f"models:/{name}@champion", mlflow_uri=ml.tracking_uri,

@@ -64,3 +64,12 @@ def test_every_function_fits_on_a_screen():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, long
+
+
+def test_no_two_modules_share_a_file_name():
+    """A file name says which module it is: `flows/<step>_flow.py` composes `simsiam/steps/<step>.py`."""
+    names: dict[str, list[str]] = {}
+    for path in [*(ROOT / "simsiam").rglob("*.py"), *(ROOT / "flows").rglob("*.py")]:
+        if path.name != "__init__.py":
+            names.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in names.items() if len(paths) > 1} == {}

@@ -231,6 +231,25 @@ def test_a_pipeline_flow_run_drives_the_cluster_at_ray_address(cluster, tmp_path
     assert "Connecting to existing Ray cluster at address: " in r.stderr and f":{port}" in r.stderr  # not a local Ray
 
 
+def test_a_standalone_sweep_beside_another_ray_trains_on_staged_data_without_state_api_errors(
+        cluster, tmp_path, fmnist_small_root):
+    """`simsiam sweep` with no RAY_ADDRESS starts a local Ray while this module's cluster runs: Ray
+    Train's State API lookups find their own Ray (no "Found multiple active Ray instances"), and the
+    trials read the splits staged to S3 first, not the machine's local files."""
+    env = {k: v for k, v in _env(cluster).items() if k != "RAY_ADDRESS"}
+    args = [sys.executable, "-m", "simsiam.cli", "sweep", "--state", str(cluster.state), "--lr", "0.05,0.1",
+            "--batch", "32", *tiny_sets("data.train_subset=256", f"data.root={fmnist_small_root}", "train.epochs=1",
+                                        "eval.knn_train_samples=256", "eval.knn_test_samples=128")]
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "multiple active Ray instances" not in r.stderr and "Failed to query" not in r.stderr, r.stderr[-3000:]
+    out = json.loads(r.stdout[r.stdout.index("{\n"):])
+    assert [t["error"] for t in out["trials"]] == [None, None] and out["checkpoints"].startswith("s3://data/ray/")
+    name, _, version = out["data"].partition("@")
+    store = open_store(cluster.dist().storage)
+    assert version and any(o["Key"].endswith("manifest.json") for o in store.list_keys(f"datasets/{name}/"))
+
+
 def test_more_workers_than_the_cluster_can_place_fail_fast(cluster, tmp_path):
     from simsiam.ray import pretrain_distributed
 

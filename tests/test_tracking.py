@@ -34,6 +34,7 @@ from simsiam.tracking import (
     promote,
     register_and_gate,
 )
+from simsiam.tracking.runs import tracking_uri_scope
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +93,11 @@ def test_run_is_logged_and_read_back(server, run_a):
     assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
     arts = {a.path for d in (None, "figures") for a in client.list_artifacts(rep.run_id, d)}
     assert {"config.yaml", "figures/z_std.png", "figures/loss.png", "figures/knn.png", "figures/views.png"} <= arts
-    assert "optim:" in mlflow.artifacts.load_text(f"runs:/{rep.run_id}/config.yaml")
+    # The reporter set MLflow's process-wide URI for its run only: nothing is left for the next run.
+    assert mlflow.get_tracking_uri() != server.tracking_uri
+    assert os.environ.get("MLFLOW_TRACKING_URI") != server.tracking_uri
+    with tracking_uri_scope(server.tracking_uri):
+        assert "optim:" in mlflow.artifacts.load_text(f"runs:/{rep.run_id}/config.yaml")
     assert set(rep.model_uris) == {"backbone", "encoder"}
     assert logged_models(server.tracking_uri, rep.run_id) == rep.model_uris
     assert run.info.status == "FINISHED"  # logging models into the finished run kept its status
@@ -102,7 +107,7 @@ def test_run_is_logged_and_read_back(server, run_a):
 
 def test_loaded_model_gives_same_features(server, run_a, fmnist_test):
     _, rep, result, _ = run_a
-    loaded = load_registered(rep.model_uris["encoder"]).eval()
+    loaded = load_registered(rep.model_uris["encoder"], server.tracking_uri).eval()
     result.model.eval()
     x = (fmnist_test.images[:8].float() / 255 - 0.286) / 0.353
     with torch.no_grad():
@@ -126,7 +131,8 @@ def test_logged_model_is_pickle_free_serves_raw_images_and_refuses_other_input_i
                                                                                           tmp_path, monkeypatch):
     _, rep, result, _ = run_a
     uri = rep.model_uris["backbone"]
-    files = {p.name for p in Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path))).rglob("*")
+    files = {p.name for p in Path(mlflow.artifacts.download_artifacts(
+        uri, dst_path=str(tmp_path), tracking_uri=server.tracking_uri)).rglob("*")
              if p.is_file() and "code" not in p.relative_to(tmp_path).parts[:1]}
     assert "backbone-weights.npz" in files and "served_model.py" in files
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth", ".bin"))], files
@@ -136,8 +142,9 @@ def test_logged_model_is_pickle_free_serves_raw_images_and_refuses_other_input_i
         want = result.model.eval().backbone((raw - 0.286) / 0.353).numpy()
     with monkeypatch.context() as m:
         _refuse_unpickling(m)
-        pyfunc = mlflow.pyfunc.load_model(uri)
-        ours = load_registered(uri)
+        with tracking_uri_scope(server.tracking_uri):
+            pyfunc = mlflow.pyfunc.load_model(uri)
+        ours = load_registered(uri, server.tracking_uri)
     assert np.allclose(pyfunc.predict(raw.numpy()), want, atol=1e-5)
     pixels = fmnist_test.images[:8].numpy()  # uint8 0-255, as read from the files
     for bad, says in [(pixels, "got dtype uint8 (0-255 pixels? divide by 255)"),
@@ -238,11 +245,11 @@ def test_gate_champion_challenger_collapsed_and_ui(server, small, run_a, fmnist_
     assert client.get_model_version_by_alias(name, "champion").version == g1["version"]
 
     # The champion alias loads and gives the in-memory backbone's features.
-    champ = load_registered(f"models:/{name}@champion").eval()
+    champ = load_registered(f"models:/{name}@champion", server.tracking_uri).eval()
     x = (fmnist_test.images[:8].float() / 255 - 0.286) / 0.353
     ref_model = best.model_uris["backbone"]
     with torch.no_grad():
-        assert torch.allclose(champ(x), load_registered(ref_model).eval()(x))
+        assert torch.allclose(champ(x), load_registered(ref_model, server.tracking_uri).eval()(x))
     rows = [r for r in list_models(client) if r["name"] == name]
     assert {r["version"] for r in rows} == {g1["version"], g2["version"], g3["version"]}
     manual = promote(client, name, g2["version"], who="tester")
@@ -251,7 +258,7 @@ def test_gate_champion_challenger_collapsed_and_ui(server, small, run_a, fmnist_
     with pytest.raises(TrackingError, match="no version '99'"):
         promote(client, name, "99")
     with pytest.raises(TrackingError, match="cannot load"):
-        load_registered(f"models:/{name}@nonexistent")
+        load_registered(f"models:/{name}@nonexistent", server.tracking_uri)
 
     # The UI and the REST API serve the run.
     with urllib.request.urlopen(server.tracking_uri + "/", timeout=10) as r:
@@ -268,7 +275,8 @@ def test_no_secret_in_params_tags_artifacts_or_logs(server, run_a, tmp_path):
     for run in client.search_runs([e.experiment_id for e in client.search_experiments()]):
         blob = json.dumps({**run.data.params, **run.data.tags})
         assert secret not in blob
-        local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path / run.info.run_id))
+        local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path / run.info.run_id),
+                                                    tracking_uri=server.tracking_uri)
         for root, _, files in os.walk(local):
             for f in files:
                 data = open(os.path.join(root, f), "rb").read()

@@ -15,6 +15,8 @@ from simsiam.library_env import apply_library_defaults
 from simsiam.ray.preflight import check_placeable, check_ray_address, check_storage_reachable, worker_resources
 from simsiam.storage.client import S3Settings, settings_from_env
 
+STATE_API_ENV = "RAY_API_SERVER_ADDRESS"  # read by Ray's State API client before RAY_ADDRESS
+
 
 @dataclass
 class DistSettings:
@@ -33,6 +35,13 @@ class DistSettings:
     state_path: str | None = None  # embedded services' state dir, for workers on this node
     tracking_uri: str | None = None
     experiment: str = "simsiam"
+
+    @property
+    def storage_uri(self) -> str | None:
+        """Where Ray's run directories go, as a user names it (s3://bucket/prefix, or a local path)."""
+        if self.storage is not None:
+            return f"s3://{self.storage.bucket}/{self.storage_prefix}"
+        return self.local_storage
 
 
 def export_credentials(settings: S3Settings | None) -> None:
@@ -58,8 +67,30 @@ def init_ray(num_cpus: int | None = None, storage: S3Settings | None = None) -> 
         check_ray_address(address)
         ray.init(address=address, log_to_driver=True)
     else:
+        _start_local_ray(num_cpus)
+
+
+def _start_local_ray(num_cpus: int | None) -> None:
+    """A local Ray whose own processes find its State API by address. Ray Train's PlacementGroupCleaner
+    asks the State API at address "auto", which scans the machine for Ray instances and fails
+    ("Found multiple active Ray instances") when another Ray runs here. The address goes to the
+    raylet's environment, which every worker inherits, and not to this process's: a later Ray in
+    this process (a cluster) must not find a dead local one."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    before = os.environ.get(STATE_API_ENV)
+    os.environ[STATE_API_ENV] = f"http://127.0.0.1:{port}"
+    try:
         ray.init(num_cpus=num_cpus, _temp_dir=os.environ.get("SIMSIAM_RAY_TMP", "/tmp/ray-simsiam"),
-                 log_to_driver=True)
+                 log_to_driver=True, include_dashboard=True, dashboard_port=port)
+    finally:
+        if before is None:
+            os.environ.pop(STATE_API_ENV, None)
+        else:
+            os.environ[STATE_API_ENV] = before
 
 
 def storage_filesystem(settings: S3Settings):

@@ -27,6 +27,7 @@ from simsiam.ray.worker import build_trainer
 # N cores; a fractional CPU per driver (0.01) left 0.98 of 2 cores free and serialized 2-trial grids.
 # A bundle needs some resource: a logical 256 MiB of memory (the driver's real RSS is larger).
 TRIAL_DRIVER = {"cpu": 0, "memory": 256 * 2**20}
+SPEC_KEY = "trial_name"  # a named trial's parameter in Tune's config
 
 
 class CollapseStopper(tune.Stopper):
@@ -45,8 +46,8 @@ class CollapseStopper(tune.Stopper):
 
 
 def _trial(config: dict, base: dict, dist: DistSettings) -> None:
-    """One trial: a grid point (dotted key -> value), or a named `spec` (name, overrides, MLflow tags)."""
-    spec = config.get("spec")
+    """One trial: a grid point (dotted key -> value), or a named spec (name, overrides, MLflow tags)."""
+    spec = base["specs"][config[SPEC_KEY]] if SPEC_KEY in config else None
     overrides = spec["overrides"] if spec else [f"{k}={v}" for k, v in config.items()]
     cfg = override_config(validate_config(base["cfg"]), overrides)
     trial_id = tune.get_context().get_trial_id()
@@ -90,10 +91,13 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
 
         parent = create_run(dist.tracking_uri, dist.experiment, name, tags={"simsiam.sweep": "true",
                                                                              **(parent_tags or {})})
+    specs = {spec["name"]: spec for spec in space.get("spec", [])}
+    # Named trials go to Tune by name: its live table shows the name, not a truncated dict.
+    grid = {SPEC_KEY: list(specs)} if specs else space
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trial, base={"cfg": cfg.to_dict(), "name": name,
+        tune.with_resources(tune.with_parameters(_trial, base={"cfg": cfg.to_dict(), "name": name, "specs": specs,
                                                                "parent_run_id": parent}, dist=dist), TRIAL_DRIVER),
-        param_space={k: tune.grid_search(list(v)) for k, v in space.items()},
+        param_space={k: tune.grid_search(list(v)) for k, v in grid.items()},
         tune_config=tune.TuneConfig(metric="knn/top1", mode="max", num_samples=samples,
                                     scheduler=_asha(cfg.train.epochs, grace_period) if early_stop else None,
                                     max_concurrent_trials=max_concurrent or _fitting_trials(dist)),
@@ -137,8 +141,8 @@ def _row(res, cfg: Config, space: dict[str, list], threshold: float) -> dict[str
     stopped_at = int(last.get("epoch", 0))
     early = stopped_at < cfg.train.epochs
     trial = last.get("trial_id") or (res.path.rstrip("/").split("/")[-1] if res.path else "?")
-    spec = res.config.get("spec")
-    grid = {"trial": trial, "name": spec["name"]} if spec else {
+    spec_name = res.config.get(SPEC_KEY)
+    grid = {"trial": trial, "name": spec_name} if spec_name else {
         "trial": trial, "name": f"trial-{trial}", **{k: res.config.get(k) for k in space}}
     return {
         **grid,

@@ -16,6 +16,7 @@ from simsiam.steps.datasets import (
     dataset_version,
     is_staged,
     local_source,
+    on_staged_data,
     stage,
     stage_name,
     with_staged,
@@ -29,5 +30,5 @@ from simsiam.steps.train import RayWorkers, check_cluster, pretrain, resume_conf
 
 __all__ = ["RayWorkers", "Services", "TrainedRun", "check_cluster", "check_local_data", "dataset_version", "embed",
            "evaluate", "evaluate_and_register", "interrupted_attempt", "is_staged", "load_trained", "local_source",
-           "log_models", "open_services", "pretrain", "read_checkpoint", "register", "reproduce", "resume_config",
-           "run_dir", "stage", "stage_name", "sweep", "sweep_space", "with_staged"]
+           "log_models", "on_staged_data", "open_services", "pretrain", "read_checkpoint", "register", "reproduce",
+           "resume_config", "run_dir", "stage", "stage_name", "sweep", "sweep_space", "with_staged"]

@@ -86,3 +86,13 @@ def with_staged(cfg: Config, train: dict | None, test: dict | None) -> Config:
     """The config pointed at staged versions (data.source / data.test_source)."""
     sets = ([f"data.source={train['spec']}"] if train else []) + ([f"data.test_source={test['spec']}"] if test else [])
     return override_config(cfg, sets) if sets else cfg
+
+
+def on_staged_data(cfg: Config, state: str | Path | None = None, test: bool = True) -> Config:
+    """Ray workers read staged data from S3, on any node, as in `simsiam run`: without a `data.source`,
+    stage the local train split (and with `test` the test split, for the kNN monitor) first; a
+    version already staged uploads nothing."""
+    if cfg.data.source:
+        return cfg
+    train = stage(cfg, "train", state=state)
+    return with_staged(cfg, train, stage(cfg, "test", state=state) if test and not cfg.data.test_source else None)

@@ -48,13 +48,9 @@ def _backbone(cfg: Config | None, checkpoint, model_uri, tracking_uri, state, ra
             raise SimSiamError("evaluating a model URI needs a config for its data (--preset)")
         cfg = override_config(cfg, overrides)
         seed_everything(cfg.train.seed)
-        import mlflow
+        from simsiam.tracking import load_registered_net
 
-        from simsiam.tracking import load_registered
-
-        if tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
-        return load_registered(model_uri), cfg, None
+        return load_registered_net(model_uri, tracking_uri)[0], cfg, None
     ckpt = read_checkpoint(checkpoint, state, cfg) if loaded is None else loaded
     cfg = override_config(cfg or validate_config(ckpt["config"]), overrides)
     seed_everything(cfg.train.seed)  # before the model is built: a random init is then reproducible

@@ -196,7 +196,9 @@ def sweep(cfg: Config, space: dict[str, list], *, ray: RayWorkers = RayWorkers(m
     best = res.best
     trained = _best_trial(cfg, res, best, f"{dist.storage_prefix}/{res.name}-{best['trial']}/", tracking_uri,
                           state) if best else None
-    return {"name": res.name, "parent_run_id": res.parent_run_id, "rows": res.rows, "best": best, "trained": trained}
+    checkpoints = f"{dist.storage_uri}/{res.name}-<trial>" if dist.storage_uri else None
+    return {"name": res.name, "parent_run_id": res.parent_run_id, "rows": res.rows, "best": best, "trained": trained,
+            "checkpoints": checkpoints}
 
 
 def _best_trial(cfg: Config, res, best: dict, prefix: str, tracking_uri: str | None, state) -> TrainedRun | None:

@@ -19,7 +19,7 @@ from simsiam.augment import NORM_STATS
 from simsiam.batch_augment import normalise
 from simsiam.config import Config
 from simsiam.tracking.net_files import part_of, read_net_files, write_net_files
-from simsiam.tracking.runs import TrackingError, check_server
+from simsiam.tracking.runs import TrackingError, check_server, tracking_uri_scope
 
 MODEL_NAMES = ("backbone", "encoder")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # simsiam/: the code that rebuilds the network travels with it
@@ -68,17 +68,17 @@ def log_models_to_run(tracking_uri: str, run_id: str, model: torch.nn.Module, cf
     """`backbone` and `encoder` in an existing (possibly finished) run; returns their model URIs.
     Idempotent: models a previous attempt logged completely are kept, not logged twice."""
     check_server(tracking_uri)
-    mlflow.set_tracking_uri(tracking_uri)  # registration (mlflow.register_model) follows on the same server
     uris = logged_models(tracking_uri, run_id)
     missing = [n for n in MODEL_NAMES if n not in uris]
     if not missing:
         return uris
     client = MlflowClient(tracking_uri)
     info = client.get_run(run_id).info
-    mlflow.set_experiment(experiment_id=info.experiment_id)  # start_run(run_id) insists they match
     try:
-        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-            return {**uris, **_log_models(model, cfg, missing)}
+        with tracking_uri_scope(tracking_uri):
+            mlflow.set_experiment(experiment_id=info.experiment_id)  # start_run(run_id) insists they match
+            with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+                return {**uris, **_log_models(model, cfg, missing)}
     finally:
         # leaving start_run marks the run FINISHED (FAILED on an error); keep what it was, so a
         # retried attempt does not leave a successful run FAILED
@@ -86,10 +86,11 @@ def log_models_to_run(tracking_uri: str, run_id: str, model: torch.nn.Module, cf
             client.set_terminated(run_id, info.status)
 
 
-def load_registered(uri: str) -> torch.nn.Module:
+def load_registered(uri: str, tracking_uri: str | None = None) -> torch.nn.Module:
     """`models:/<name>@<alias>` (or /<version>, or a logged model) as a torch module in eval mode,
-    rebuilt by our code from its weight files (it takes normalised images); a clear error when absent."""
-    return load_registered_net(uri)[0]
+    rebuilt by our code from its weight files (it takes normalised images); a clear error when absent.
+    `tracking_uri`: the registry's server (default: MLflow's current one)."""
+    return load_registered_net(uri, tracking_uri)[0]
 
 
 def load_registered_net(uri: str, tracking_uri: str | None = None) -> tuple[torch.nn.Module, dict]:
@@ -97,11 +98,8 @@ def load_registered_net(uri: str, tracking_uri: str | None = None) -> tuple[torc
     `tracking_uri` (default: MLflow's current one)."""
     from mlflow.models import Model
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tracking_uri_scope(tracking_uri), tempfile.TemporaryDirectory() as tmp:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
             files = Model.load(local).flavors.get("python_function", {}).get("artifacts", {})
             if set(files) != {"weights", "net"}:

@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from simsiam.redact import redact
 from simsiam.reporters import Reporter, TrainResult
 from simsiam.tracking.figures import History, log_training_figures, log_views_figure
 from simsiam.tracking.registry import registered_name
-from simsiam.tracking.runs import check_server, ensure_experiment, git_commit
+from simsiam.tracking.runs import check_server, ensure_experiment, git_commit, tracking_uri_scope
 
 
 class MetricBuffer:
@@ -81,6 +82,7 @@ class MlflowReporter(Reporter):
         self.run_id, self.parent_run_id = run_id, parent_run_id
         self.client = MlflowClient(tracking_uri)
         self.buffer = MetricBuffer(self.client, unsent_path)
+        self._scope = ExitStack()  # MLflow's process-wide tracking URI, from on_start to finish
         self.history: History = {}
         self.step = 0
         self.skip_through = 0  # steps already in the run's history (a restarted worker re-runs them)
@@ -91,7 +93,7 @@ class MlflowReporter(Reporter):
 
     def on_start(self, cfg: Config, plan: dict[str, Any]) -> None:
         check_server(self.tracking_uri)
-        mlflow.set_tracking_uri(self.tracking_uri)
+        self._scope.enter_context(tracking_uri_scope(self.tracking_uri))
         exp = mlflow.set_experiment(experiment_id=ensure_experiment(self.tracking_uri, self.experiment))
         if self.system_metrics:
             mlflow.set_system_metrics_sampling_interval(2)
@@ -167,6 +169,8 @@ class MlflowReporter(Reporter):
             mlflow.end_run(status=status) if end_run else mlflow.end_run()
         except MlflowException as exc:
             print(f"warning: could not close the MLflow run: {str(exc).splitlines()[0]}", file=sys.stderr)
+        finally:
+            self._scope.close()
 
     def flush(self) -> bool:
         return self.buffer.flush(self.run_id, self.step)

@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from simsiam import faults
 from simsiam.config import Config
 from simsiam.tracking.card import model_card
-from simsiam.tracking.runs import TrackingError
+from simsiam.tracking.runs import TrackingError, tracking_uri_scope
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -77,9 +77,13 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
     promote, reasons = gate_decision(probe_top1, collapsed, floor, champ_probe, champ.version if champ else None,
                                      eval_set.get("eval.set"), champ.tags.get("eval.set") if champ else None)
     decision = CHAMPION if promote else CHALLENGER
-    mv = existing[0] if existing else mlflow.register_model(
-        model_uri, name, tags={"probe/top1": repr(float(probe_top1)), "collapsed": str(collapsed).lower(),
-                               "run_id": run_id, **eval_set})
+    if existing:
+        mv = existing[0]
+    else:
+        with tracking_uri_scope(client.tracking_uri):
+            mv = mlflow.register_model(model_uri, name, tags={
+                "probe/top1": repr(float(probe_top1)), "collapsed": str(collapsed).lower(), "run_id": run_id,
+                **eval_set})
     faults.io_fault("register")
     client.set_model_version_tag(name, mv.version, "gate.decision", decision)
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(reasons))

@@ -9,8 +9,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Run, RunTag
 from mlflow.exceptions import MlflowException
@@ -21,6 +24,22 @@ from simsiam.redact import redact
 
 class TrackingError(SimSiamError):
     """The tracking server is unreachable, or a model/alias does not exist."""
+
+
+@contextmanager
+def tracking_uri_scope(tracking_uri: str | None) -> Iterator[None]:
+    """MLflow's fluent API (start_run, log_model, register_model, download_artifacts) reads a
+    process-wide tracking URI, which `mlflow.set_tracking_uri` also exports as $MLFLOW_TRACKING_URI to
+    every child process. Set it for this block only, then put back what was there (None: keep it)."""
+    if tracking_uri is None:
+        yield
+        return
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 def check_server(tracking_uri: str, timeout: float = 5.0) -> None:

@@ -6,7 +6,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from flows.common import DEFAULT_PRESET, open_services, resolve_config, run_name
-from flows.report import trial_table
+from flows.run_report import trial_table
 from flows.tasks import sweep_trials
 from simsiam.config import Config
 from simsiam.steps import RayWorkers, sweep_space

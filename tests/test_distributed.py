@@ -3,6 +3,7 @@ and metrics on a real MLflow server; the Prefect flows that run on Ray (pipeline
 reproduce) against a Prefect test server."""
 
 import json
+import logging
 import os
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local tests: no token file in ~/.ray
@@ -99,7 +100,7 @@ def test_pipeline_sweep_asha_cuts_a_slow_trial_stops_a_collapsed_one_and_registe
 
 
 def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publishes_the_table(
-        stack, harness, tmp_path, capfd):
+        stack, harness, tmp_path):
     """The `reproduce` flow (the same step `simsiam reproduce` calls) on a local Ray: reproduce-cpu,
     shortened. Without stop-grad or without a predictor (bn=hidden, base lr 1.0) the outputs collapse
     within these 64 steps; with both, z_std * sqrt(d) stays near 1."""
@@ -111,12 +112,18 @@ def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publ
     from flows.reproduce_flow import reproduce
 
     state, s3, ml = stack
-    out = reproduce(suite="collapse", seeds=1, out=str(tmp_path / "rep"), cpus_per_worker=0.99,
-                    overrides=["train.epochs=4", "eval.knn_train_samples=512", "eval.knn_test_samples=500",
-                               "tracking.experiment=flow-reproduce", "data.download=false"],
-                    mlflow_uri=ml.tracking_uri, state=str(state))
-    printed = "".join(capfd.readouterr())
-    assert "trial_name" in printed and "fixed_random_predictor" in printed  # Tune's table names each trial
+    printed = PrefectLines()
+    logging.getLogger("prefect").addHandler(printed)
+    try:
+        out = reproduce(suite="collapse", seeds=1, out=str(tmp_path / "rep"), cpus_per_worker=0.99,
+                        overrides=["train.epochs=4", "eval.knn_train_samples=512", "eval.knn_test_samples=500",
+                                   "tracking.experiment=flow-reproduce", "data.download=false"],
+                        mlflow_uri=ml.tracking_uri, state=str(state))
+    finally:
+        logging.getLogger("prefect").removeHandler(printed)
+    # Tune's live table (printed into the flow's log) names each trial, not a truncated dict of its spec
+    # (Tune shortens any value over 20 characters: "...m_predictor-seed0")
+    assert "trial_name" in printed.text and "no_predictor-seed0" in printed.text and "overrides" not in printed.text
     rows = {row["claim"]: row for row in out["rows"]}
     assert len(rows) == 4 and all(row["verdict"] != "no result" for row in rows.values()), out["rows"]
     assert rows["With stop-gradient and a predictor, SimSiam does not collapse"]["verdict"] == "holds"
@@ -149,3 +156,14 @@ def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publ
     assert len(arts) == 1 and arts[0].type == "markdown"
     assert "Without stop-gradient the output collapses" in arts[0].data and "| Table 1b |" in arts[0].data
     assert arts[0].data == (tmp_path / "rep" / "reproduce.md").read_text()
+
+
+class PrefectLines(logging.Handler):
+    """What the flow logs through Prefect's loggers (its prints included: log_prints=True)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.text += record.getMessage() + "\n"

@@ -5,6 +5,7 @@ dir), streaming one staged Fashion-MNIST version from the embedded SeaweedFS."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
+from simsiam import faults
 from simsiam.config import load_config
 from simsiam.data import load_fashion_mnist
 from simsiam.ray import DistSettings, pretrain_distributed
@@ -47,14 +49,18 @@ def _one_count(nodes: int, preset: str, sets: list[str], manifest: dict, setting
                        "eval.knn_every_epochs=0", "eval.knn_at_start=false"]
         reads = tmp / f"reads-{nodes}"
         reads.mkdir()
-        one = _fit(load_config(preset, base + ["train.epochs=1", f"faults.weights_digest_dir={reads}"]), dist,
-                   f"bench-{nodes}-1")
+        os.environ[faults.DIGEST_DIR_ENV] = str(reads)  # the ranks' shard reads: reads/<run name>/
+        try:
+            one = _fit(load_config(preset, base + ["train.epochs=1"]), dist, f"bench-{nodes}-1")
+        finally:
+            os.environ.pop(faults.DIGEST_DIR_ENV)
         two = _fit(load_config(preset, base + ["train.epochs=2"]), dist, f"bench-{nodes}-2")
         cfg = load_config(preset, base)
         steps = sum(s["count"] for s in sorted(manifest["shards"], key=lambda s: s["count"])
                     [:len(manifest["shards"]) // nodes]) // (cfg.train.batch_size // nodes)
         epoch = two - one  # start-up and the first epoch's warm-up cancel
-        per_worker = [sum(b for _, b, p in json.loads((reads / f"rank{r}.reads.json").read_text())["reads"]
+        per_worker = [sum(b for _, b, p in json.loads((reads / f"bench-{nodes}-1" / f"rank{r}.reads.json")
+                                                       .read_text())["reads"]
                           if p == "train/0") for r in range(nodes)]
         timed = epoch > 0  # else the epoch is shorter than the timing noise (tiny settings): no rates
         return {"nodes": nodes, "img_per_s": round(steps * cfg.train.batch_size / epoch, 1) if timed else None,

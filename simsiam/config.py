@@ -155,16 +155,6 @@ class EvalConfig(_Section):
     feature_batch_size: int = Field(512, ge=1)
 
 
-class FaultsConfig(_Section):
-    """Fault injection for tests and chaos drills (see `simsiam.faults`); off by default."""
-
-    fail_at_step: int | None = Field(None, ge=1, description="the last rank raises once at this step, in a run "
-                                                              "that did not resume: a crash mid-training")
-    weights_digest_dir: str | None = Field(None, description="each rank writes rank<N>.sha256 of its parameters "
-                                                             "here at the end (data-parallel ranks must agree), "
-                                                             "and rank<N>.reads.json of the shards it streamed")
-
-
 class Config(_Section):
     name: str = "simsiam"
     model: ModelConfig = ModelConfig()
@@ -175,7 +165,6 @@ class Config(_Section):
     eval: EvalConfig = EvalConfig()
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
-    faults: FaultsConfig = FaultsConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
@@ -201,10 +190,8 @@ class Config(_Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def config_hash(self) -> str:
-        """What the run computes: fault injection (a test's crash, its digest files) is not part of it,
-        so a run that crashed on purpose and its clean re-run are the same run."""
-        plan = {k: v for k, v in self.to_dict().items() if k != "faults"}
-        return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
+        """What the run computes (fault injection is not config: see `simsiam.faults`)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view, e.g. for tracking params."""
@@ -298,18 +285,22 @@ def _section_for(loc: Sequence[Any]) -> type[BaseModel] | None:
 
 
 def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
-    """Configs saved before `faults` had its own section (checkpoints, config.yaml of old runs)."""
+    """Configs saved while fault injection was config (`train.fail_at_step`, then a `faults` section):
+    checkpoints and config.yaml of old runs load without it, and hash as they did."""
     train = data.get("train")
     if isinstance(train, dict) and "fail_at_step" in train:
-        train = dict(train)
-        faults = {"fail_at_step": train.pop("fail_at_step"), **(data.get("faults") or {})}
-        data = {**data, "train": train, "faults": faults}
-    return data
+        data = {**data, "train": {k: v for k, v in train.items() if k != "fail_at_step"}}
+    return {k: v for k, v in data.items() if k != "faults"}
 
 
 def validate_config(data: dict[str, Any]) -> Config:
+    """A config as saved (a preset, a checkpoint's, a run's config.yaml), older layouts included."""
+    return _validated(_upgrade(data))
+
+
+def _validated(data: dict[str, Any]) -> Config:
     try:
-        return Config.model_validate(_upgrade(data))
+        return Config.model_validate(data)
     except ValidationError as exc:
         msgs = [_format_error(e) for e in exc.errors()]
         raise ConfigError("invalid config: " + "; ".join(msgs)) from None
@@ -323,7 +314,7 @@ def override_config(cfg: Config, overrides: Sequence[str]) -> Config:
     data = cfg.to_dict()
     for override in overrides:
         _set_dotted(data, override)
-    return validate_config(data)
+    return _validated(data)  # no upgrade: a key of an old layout is an unknown key here
 
 
 def load_config(preset_or_path: str | Path = "cpu-demo", overrides: Sequence[str] = ()) -> Config:
@@ -331,4 +322,4 @@ def load_config(preset_or_path: str | Path = "cpu-demo", overrides: Sequence[str
     data = _read_yaml(preset_or_path)
     for override in overrides:
         _set_dotted(data, override)
-    return validate_config(data)
+    return _validated(data)  # no upgrade: a key of an old layout is an unknown key here

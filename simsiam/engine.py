@@ -255,10 +255,12 @@ def _start(state: TrainState, cfg: Config, plan: Plan, device: torch.device, mon
 def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path | None = None,
           resume: bool = False, stop_after_steps: int | None = None,
           train_source: ImageSource | ShardStream | None = None, test_source: ImageSource | None = None,
-          rank: int = 0, world_size: int = 1, wrap_model: WrapModel | None = None) -> TrainResult:
+          rank: int = 0, world_size: int = 1, wrap_model: WrapModel | None = None,
+          injected: faults.FaultSettings = faults.FaultSettings()) -> TrainResult:
     """Pretrain SimSiam per `cfg`. With `out_dir`, checkpoints go to out_dir/checkpoint.pt each epoch
     (and every `train.checkpoint_every_steps`); `resume` continues from it. `stop_after_steps`
-    ends the process early as if interrupted (the schedule still spans the full run).
+    ends the process early as if interrupted (the schedule still spans the full run). `injected`:
+    fault injection for tests (`simsiam.faults.from_env()` at an entry point).
 
     Data-parallel use (one call per rank, e.g. in Ray Train workers): `train.batch_size` is the
     global batch, split over `world_size` ranks that read disjoint samples; `wrap_model` wraps the
@@ -289,7 +291,7 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     while state.step < limit:
         for views, positions in _epoch_batches(dataset, cfg, plan, state.step, rank, world_size, device):
             loss, z1, lr = _train_step(state, views, positions, cfg, plan, device)
-            faults.crash_at_step(cfg.faults, state.step, start_step > 0, rank == world_size - 1)
+            faults.crash_at_step(injected, state.step, start_step > 0, rank == world_size - 1)
             _after_step(state, cfg, plan, limit, (loss, z1, lr), checkpoint, reporters)
             if state.step >= limit:
                 break

@@ -23,10 +23,10 @@ def main(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     cfg = tiny_config("train.epochs=1", "train.batch_size=16", "loss.target=moving_average",
-                      "model.predictor=none", f"faults.weights_digest_dir={out}")
+                      "model.predictor=none")
     result = train(cfg, train_source=load_fashion_mnist("train", download=False), rank=rank, world_size=world,
                    wrap_model=lambda m: DistributedDataParallel(m))
-    faults.write_weights_digest(cfg.faults, result.model, rank, result.targets)
+    faults.write_weights_digest(faults.FaultSettings(weights_digest_dir=out), result.model, rank, result.targets)
     dist.destroy_process_group()
 
 

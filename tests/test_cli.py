@@ -24,8 +24,8 @@ def run(*args, check=True, env=None):
 def test_pretrain_crash_resume_mid_run_and_probe(tmp_path, fmnist_small_root):
     out = tmp_path / "run"
     # 4 steps per epoch, 8 in all; the run crashes at step 6, after the epoch-1 checkpoint at step 4.
-    r = run("pretrain", "--preset", "cpu-demo", "--out", str(out), "--no-progress", *TINY,
-            "--set", "faults.fail_at_step=6", check=False)
+    r = run("pretrain", "--preset", "cpu-demo", "--out", str(out), "--no-progress", *TINY, check=False,
+            env={"SIMSIAM_FAIL_AT_STEP": "6"})
     assert r.returncode != 0 and "injected failure at step 6" in r.stderr
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 5  # crashed before logging 6
     # --resume keeps the run's own config: an override that changes the plan is refused.

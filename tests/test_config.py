@@ -1,5 +1,6 @@
 import pytest
 
+from simsiam import faults
 from simsiam.config import list_presets, load_config, override_config, validate_config
 from simsiam.errors import ConfigError
 
@@ -68,13 +69,24 @@ def test_flat_and_hash():
     assert flat["optim.base_lr"] == cfg.optim.base_lr and "model.backbone" in flat
     assert cfg.config_hash() == load_config("cpu-demo").config_hash()
     assert cfg.config_hash() != load_config("cpu-demo", ["optim.base_lr=0.01"]).config_hash()
-    faulty = load_config("cpu-demo", ["faults.fail_at_step=3", "faults.weights_digest_dir=/tmp/d"])
-    assert faulty.config_hash() == cfg.config_hash()  # fault injection is not part of what a run computes
 
 
-def test_configs_saved_before_the_faults_section_still_load():
-    old = load_config("cpu-demo").to_dict()
-    del old["faults"]
+def test_fault_injection_is_not_config_and_comes_from_the_environment(monkeypatch):
+    with pytest.raises(ConfigError, match="faults"):  # not a key a user can set
+        load_config("cpu-demo", ["faults.fail_at_step=3"])
+    monkeypatch.setenv("SIMSIAM_FAIL_AT_STEP", "3")
+    monkeypatch.setenv("SIMSIAM_WEIGHTS_DIGEST_DIR", "/tmp/d")
+    assert faults.from_env() == faults.FaultSettings(fail_at_step=3, weights_digest_dir="/tmp/d")
+    monkeypatch.setenv("SIMSIAM_FAIL_AT_STEP", "soon")
+    with pytest.raises(ConfigError, match=r"\$SIMSIAM_FAIL_AT_STEP must be a step number >= 1, got 'soon'"):
+        faults.from_env()
+
+
+def test_configs_saved_with_fault_settings_load_without_them_and_hash_the_same():
+    cfg = load_config("cpu-demo")
+    old = cfg.to_dict()
     old["train"]["fail_at_step"] = 7  # where checkpoints and config.yaml files before 2026-11-28 kept it
-    cfg = validate_config(old)
-    assert cfg.faults.fail_at_step == 7 and "fail_at_step" not in cfg.to_dict()["train"]
+    older = {**cfg.to_dict(), "faults": {"fail_at_step": 3, "weights_digest_dir": None}}  # until 2026-12-06
+    for saved in (old, older):
+        loaded = validate_config(saved)
+        assert loaded.to_dict() == cfg.to_dict() and loaded.config_hash() == cfg.config_hash()

@@ -73,12 +73,11 @@ def cluster(tmp_path_factory, fmnist_train):
 
 def _cfg(tmp_path, *extra):
     return tiny_config("data.source=fm-2k@latest", "data.stream=true", "data.train_subset=null",
-                       "data.shuffle_buffer=256", "train.batch_size=64", "tracking.system_metrics=false",
-                       f"faults.weights_digest_dir={tmp_path}", *extra)
+                       "data.shuffle_buffer=256", "train.batch_size=64", "tracking.system_metrics=false", *extra)
 
 
 def test_two_ddp_workers_on_two_nodes_survive_a_lost_node_stay_identical_read_disjoint_shards_and_track(
-        cluster, tmp_path):
+        cluster, tmp_path, monkeypatch):
     """One 2-node DDP run that loses a node mid-run (a reclaimed spot instance): Ray restarts the
     worker group from the S3 checkpoint and the run finishes exactly the planned steps, with one
     continuous MLflow history, identical ranks and disjoint shard reads on the two nodes."""
@@ -86,6 +85,7 @@ def test_two_ddp_workers_on_two_nodes_survive_a_lost_node_stay_identical_read_di
 
     # base lr 0.5: the loss falls clearly over these 96 steps (the preset's 1.6 is tuned for width 16)
     cfg = _cfg(tmp_path, "train.epochs=3", "optim.base_lr=0.5", "tracking.flush_every_steps=4")
+    monkeypatch.setenv("SIMSIAM_WEIGHTS_DIGEST_DIR", str(tmp_path))  # each rank's digest and shard reads
     total = 3 * (SHARDS * SHARD_SIZE // 64)
     out = {}
     run = threading.Thread(target=lambda: out.update(res=pretrain_distributed(
@@ -105,19 +105,19 @@ def test_two_ddp_workers_on_two_nodes_survive_a_lost_node_stay_identical_read_di
     assert [m.step for m in history] == list(range(1, total + 1))  # no gap, no duplicate
     losses = [m.value for m in history]
     assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8 - 0.05, losses
-    _assert_identical_ranks_on_two_nodes_read_disjoint_halves(cluster, tmp_path, last_epoch=2)
+    _assert_identical_ranks_on_two_nodes_read_disjoint_halves(cluster, tmp_path / "node-loss-test", last_epoch=2)
     keys = [o["Key"] for o in open_store(cluster.dist().storage).list_keys("ray/node-loss-test/")]
     assert any(k.endswith("checkpoint.pt") for k in keys), keys
     ckpt = load_result_checkpoint(res, cluster.dist())
     assert ckpt["step"] == total and ckpt["config"] == cfg.to_dict()
 
 
-def _assert_identical_ranks_on_two_nodes_read_disjoint_halves(cluster, tmp_path, last_epoch: int):
+def _assert_identical_ranks_on_two_nodes_read_disjoint_halves(cluster, digests_dir, last_epoch: int):
     """The finishing attempt's ranks: the same weights (DDP), on different nodes (SPREAD), and in
     its last epoch (read whole, after the restart) disjoint halves that together are the version."""
-    digests = {p.read_text() for p in tmp_path.glob("rank*.sha256")}
-    assert len(list(tmp_path.glob("rank*.sha256"))) == 2 and len(digests) == 1
-    ranks = [json.loads((tmp_path / f"rank{r}.reads.json").read_text()) for r in (0, 1)]
+    digests = {p.read_text() for p in digests_dir.glob("rank*.sha256")}
+    assert len(list(digests_dir.glob("rank*.sha256"))) == 2 and len(digests) == 1
+    ranks = [json.loads((digests_dir / f"rank{r}.reads.json").read_text()) for r in (0, 1)]
     assert ranks[0]["node"] != ranks[1]["node"]
     total = sum(open_store(cluster.dist().storage).head(f"{p}")["size"] for p in _shard_keys(cluster))
     keys = [[k for k, _, p in r["reads"] if p == f"train/{last_epoch}"] for r in ranks]
@@ -199,18 +199,16 @@ def test_a_killed_driver_rerun_with_the_same_out_resumes_from_the_s3_checkpoint(
     assert sorted(m.step for m in client.get_metric_history(run_id, "train/loss")) == list(range(1, total + 1))
 
 
-def test_a_sweeps_trials_run_on_different_nodes(cluster, tmp_path):
+def test_a_sweeps_trials_run_on_different_nodes(cluster, tmp_path, monkeypatch):
     from simsiam.ray import run_sweep
 
-    dirs = [tmp_path / "a", tmp_path / "b"]
-    for d in dirs:
-        d.mkdir()
+    monkeypatch.setenv("SIMSIAM_WEIGHTS_DIGEST_DIR", str(tmp_path))  # each trial's reads: <dir>/<trial>/
     cfg = _cfg(tmp_path, "train.epochs=1", "eval.knn_train_samples=256", "eval.knn_test_samples=256")
-    res = run_sweep(cfg, {"faults.weights_digest_dir": [str(d) for d in dirs]}, cluster.dist(num_workers=1),
-                    max_concurrent=2, early_stop=False)
+    res = run_sweep(cfg, {"train.seed": [0, 1]}, cluster.dist(num_workers=1), max_concurrent=2, early_stop=False)
     assert [r["error"] for r in res.rows] == [None, None], res.rows
-    nodes = {json.loads((d / "rank0.reads.json").read_text())["node"] for d in dirs}
-    assert len(nodes) == 2  # one trial per node, at the same time
+    reads = sorted(tmp_path.glob("*/rank0.reads.json"))
+    assert sorted(p.parent.name for p in reads) == sorted(r["name"] for r in res.rows)
+    assert len({json.loads(p.read_text())["node"] for p in reads}) == 2  # one trial per node, at the same time
 
 
 def test_a_pipeline_flow_run_drives_the_cluster_at_ray_address(cluster, tmp_path):

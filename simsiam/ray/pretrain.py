@@ -11,6 +11,7 @@ from typing import Any
 
 from ray.train import Checkpoint
 
+from simsiam import faults
 from simsiam.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from simsiam.config import Config
 from simsiam.ray.cluster import DistSettings, connect, storage_filesystem
@@ -38,7 +39,8 @@ def pretrain_distributed(cfg: Config, dist: DistSettings, name: str | None = Non
         run_id = run_id or create_run(dist.tracking_uri, dist.experiment, name)
     try:
         # Ray 2.60 raises when training fails for good (after max_failures restarts)
-        result = build_trainer(cfg, dist, name, run_id=run_id, run_name=name).fit()
+        result = build_trainer(cfg, dist, name, injected=faults.from_env().to_dict(), run_id=run_id,
+                               run_name=name).fit()
     except Exception as exc:  # noqa: BLE001 - reported as DistResult.error; the caller decides
         if run_id:
             end_run(dist.tracking_uri, run_id, "FAILED")

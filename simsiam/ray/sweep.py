@@ -18,6 +18,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
+from simsiam import faults
 from simsiam.config import Config, override_config, validate_config
 from simsiam.diagnostics import COLLAPSE_RATIO, is_collapsed
 from simsiam.ray.cluster import DistSettings, connect, storage_kwargs
@@ -57,7 +58,7 @@ def _trial(config: dict, base: dict, dist: DistSettings) -> None:
         from simsiam.tracking import create_run
 
         run["run_id"] = create_run(dist.tracking_uri, dist.experiment, name, parent, spec.get("tags"))
-    build_trainer(cfg, dist, f"{base['name']}-{trial_id}", [TuneReportCallback()], **run).fit()
+    build_trainer(cfg, dist, f"{base['name']}-{trial_id}", [TuneReportCallback()], base["faults"], **run).fit()
 
 
 @dataclass
@@ -94,9 +95,10 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
     specs = {spec["name"]: spec for spec in space.get("spec", [])}
     # Named trials go to Tune by name: its live table shows the name, not a truncated dict.
     grid = {SPEC_KEY: list(specs)} if specs else space
+    base = {"cfg": cfg.to_dict(), "name": name, "specs": specs, "parent_run_id": parent,
+            "faults": faults.from_env().to_dict()}  # the driver's: trials run in other processes
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trial, base={"cfg": cfg.to_dict(), "name": name, "specs": specs,
-                                                               "parent_run_id": parent}, dist=dist), TRIAL_DRIVER),
+        tune.with_resources(tune.with_parameters(_trial, base=base, dist=dist), TRIAL_DRIVER),
         param_space={k: tune.grid_search(list(v)) for k, v in grid.items()},
         tune_config=tune.TuneConfig(metric="knn/top1", mode="max", num_samples=samples,
                                     scheduler=_asha(cfg.train.epochs, grace_period) if early_stop else None,

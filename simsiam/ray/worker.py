@@ -67,11 +67,12 @@ def _mlflow_reporter(config: dict, cfg) -> Reporter:
 
 
 def build_trainer(cfg: Config, dist: DistSettings, name: str, callbacks: list | None = None,
-                  **run: Any) -> TorchTrainer:
+                  injected: dict | None = None, **run: Any) -> TorchTrainer:
     """The one way our Ray Train workers are built, for a pretraining run and for each sweep trial:
     `worker_loop` on `dist`'s workers, checkpoints under `name` in its storage. `run`: the MLflow run
-    to log to (run_id, parent_run_id, run_name)."""
-    return TorchTrainer(worker_loop, train_loop_config=loop_config(cfg, dist, **run),
+    to log to (run_id, parent_run_id, run_name). `injected`: the driver's fault settings
+    (`simsiam.faults.from_env()`), which workers on other nodes cannot read from their environment."""
+    return TorchTrainer(worker_loop, train_loop_config=loop_config(cfg, dist, faults=injected or {}, **run),
                         scaling_config=scaling_config(dist), run_config=run_config(name, dist, callbacks))
 
 
@@ -90,11 +91,12 @@ def worker_loop(config: dict) -> None:
     # log before reporting: a stopped trial may not return from report
     reporters = ([tracker] if tracker else []) + [RayReportReporter()]
     wrap = ray.train.torch.prepare_model if world > 1 else None
+    injected = faults.FaultSettings(**config.get("faults", {})).under(config.get("run_name"))
     try:
         result = train(cfg, reporters, out_dir=local, resume=resume, train_source=train_src, test_source=test_src,
-                       rank=rank, world_size=world, wrap_model=wrap)
-        faults.write_weights_digest(cfg.faults, result.model, rank, result.targets)
-        faults.write_reads(cfg.faults, rank, train_src, ray.get_runtime_context().get_node_id())
+                       rank=rank, world_size=world, wrap_model=wrap, injected=injected)
+        faults.write_weights_digest(injected, result.model, rank, result.targets)
+        faults.write_reads(injected, rank, train_src, ray.get_runtime_context().get_node_id())
     finally:
         if tracker is not None:
             tracker.finish(end_run=False)

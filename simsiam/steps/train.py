@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simsiam import faults
 from simsiam.config import Config, load_config, override_config
 from simsiam.errors import ConfigError, SimSiamError
 from simsiam.steps.results import TrainedRun
@@ -113,7 +114,8 @@ def _pretrain_here(cfg: Config, out: Path, tracking_uri: str | None, run_id: str
                                  system_metrics=cfg.tracking.system_metrics, unsent_path=out / "metrics-unsent.jsonl")
         reporters.append(tracker)
     try:
-        result = train(cfg, reporters, out_dir=out, resume=resume, train_source=train_src, test_source=test_src)
+        result = train(cfg, reporters, out_dir=out, resume=resume, train_source=train_src, test_source=test_src,
+                       injected=faults.from_env())
     except BaseException:
         if tracker is not None and tracker.run_id:
             tracker.finish("FAILED")

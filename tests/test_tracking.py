@@ -131,9 +131,9 @@ def test_logged_model_is_pickle_free_serves_raw_images_and_refuses_other_input_i
                                                                                           tmp_path, monkeypatch):
     _, rep, result, _ = run_a
     uri = rep.model_uris["backbone"]
-    files = {p.name for p in Path(mlflow.artifacts.download_artifacts(
-        uri, dst_path=str(tmp_path), tracking_uri=server.tracking_uri)).rglob("*")
-             if p.is_file() and "code" not in p.relative_to(tmp_path).parts[:1]}
+    with tracking_uri_scope(server.tracking_uri):  # models:/ URIs resolve on the global URI only (MLflow 3.17)
+        local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path)))
+    files = {p.name for p in local.rglob("*") if p.is_file() and "code" not in p.relative_to(tmp_path).parts[:1]}
     assert "backbone-weights.npz" in files and "served_model.py" in files
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth", ".bin"))], files
 

@@ -60,7 +60,7 @@ def _tracked_run(server, small, *overrides, experiment="tests", flush_every=4, e
                       "eval.probe_epochs=5", *overrides)
     rep = MlflowReporter(server.tracking_uri, experiment, dataset={"name": "fm-small", "version": "abc123",
                                                                    "manifest_uri": "s3://data/datasets/fm-small/abc123/manifest.json"},
-                         flush_every=flush_every)
+                         flush_every=flush_every, system_metrics_every_s=0.5)  # the run takes ~2 s
     result = train(cfg, [rep], train_source=train_src, test_source=test_src)
     rep.finish()
     metrics = None

@@ -76,9 +76,10 @@ class MlflowReporter(Reporter):
     def __init__(self, tracking_uri: str, experiment: str = "simsiam", run_name: str | None = None,
                  dataset: dict | None = None, flush_every: int = 50, system_metrics: bool = True,
                  unsent_path: Path | None = None, run_id: str | None = None,
-                 parent_run_id: str | None = None) -> None:
+                 parent_run_id: str | None = None, system_metrics_every_s: float = 2.0) -> None:
         self.tracking_uri, self.experiment, self.run_name = tracking_uri, experiment, run_name
         self.dataset, self.flush_every, self.system_metrics = dataset, flush_every, system_metrics
+        self.system_metrics_every_s = system_metrics_every_s  # a run shorter than this logs no sample
         self.run_id, self.parent_run_id = run_id, parent_run_id
         self.client = MlflowClient(tracking_uri)
         self.buffer = MetricBuffer(self.client, unsent_path)
@@ -96,7 +97,7 @@ class MlflowReporter(Reporter):
         self._scope.enter_context(tracking_uri_scope(self.tracking_uri))
         exp = mlflow.set_experiment(experiment_id=ensure_experiment(self.tracking_uri, self.experiment))
         if self.system_metrics:
-            mlflow.set_system_metrics_sampling_interval(2)
+            mlflow.set_system_metrics_sampling_interval(self.system_metrics_every_s)
         if self.run_id is not None:
             history = self.client.get_metric_history(self.run_id, "train/loss")
             self.skip_through = max((m.step for m in history), default=0)

@@ -42,6 +42,8 @@ class ModelConfig(_Section):
         "default", description="BN in the MLP heads (Table 4): none / hidden only / +proj output / +pred output"
     )
     zero_init_residual: bool = True
+    head_conv: int | None = Field(None, ge=1, description="end the backbone with a 1x1 conv + BN + ReLU to this "
+                                                           "many channels before pooling (the feature dim)")
     sync_bn: bool = False
 
     @property

@@ -24,10 +24,12 @@ class ResNetBackbone(tvr.ResNet):
 
     `cifar_stem` swaps the 7x7/2 conv + maxpool for a 3x3/1 conv and no pool: on 28-32 px
     inputs the ImageNet stem throws away 16x of the resolution (a known cause of ~37% CIFAR runs).
+    `head_conv` ends layer4 with a 1x1 conv + BN + ReLU to that many channels before the pooling
+    (the head of MobileNetV2 / EfficientNet), so a thin net's pooled feature is wide.
     """
 
     def __init__(self, block, layers, width: int = 64, in_channels: int = 3,
-                 cifar_stem: bool = False, zero_init_residual: bool = True) -> None:
+                 cifar_stem: bool = False, zero_init_residual: bool = True, head_conv: int | None = None) -> None:
         nn.Module.__init__(self)
         self._norm_layer = nn.BatchNorm2d
         self.inplanes = width
@@ -46,9 +48,13 @@ class ResNetBackbone(tvr.ResNet):
         self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
         self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
         self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
+        self.out_dim = width * 8 * block.expansion
+        if head_conv:  # pooled after the ReLU: a wide feature for ~7% more FLOPs (thin nets)
+            self.layer4.append(nn.Sequential(nn.Conv2d(self.out_dim, head_conv, 1, bias=False),
+                                             nn.BatchNorm2d(head_conv), nn.ReLU(inplace=True)))
+            self.out_dim = head_conv
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Identity()
-        self.out_dim = width * 8 * block.expansion
         # Same init as torchvision.models.ResNet.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -67,7 +73,7 @@ class ResNetBackbone(tvr.ResNet):
 def build_backbone(cfg: ModelConfig) -> ResNetBackbone:
     block, layers, cifar_stem = _BLOCKS[cfg.backbone]
     return ResNetBackbone(block, layers, width=cfg.width, in_channels=cfg.in_channels,
-                          cifar_stem=cifar_stem, zero_init_residual=cfg.zero_init_residual)
+                          cifar_stem=cifar_stem, zero_init_residual=cfg.zero_init_residual, head_conv=cfg.head_conv)
 
 
 def _fc_bn_relu(in_dim: int, out_dim: int, bn: bool) -> list[nn.Module]:
@@ -130,9 +136,12 @@ class SimSiam(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor):
         # One forward over the concatenated views would mix their BN statistics; the paper
         # (and official code) normalise each view's batch separately.
-        z1 = self.projector(self.backbone(x1))
-        z2 = self.projector(self.backbone(x2))
-        return self.predictor(z1), self.predictor(z2), z1, z2
+        h1, h2 = self.backbone(x1), self.backbone(x2)
+        # Under autocast only the backbone runs in bf16/fp16: the heads' BN, the predictor and
+        # the cosine compare nearly-equal vectors, where bf16's 8-bit mantissa costs quality (#27).
+        with torch.autocast(h1.device.type, enabled=False):
+            z1, z2 = self.projector(h1.float()), self.projector(h2.float())
+            return self.predictor(z1), self.predictor(z2), z1, z2
 
 
 def build_model(cfg: ModelConfig) -> SimSiam:

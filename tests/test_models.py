@@ -5,7 +5,7 @@ from torchvision.models import resnet18, resnet50
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from simsiam.config import ModelConfig
-from simsiam.models import PredictionMLP, ProjectionMLP, build_model
+from simsiam.models import PredictionMLP, ProjectionMLP, build_backbone, build_model
 
 
 def _n_params(m):
@@ -89,6 +89,28 @@ def test_forward_shapes_and_encoder():
     m.eval()
     assert torch.allclose(m.encoder(x1), m.projector(m.backbone(x1)))
     assert m.backbone(x1).shape == (4, 64)
+
+
+def test_under_bf16_autocast_only_the_backbone_is_bf16_and_the_heads_are_fp32():
+    m = build_model(ModelConfig(width=8, dim=64, pred_dim=16, proj_layers=2, in_channels=1))
+    x1, x2 = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert m.backbone(x1).dtype == torch.bfloat16
+        p1, p2, z1, z2 = m(x1, x2)
+    assert {t.dtype for t in (p1, p2, z1, z2)} == {torch.float32}
+    (p1 - z2).pow(2).sum().backward()
+    grads = [p.grad for p in m.predictor.parameters()] + [p.grad for p in m.projector.parameters()]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
+def test_head_conv_widens_the_pooled_feature_and_leaves_other_backbones_unchanged():
+    plain = build_backbone(ModelConfig(width=8, in_channels=1))
+    wide = build_backbone(ModelConfig(width=8, in_channels=1, head_conv=96))
+    assert wide.out_dim == 96 and wide(torch.randn(2, 1, 28, 28)).shape == (2, 96)
+    assert set(plain.state_dict()) < set(wide.state_dict())  # old checkpoints keep their keys
+    conv, bn, relu = wide.layer4[-1]
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (64, 96, (1, 1)) and bn.num_features == 96
+    assert (wide(torch.randn(2, 1, 28, 28)) >= 0).all()  # pooled after the ReLU
 
 
 def test_predictor_switches():

@@ -46,6 +46,20 @@ def test_quality_prints_curve_and_baselines(fmnist_small_root):
 
 
 @pytest.mark.slow
+def test_quality_seeds_prints_a_seeds_by_precision_table_with_mean_and_worst(fmnist_small_root):
+    tiny = [a for s in ("eval.knn_every_epochs=0", "eval.probe_epochs=1", f"data.root={fmnist_small_root}")
+            for a in ("--set", s)]
+    out = _json(["bench/quality_seeds.py", "--preset", "cpu-demo", "--seeds", "0,1", "--precisions", "fp32,bf16",
+                 *TINY, *tiny])
+    assert [(r["precision"], r["seed"]) for r in out["runs"]] == [("fp32", 0), ("fp32", 1), ("bf16", 0), ("bf16", 1)]
+    for precision in ("fp32", "bf16"):
+        probes = [r["probe"] for r in out["runs"] if r["precision"] == precision]
+        assert all(10 <= p <= 100 for p in probes)
+        assert out["summary"][precision]["probe"] == {"mean": round(sum(probes) / 2, 2), "worst": min(probes),
+                                                      "spread": round(max(probes) - min(probes), 2)}
+
+
+@pytest.mark.slow
 @pytest.mark.integration
 def test_pipeline_bench_splits_wall_time():
     out = _json(["bench/pipeline.py", "--preset", "cpu-demo", "--subset", "256",

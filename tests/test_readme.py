@@ -111,14 +111,14 @@ def test_feature_dims_in_the_presets_table_match_the_backbone_built_from_each_pr
     assert stated == built
 
 
-def test_cpu_demo_backbone_returns_128_features():
+def test_cpu_demo_backbone_returns_1024_features():
     import torch
 
     cfg = load_config("cpu-demo")
     net = build_backbone(cfg.model).eval()
     with torch.no_grad():
         out = net(torch.rand(2, cfg.model.in_channels, cfg.data.image_size, cfg.data.image_size))
-    assert tuple(out.shape) == (2, _cpu_demo_feature_dim()) == (2, 128)
+    assert tuple(out.shape) == (2, _cpu_demo_feature_dim()) == (2, 1024)
 
 
 def test_every_cpu_demo_feature_dim_in_readme_and_docs_is_the_built_backbones():

@@ -196,6 +196,7 @@ def test_a_killed_driver_rerun_with_the_same_out_resumes_from_the_s3_checkpoint(
     assert out["checkpoint"].startswith("s3://data/ray/driver-loss/")  # Ray's checkpoint in the bucket
     assert cluster.s3.secret_key not in again.stdout + again.stderr
     assert int(client.get_run(run_id).data.tags["simsiam.resumed_from_step"]) >= saved  # not from scratch
+    assert out["resumed_from_step"] >= saved  # what the pipeline's log line reports
     assert sorted(m.step for m in client.get_metric_history(run_id, "train/loss")) == list(range(1, total + 1))
 
 

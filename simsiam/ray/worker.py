@@ -31,6 +31,9 @@ class RayReportReporter(Reporter):
     def __init__(self) -> None:
         self.metrics: dict[str, float] = {}
 
+    def on_start(self, cfg, plan) -> None:
+        self.metrics["start_step"] = float(plan["start_step"])  # > 0: restored from a checkpoint
+
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         self.metrics.update(metrics)
 

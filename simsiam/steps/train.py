@@ -160,7 +160,7 @@ def _pretrain_on_ray(cfg: Config, out: Path, tracking_uri: str | None, state, ra
     return TrainedRun(checkpoint=f"s3://{res.checkpoint_path}/checkpoint.pt",
                       collapsed=ratio is not None and is_collapsed(ratio), run_id=res.run_id,
                       steps=int(metrics.pop("step", 0)), epochs=int(metrics.pop("epoch", 0)),
-                      metrics=metrics,
+                      resumed_from_step=int(metrics.pop("start_step", 0)), metrics=metrics,
                       where={"ray_run": res.name, "workers": ray.workers})
 
 

@@ -40,9 +40,21 @@ SECRET_NAME = "simsiam-s3"
 SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|CREDENTIAL", re.I)
 
 
+class _ComposeTags(yaml.SafeLoader):
+    """Compose override files use the merge tags `!reset` and `!override`: read them as plain values."""
+
+
+for _tag in ("!reset", "!override"):
+    _ComposeTags.add_constructor(_tag, lambda loader, node: (
+        loader.construct_mapping(node) if isinstance(node, yaml.MappingNode)
+        else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else None))
+
+
 def _load(path: Path) -> list:
     text = path.read_text()
-    return [json.loads(text)] if path.suffix == ".json" else [d for d in yaml.safe_load_all(text) if d is not None]
+    if path.suffix == ".json":
+        return [json.loads(text)]
+    return [d for d in yaml.load_all(text, Loader=_ComposeTags) if d is not None]  # noqa: S506 (SafeLoader)
 
 
 def _config_files() -> list[Path]:
@@ -112,12 +124,23 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
 DOCKERFILES = {"cpu": DOCKER / "Dockerfile", "cuda": DOCKER / "Dockerfile.cuda"}
 
 
+def _arg_defaults(path: Path) -> dict[str, str]:
+    """ARG NAME=default values: a build without --build-arg (the production build) uses these."""
+    return dict(a.split("=", 1) for w, a in _instructions(path) if w == "ARG" and "=" in a)
+
+
+def _resolved(path: Path, text: str) -> str:
+    """${NAME} / $NAME of an ARG replaced by its default."""
+    args = _arg_defaults(path)
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), text)
+
+
 def _base_images(path: Path) -> list[str]:
     """External images a Dockerfile builds on: FROM lines and COPY --from=<image>, not stage names."""
     stages, images = set(), []
     for word, args in _instructions(path):
         if word == "FROM":
-            parts = [a for a in args.split() if not a.startswith("--")]
+            parts = [a for a in _resolved(path, args).split() if not a.startswith("--")]
             if parts[0] not in stages:
                 images.append(parts[0])
             if len(parts) == 3 and parts[1].upper() == "AS":
@@ -134,7 +157,7 @@ def test_dockerfile_base_images_are_pinned(kind):
     images = _base_images(DOCKERFILES[kind])
     assert images
     for ref in images:
-        assert "$" not in ref, f"{ref}: resolve the base image statically (no ARG in FROM)"
+        assert "$" not in ref, f"{ref}: an ARG in FROM needs a pinned default"
         name, tag = _image_parts(ref)
         assert tag and tag != "latest" and re.search(r"\d+\.\d+", tag), f"{ref}: pin a versioned tag"
 
@@ -157,7 +180,8 @@ def test_dockerfile_torch_pins_match_pyproject(kind):
 
 
 def _index_urls(path: Path) -> list[str]:
-    return re.findall(r"--(?:extra-)?index-url[= ](\S+)", path.read_text())
+    text = "\n".join(a for w, a in _instructions(path) if w == "RUN")
+    return [u.strip('"') for u in re.findall(r"--(?:extra-)?index-url[= ](\S+)", _resolved(path, text))]
 
 
 def test_cpu_dockerfile_uses_cpu_torch():
@@ -355,8 +379,11 @@ def test_compose_matches_the_compose_spec():
     assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:10])
 
 
-def test_docker_compose_config():
+def test_docker_compose_config(monkeypatch):
     docker = shutil.which("docker")
+    stack_config = Path(os.environ.get("SIMSIAM_STACK_HOME", "/var/lib/simsiam-stack"), "docker-config")
+    if (stack_config / "cli-plugins" / "docker-compose").exists():
+        monkeypatch.setenv("DOCKER_CONFIG", str(stack_config))  # the plugin scripts/stack.sh installed
     if not docker or _run(docker, "compose", "version").returncode != 0:
         pytest.skip("no `docker compose` plugin here (a Docker client without compose cannot run it); "
                     "test_compose_matches_the_compose_spec validates the file against the Compose schema")

@@ -2,7 +2,7 @@
 with its wall time, trial count and one line per claim (table, paper, ours, verdict). The full
 report lands in --out (reproduce.md, reproduce.json, figures/reproduce_fig2.png).
 
-    python bench/reproduce.py --suite all --preset reproduce-cpu --out runs/reproduce-all
+    python bench/reproduce.py --suite all --preset reproduce-cpu --seeds 3 --out runs/reproduce-all
 
 Uses the embedded S3 in --state (Ray Tune's storage); --track also logs to the embedded MLflow.
 """
@@ -27,7 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--suite", default="all", help="collapse | ablations | em | all")
     ap.add_argument("--preset", default="reproduce-cpu")
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=3, help="paired seeds per trial")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--out", default=None, help="report directory [runs/reproduce-<suite>]")
     ap.add_argument("--state", default=None, help="embedded services' state dir [$SIMSIAM_STATE or ./.simsiam]")
@@ -48,7 +48,8 @@ def main() -> None:
                "verdict": r["verdict"]} for r in res["rows"]]
     print(json.dumps({"bench": "reproduce", "suite": args.suite, "preset": args.preset, "seeds": args.seeds,
                       "wall_s": round(time.perf_counter() - t0, 1), "report_md": res["report_md"],
-                      "mlflow_parent_run": res["mlflow_parent_run"], "claims": claims}, indent=2))
+                      "mlflow_parent_run": res["mlflow_parent_run"], "verdicts": res["verdicts"], "claims": claims},
+                     indent=2))
 
 
 if __name__ == "__main__":

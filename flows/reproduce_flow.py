@@ -23,7 +23,7 @@ def run_grid(cfg: Config, suite: str, seeds: int, out: str, tracking_uri: str | 
 
 
 @flow(name="reproduce", flow_run_name=run_name("reproduce"), log_prints=True)
-def reproduce(suite: str = "collapse", preset: str = "reproduce-cpu", seeds: int = 2,
+def reproduce(suite: str = "collapse", preset: str = "reproduce-cpu", seeds: int = 3,
               overrides: list[str] | None = None, config: Config | None = None, out: str | None = None,
               gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_concurrent: int | None = None,
               track: bool = True, mlflow_uri: str | None = None, state: str | None = None) -> dict:
@@ -31,7 +31,7 @@ def reproduce(suite: str = "collapse", preset: str = "reproduce-cpu", seeds: int
     one switch, to its full budget; publish reproduce.md as the artifact `simsiam-reproduce`.
 
     Args:
-        seeds: runs per trial; an ordering claim needs 2+ for a verdict.
+        seeds: paired runs per trial (seed s is shared by every trial); an ordering needs 2+ for a verdict.
         gpus_per_worker: fractional GPUs per trial (e.g. 0.25: four trials share a GPU).
     """
     from simsiam.reproduce import plan_trials

@@ -281,7 +281,8 @@ def reproduce(
                                             "em (Sec. 5: k-step alternation, moving average) | all")] = "collapse",
     preset: PresetOpt = "reproduce-cpu",
     set_: SetOpt = None,
-    seeds: Annotated[int, typer.Option(help="seeds per trial; orderings need 2+ for a verdict")] = 2,
+    seeds: Annotated[int, typer.Option(help="paired seeds per trial (seed s is shared by every trial); "
+                                            "orderings need 2+ for a verdict")] = 3,
     out: Annotated[Optional[Path], typer.Option(help="report directory [default: runs/reproduce-<suite>]")] = None,
     workers_per_trial: Annotated[int, typer.Option(min=1, help="Ray Train workers per trial")] = 1,
     gpus_per_worker: GpusOpt = 0.0,

@@ -150,6 +150,8 @@ class EvalConfig(_Section):
     knn_t: float = Field(0.1, gt=0)
     knn_train_samples: int | None = Field(None, ge=1, description="memory-bank size for the monitor (None = all)")
     knn_test_samples: int | None = Field(None, ge=1)
+    probe_train_samples: int | None = Field(None, ge=1, description="train images the final kNN and probe fit "
+                                             "on: one seeded sample, the same for every run (None = all)")
     probe_epochs: int = Field(100, ge=1)
     probe_batch_size: int = Field(256, ge=2)
     probe_lr: float = Field(0.1, gt=0, description="probe base lr, scaled by batch/256")

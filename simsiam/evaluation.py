@@ -151,18 +151,34 @@ def eval_set(cfg, train_source, test_source) -> dict[str, str]:
     """What a probe number was measured on, as MLflow tags. `eval.set` is what the gate compares:
     the probe's training data and size, the test data and size, and its epochs (the seed is kept
     apart: versions trained with different seeds are meant to be compared)."""
-    label = (f"probe trained on {_data_label(train_source)} ({len(train_source)} images, "
+    n_train = len(_probe_indices(cfg, train_source))
+    of = f"{n_train} images" if n_train == len(train_source) else f"{n_train} of {len(train_source)} images"
+    label = (f"probe trained on {_data_label(train_source)} ({of}, "
              f"{cfg.eval.probe_epochs} epochs), tested on {_data_label(test_source)} ({len(test_source)} images)")
     return {"eval.set": label, "eval.seed": str(cfg.train.seed), "eval.test_images": str(len(test_source)),
-            "eval.train_images": str(len(train_source))}
+            "eval.train_images": str(n_train)}
+
+
+def _probe_indices(cfg, train_source) -> torch.Tensor:
+    """The train images the final kNN bank and probe use: one fixed sample (seed 0, not the run's),
+    so runs with different seeds are measured on the same images."""
+    from simsiam.data import subset_indices
+
+    return subset_indices(len(train_source), cfg.eval.probe_train_samples, 0)
 
 
 def evaluate_backbone(backbone: nn.Module, cfg, train_source, test_source, device: str | torch.device = "cpu",
-                      progress: Callable | None = None, keep: dict | None = None) -> dict[str, float]:
-    """kNN (k, t from cfg.eval) and linear probe on the full train/test splits; percent top-1.
+                      progress: Callable | None = None, keep: dict | None = None,
+                      amp: str = "none") -> dict[str, float]:
+    """kNN (k, t from cfg.eval) and linear probe on the full test split, fit on the train split (or
+    its `eval.probe_train_samples` sample); percent top-1. `amp`: the features' autocast (the kNN
+    and the probe run in fp32 on them).
     `keep` (a dict) receives the features, labels and probe predictions, for the figures."""
-    ftr, ytr = features_for(backbone, cfg, train_source, None, device, progress)
-    fte, yte = features_for(backbone, cfg, test_source, None, device, progress)
+    from simsiam.runtime import autocast
+
+    with autocast(torch.device(device), amp):
+        ftr, ytr = features_for(backbone, cfg, train_source, _probe_indices(cfg, train_source), device, progress)
+        fte, yte = features_for(backbone, cfg, test_source, None, device, progress)
     if keep is not None:
         keep.update(train=(ftr, ytr), test=(fte, yte))
     n_cls = len(train_source.classes) or None

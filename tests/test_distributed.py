@@ -116,8 +116,11 @@ def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publ
     logging.getLogger("prefect").addHandler(printed)
     try:
         out = reproduce(suite="collapse", seeds=1, out=str(tmp_path / "rep"), cpus_per_worker=0.99,
-                        overrides=["train.epochs=4", "eval.knn_train_samples=512", "eval.knn_test_samples=500",
-                                   "tracking.experiment=flow-reproduce", "data.download=false"],
+                        overrides=["train.epochs=4", "data.train_subset=2048", "model.head_conv=null",
+                                   "data.crop_min_scale=0.2", "train.amp=none", "train.channels_last=false",
+                                   "eval.knn_train_samples=512",
+                                   "eval.knn_test_samples=500", "eval.probe_train_samples=2000",
+                                   "eval.probe_epochs=5", "tracking.experiment=flow-reproduce", "data.download=false"],
                         mlflow_uri=ml.tracking_uri, state=str(state))
     finally:
         logging.getLogger("prefect").removeHandler(printed)
@@ -130,12 +133,14 @@ def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publ
     assert rows["Without stop-gradient the output collapses"]["verdict"] == "holds"
     assert rows["Without the predictor the output collapses"]["verdict"] == "holds"
     fixed = rows["A predictor fixed at its random init does far worse than a trained one"]
-    assert fixed["verdict"] == "inconclusive at this budget" and "one seed" in fixed["why"]  # never more than shown
+    assert fixed["verdict"] == "inconclusive at this budget" and "1 paired seed" in fixed["why"]  # no more than shown
     report = json.loads(Path(out["report_json"]).read_text())
     assert report["rows"] == out["rows"] and Path(out["report_md"]).read_text().count("| Fig. 2 |") == 2
     for row in out["rows"]:
         assert {"claim", "table", "paper", "ours_mean", "ours_spread", "seeds", "collapsed", "verdict"} <= set(row)
-        assert all({"z_std_ratio", "knn_top1"} <= set(t) for t in row["trials"]) and row["trials"]
+        assert all({"z_std_ratio", "knn_top1", "probe_top1"} <= set(t) for t in row["trials"]) and row["trials"]
+    base = rows["With stop-gradient and a predictor, SimSiam does not collapse"]["trials"][0]
+    assert base["probe_top1"] > 50 and base["knn_top1"] > 40  # the final eval on the full 10k test split
 
     client = MlflowClient(ml.tracking_uri)
     assert out["mlflow_parent_run"].startswith(ml.tracking_uri)
@@ -143,6 +148,7 @@ def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publ
     parent = client.get_run(parent_id)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert all("probe/top1" in c.data.metrics and "knn/final_top1" in c.data.metrics for c in children)
     assert {c.data.tags["reproduce.trial"] for c in children} == {"baseline", "no_stop_grad", "no_predictor",
                                                                   "fixed_random_predictor"}
     assert all(c.data.tags["reproduce.table"] and c.data.tags["reproduce.claim"] for c in children)

@@ -69,3 +69,34 @@ def test_sweep_heatmap_puts_each_trials_best_knn_in_its_cell_and_marks_collapse(
     assert cells == {"45.5", "20.0\nX collapsed", "-\nX collapsed", "50.2"}
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0.03", "0.1"]
     assert sweep_heatmap([{"name": "baseline", "best_knn": 1.0, "collapsed": False}]) is None  # not an lr x batch grid
+
+
+def test_probe_train_samples_fit_on_the_same_sample_whatever_the_seed_and_test_on_the_whole_split(fmnist_test):
+    from conftest import tiny_config
+    from simsiam.evaluation import evaluate_backbone
+    from simsiam.models import build_model
+
+    train_src, test_src = fmnist_test.subset(range(300)), fmnist_test.subset(range(300, 420))
+    kept = []
+    for seed in (0, 5):
+        cfg = tiny_config("eval.probe_train_samples=100", "eval.probe_epochs=1", f"train.seed={seed}")
+        keep: dict = {}
+        evaluate_backbone(build_model(cfg.model).backbone, cfg, train_src, test_src, keep=keep)
+        kept.append(keep)
+    (f0, y0), (f5, y5) = kept[0]["train"], kept[1]["train"]
+    assert len(y0) == 100 and torch.equal(y0, y5)  # one sample, not the run's seed's
+    assert not torch.equal(f0, f5)  # two fresh backbones, the same images
+    assert all(len(k["test"][1]) == 120 for k in kept)
+
+
+def test_evaluation_with_bf16_features_gives_fp32_features_and_a_finite_knn_and_probe(fmnist_test):
+    from conftest import tiny_config
+    from simsiam.evaluation import evaluate_backbone
+    from simsiam.models import build_model
+
+    cfg = tiny_config("eval.probe_epochs=1")
+    src = fmnist_test.subset(range(200))
+    keep: dict = {}
+    out = evaluate_backbone(build_model(cfg.model).backbone, cfg, src, src, keep=keep, amp="bf16")
+    assert keep["train"][0].dtype == torch.float32  # extracted under autocast, handed on in fp32
+    assert 0 <= out["knn/top1"] <= 100 and 0 <= out["probe/top1"] <= 100

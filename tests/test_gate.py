@@ -44,3 +44,10 @@ def test_eval_set_names_staged_version_local_split_sizes_and_probe_epochs():
     assert got == {"eval.set": "probe trained on fm-2k@abc123 (2000 images, 7 epochs), tested on local fashion-mnist "
                                "(10000 images)",
                    "eval.seed": "3", "eval.test_images": "10000", "eval.train_images": "2000"}
+
+
+def test_eval_set_of_a_probe_on_a_train_sample_says_how_many_of_how_many():
+    got = eval_set(tiny_config("eval.probe_train_samples=500"), _Source("fashion-mnist", 2000, _Ref()),
+                   _Source("fashion-mnist", 10000))
+    assert got["eval.set"].startswith("probe trained on fm-2k@abc123 (500 of 2000 images, ")
+    assert got["eval.train_images"] == "500"

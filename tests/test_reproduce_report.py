@@ -5,7 +5,7 @@ import pytest
 
 from simsiam.config import load_config
 from simsiam.errors import ConfigError
-from simsiam.reproduce import CLAIMS, Claim, claim_rows, plan_trials, render_markdown, verdict
+from simsiam.reproduce import CLAIMS, Claim, claim_rows, paired_test, plan_trials, render_markdown, verdict
 
 
 def test_collapse_suite_runs_four_switches_per_seed_with_tags():
@@ -22,9 +22,10 @@ def test_switches_with_the_same_config_run_once():
     # reproduce-cpu uses model.bn=hidden: Table 3's "hidden" trial is the baseline itself.
     _, runs, alias = plan_trials(load_config("reproduce-cpu"), "all", 1)
     assert alias["bn_hidden"] == "baseline" and not any(r.key == "bn_hidden" for r in runs)
-    assert len({r.key for r in runs}) == len(runs) == 20
+    assert alias["snapshot_1"] == "baseline"  # Sec. 5's 1-step alternation is SimSiam (test_targets: same weights)
+    assert len({r.key for r in runs}) == len(runs) == 18
     epoch = next(r for r in runs if r.key == "snapshot_epoch")
-    assert "loss.snapshot_every_steps=16" in epoch.overrides  # 2048 images / batch 128
+    assert "loss.snapshot_every_steps=64" in epoch.overrides  # 8,192 images / batch 128
 
 
 def test_one_epoch_snapshot_needs_train_subset_only_in_the_em_suite():
@@ -44,15 +45,28 @@ def test_bad_suite_or_seeds_is_a_config_error(suite, seeds, needle):
 GREATER = Claim("t", "T", "a beats b", "2 vs 1", "greater", ("a", "b"))
 
 
+def _by_seed(values: list[float]) -> dict[int, float]:
+    return dict(enumerate(values))
+
+
 @pytest.mark.parametrize("a,b,expected", [
-    ([70.0, 72.0], [60.0, 61.0], "holds"),  # gap 10.5 > spreads 1 + 0.5
-    ([70.0, 72.0], [69.0, 71.5], "inconclusive at this budget"),  # gap 0.75 < 1 + 1.25
-    ([60.0, 61.0], [70.0, 72.0], "does not hold at this budget"),
-    ([70.0], [60.0], "inconclusive at this budget"),  # one seed: no spread
+    ([70.0, 72.0, 71.0], [60.0, 61.5, 61.0], "holds"),  # gaps 10, 10.5, 10: t = 34.6
+    ([70.0, 80.0, 75.0], [69.0, 60.0, 74.5], "inconclusive at this budget"),  # all positive, t = 1.1 < 2.92
+    ([70.0, 72.0, 71.0], [71.0, 71.0, 70.0], "inconclusive at this budget"),  # one seed the other way
+    ([60.0, 61.0, 62.0], [70.0, 72.0, 71.0], "does not hold at this budget"),
+    ([70.0], [60.0], "inconclusive at this budget"),  # one paired seed: no spread
 ])
-def test_ordering_holds_only_when_the_gap_beats_the_spread(a, b, expected):
-    got, why = verdict(GREATER, {"a": a, "b": b}, {"a": [False] * len(a), "b": [False] * len(b)})
+def test_an_ordering_holds_only_when_every_paired_seed_agrees_and_the_paired_t_test_passes(a, b, expected):
+    got, why = verdict(GREATER, {"a": _by_seed(a), "b": _by_seed(b)}, {"a": [False] * len(a), "b": [False] * len(b)})
     assert got == expected, why
+
+
+def test_the_verdict_pairs_seeds_not_means():
+    # unpaired, the means (71.0 vs 70.0) sit well inside the seed spreads (2.0); paired, a wins by 1 on every seed
+    a, b = {0: 69.0, 1: 73.0, 2: 71.0}, {0: 68.0, 1: 72.1, 2: 69.9}
+    got, why = paired_test(a, b)
+    assert got == "holds" and "paired gap +1.00" in why and "+1.0, +0.9, +1.1" in why
+    assert paired_test({0: 69.0, 1: 73.0, 2: 71.0}, {2: 68.0, 1: 72.1, 5: 69.9})[1].count("+") == 3  # seeds 1, 2
 
 
 @pytest.mark.parametrize("flags,kind,expected", [
@@ -62,22 +76,25 @@ def test_ordering_holds_only_when_the_gap_beats_the_spread(a, b, expected):
 ])
 def test_collapse_verdicts_read_the_diagnostic_on_every_seed(flags, kind, expected):
     claim = Claim("t", "T", "x", "0.1", kind, ("a",))
-    assert verdict(claim, {"a": [10.0] * len(flags)}, {"a": flags})[0] == expected
+    assert verdict(claim, {"a": _by_seed([10.0] * len(flags))}, {"a": flags})[0] == expected
 
 
 def test_rows_carry_what_reproduce_json_promises_and_a_failed_trial_says_so():
     claims = [c for c in CLAIMS if c.suite == "collapse"]
     _, runs, alias = plan_trials(load_config("reproduce-cpu"), "collapse", 2)
-    results = {r.name: {"knn_top1": 70.0 + r.seed, "z_std_ratio": 0.9, "collapsed": False} for r in runs}
+    results = {r.name: {"probe_top1": 80.0 + r.seed, "knn_top1": 70.0 + r.seed, "z_std_ratio": 0.9,
+                        "collapsed": False} for r in runs}
     for name in ("no_stop_grad-seed0", "no_stop_grad-seed1"):
-        results[name] = {"knn_top1": 30.0, "z_std_ratio": 0.01, "collapsed": True}
+        results[name] = {"probe_top1": 40.0, "knn_top1": 30.0, "z_std_ratio": 0.01, "collapsed": True}
     del results["no_predictor-seed1"], results["no_predictor-seed0"]  # both failed
     rows = claim_rows(claims, runs, alias, results)
     assert [r["verdict"] for r in rows] == ["holds", "holds", "no result", "inconclusive at this budget"]
     base = rows[0]
     assert {"claim", "table", "paper", "ours_mean", "ours_spread", "seeds", "collapsed", "verdict",
             "trials"} <= set(base)
-    assert base["ours_mean"] == 70.5 and base["ours_spread"] == 0.5 and base["seeds"] == 2
+    assert base["ours_mean"] == 80.5 and base["ours_spread"] == 0.5 and base["seeds"] == 2  # the probe
+    assert base["knn_mean"] == 70.5
     assert base["collapsed"] == [False, False] and base["trials"][0]["z_std_ratio"] == 0.9
     md = render_markdown(rows, "t", [])
-    assert md.count("\n| ") == 1 + 4 and "70.5 ± 0.5 vs 70.5 ± 0.5" in md  # fixed-random got the same numbers
+    assert md.count("\n| ") == 1 + 4 and "80.5 ± 0.5 vs 80.5 ± 0.5" in md  # fixed-random got the same numbers
+    assert "Verdicts: 2 holds, 1 no result, 1 inconclusive at this budget." in md

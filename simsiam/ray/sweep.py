@@ -53,7 +53,7 @@ def _trial(config: dict, base: dict, dist: DistSettings) -> None:
     cfg = override_config(validate_config(base["cfg"]), overrides)
     trial_id = tune.get_context().get_trial_id()
     name, parent = (spec["name"] if spec else f"trial-{trial_id}"), base.get("parent_run_id")
-    run = {"parent_run_id": parent, "run_name": name}
+    run = {"parent_run_id": parent, "run_name": name, "final_eval": base.get("final_eval", False)}
     if spec and parent:  # the child run exists (with its tags) before the workers start
         from simsiam.tracking import create_run
 
@@ -77,11 +77,12 @@ class SweepResult:
 def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: int = 1, name: str | None = None,
               collapse_threshold: float = COLLAPSE_RATIO, grace_period: int = 1,
               max_concurrent: int | None = None, early_stop: bool = True,
-              parent_tags: dict[str, str] | None = None) -> SweepResult:
+              parent_tags: dict[str, str] | None = None, final_eval: bool = False) -> SweepResult:
     """Grid over `space` (dotted config keys -> values, e.g. {"optim.base_lr": [...], "train.batch_size": [...]};
     or {"spec": [{"name", "overrides", "tags"}, ...]} for a list of named trials), repeated `samples` times;
     lr follows base_lr x batch/256 through the config. `early_stop=False` runs every trial to its end
-    (no ASHA, collapse recorded but not stopped)."""
+    (no ASHA, collapse recorded but not stopped). `final_eval`: each trial ends with a kNN and linear
+    probe on the full test split (`probe/top1` in its row)."""
     connect(cfg, dist)
     # ASHA needs the kNN metric in every report; reports happen at epoch ends only.
     cfg = override_config(cfg, ["eval.knn_every_epochs=1", "train.checkpoint_every_steps=null"])
@@ -96,7 +97,8 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
     # Named trials go to Tune by name: its live table shows the name, not a truncated dict.
     grid = {SPEC_KEY: list(specs)} if specs else space
     base = {"cfg": cfg.to_dict(), "name": name, "specs": specs, "parent_run_id": parent,
-            "faults": faults.from_env().to_dict()}  # the driver's: trials run in other processes
+            "faults": faults.from_env().to_dict(),  # the driver's: trials run in other processes
+            "final_eval": final_eval}
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trial, base=base, dist=dist), TRIAL_DRIVER),
         param_space={k: tune.grid_search(list(v)) for k, v in grid.items()},
@@ -123,6 +125,8 @@ def _curve(res) -> list[dict[str, float]]:
     df = res.metrics_dataframe
     if df is None:
         return []
+    if "final_eval" in df:  # the report after training repeats the last epoch's values
+        df = df[df["final_eval"].isna()]
     cols = [c for c in ("epoch", "train/loss", "train/z_std_ratio", "knn/top1") if c in df]
     return [{k: float(v) for k, v in rec.items()} for rec in df[cols].dropna().to_dict("records")]
 
@@ -152,6 +156,8 @@ def _row(res, cfg: Config, space: dict[str, list], threshold: float) -> dict[str
         * res.config.get("train.batch_size", cfg.train.batch_size) / 256,
         "best_knn": float(max(knn)) if len(knn) else None,
         "last_knn": float(knn.iloc[-1]) if len(knn) else None,
+        "probe_top1": last.get("probe/top1"),
+        "knn_final": last.get("knn/final_top1"),
         "collapsed": collapsed,
         "z_std_ratio": ratio,
         "stopped_at_epoch": stopped_at,

@@ -69,6 +69,24 @@ def _mlflow_reporter(config: dict, cfg) -> Reporter:
                           system_metrics=cfg.tracking.system_metrics, flush_every=cfg.tracking.flush_every_steps)
 
 
+def _final_eval(result, cfg: Config, train_src, test_src, device, tracker) -> dict[str, float]:
+    """kNN and linear probe of the trained backbone on the full test split (`evaluate_backbone`), as
+    `knn/final_top1` and `probe/top1`, with the features under the training's autocast (bf16 halves
+    a reproduce trial's evaluation); logged to the trial's MLflow run too."""
+    from simsiam.engine import STREAM_KNN_BANK
+    from simsiam.evaluation import as_final, evaluate_backbone
+    from simsiam.runtime import resolve_precision
+    from simsiam.streaming import ShardStream
+
+    if isinstance(train_src, ShardStream):  # a seeded sample of whole shards, as for the kNN monitor
+        train_src = train_src.sample_source(cfg.eval.probe_train_samples or STREAM_KNN_BANK, 0)
+    amp = resolve_precision(cfg.train.amp, cfg.train.channels_last, device)[0]  # features as in training
+    metrics = as_final(evaluate_backbone(result.model.backbone, cfg, train_src, test_src, device, amp=amp))
+    if tracker is not None:
+        tracker.log_final(result.step, metrics)
+    return metrics
+
+
 def build_trainer(cfg: Config, dist: DistSettings, name: str, callbacks: list | None = None,
                   injected: dict | None = None, **run: Any) -> TorchTrainer:
     """The one way our Ray Train workers are built, for a pretraining run and for each sweep trial:
@@ -88,16 +106,21 @@ def worker_loop(config: dict) -> None:
                           [f"train.device={device.type}" + (f":{device.index}" if device.index is not None else "")])
     local = Path(tempfile.mkdtemp(prefix=f"simsiam-rank{rank}-"))
     resume = _restore_into(local)
-    train_src, test_src = open_sources(cfg, need_test=rank == 0 and cfg.eval.knn_every_epochs > 0,
+    final_eval = bool(config.get("final_eval"))
+    train_src, test_src = open_sources(cfg, need_test=rank == 0 and (cfg.eval.knn_every_epochs > 0 or final_eval),
                                        state=config.get("state_path"))
     tracker = _mlflow_reporter(config, cfg) if rank == 0 and config.get("tracking_uri") else None
     # log before reporting: a stopped trial may not return from report
-    reporters = ([tracker] if tracker else []) + [RayReportReporter()]
+    ray_reporter = RayReportReporter()
+    reporters = ([tracker] if tracker else []) + [ray_reporter]
     wrap = ray.train.torch.prepare_model if world > 1 else None
     injected = faults.FaultSettings(**config.get("faults", {})).under(config.get("run_name"))
     try:
         result = train(cfg, reporters, out_dir=local, resume=resume, train_source=train_src, test_source=test_src,
                        rank=rank, world_size=world, wrap_model=wrap, injected=injected)
+        if final_eval:
+            final = _final_eval(result, cfg, train_src, test_src, device, tracker) if rank == 0 else {}
+            ray.train.report({**ray_reporter.metrics, **final, "final_eval": 1.0})  # every rank reports
         faults.write_weights_digest(injected, result.model, rank, result.targets)
         faults.write_reads(injected, rank, train_src, ray.get_runtime_context().get_node_id())
     finally:

@@ -1,9 +1,12 @@
-"""Verdicts and the report. A verdict says only what the numbers show:
+"""Verdicts and the report. A verdict says only what the numbers show. Ours is each trial's linear
+probe top-1 on the full test split, measured on the same images for every trial.
 
 - `healthy` / `collapses`: the collapse diagnostic (z_std * sqrt(d) < 0.1 is collapsed) on every seed;
-- `greater` (a beats b): "holds" only when the gap of the means is larger than the two spreads
-  (half the max-min range over seeds) together; the reverse gap gives "does not hold"; anything
-  closer, or a single seed, is "inconclusive at this budget".
+- `greater` (a beats b): the seeds are paired (seed s of a and seed s of b share the init, the data
+  order and the augmentations), so the test is on the per-seed differences a_s - b_s. "holds" when
+  every difference is positive and the mean difference is significant (one-sided paired t-test,
+  95%); the mirror image gives "does not hold"; anything else, or one paired seed, is
+  "inconclusive at this budget".
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any, Literal
 from simsiam.reproduce.suites import Claim, TrialRun
 
 Verdict = Literal["holds", "does not hold at this budget", "inconclusive at this budget", "measured", "no result"]
+T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833}  # one-sided, by df
+Scores = dict[str, dict[int, float]]  # trial key -> seed -> probe top-1
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None]:
@@ -23,9 +28,25 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (max(values) - min(values)) / 2
 
 
-def verdict(claim: Claim, knn: dict[str, list[float]], collapsed: dict[str, list[bool]]) -> tuple[Verdict, str]:
-    """(verdict, why) for `claim` from per-trial-key lists over seeds."""
-    if any(not knn.get(k) for k in claim.trials):
+def paired_test(a: dict[int, float], b: dict[int, float]) -> tuple[Verdict, str]:
+    """(verdict, why) for "a beats b" from the seeds both ran."""
+    diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+    if len(diffs) < 2:
+        return "inconclusive at this budget", f"{len(diffs)} paired seed(s): no spread to test the gap with"
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    t = mean / (sd / math.sqrt(len(diffs))) if sd > 0 else math.copysign(math.inf, mean) if mean else 0.0
+    why = f"paired gap {mean:+.2f}; per seed {', '.join(f'{d:+.1f}' for d in diffs)}; t = {t:.1f}"
+    crit = T95.get(len(diffs) - 1, 1.645)
+    if min(diffs) > 0 and t > crit:
+        return "holds", why
+    if max(diffs) < 0 and -t > crit:
+        return "does not hold at this budget", why
+    return "inconclusive at this budget", why
+
+
+def verdict(claim: Claim, scores: Scores, collapsed: dict[str, list[bool]]) -> tuple[Verdict, str]:
+    """(verdict, why) for `claim` from per-trial-key scores by seed and collapse flags."""
+    if any(not scores.get(k) for k in claim.trials):
         return "no result", "a trial failed or did not run"
     if claim.kind == "measured":
         return "measured", "no paper claim to test"
@@ -38,54 +59,57 @@ def verdict(claim: Claim, knn: dict[str, list[float]], collapsed: dict[str, list
         if n_ok == 0:
             return "does not hold at this budget", f"0/{len(flags)} runs {'collapsed' if want else 'healthy'}"
         return "inconclusive at this budget", f"{n_ok}/{len(flags)} runs {'collapsed' if want else 'healthy'}"
-    (ma, sa), (mb, sb) = _stats(knn[claim.trials[0]]), _stats(knn[claim.trials[1]])
-    if ma is None or mb is None:
-        return "no result", "a kNN value is missing"
-    if min(len(knn[claim.trials[0]]), len(knn[claim.trials[1]])) < 2:
-        return "inconclusive at this budget", "one seed: no spread to compare the gap with"
-    gap, noise = ma - mb, sa + sb
-    why = f"gap {gap:+.2f} vs spread {noise:.2f}"
-    if gap > noise:
-        return "holds", why
-    if -gap > noise:
-        return "does not hold at this budget", why
-    return "inconclusive at this budget", why
+    return paired_test(scores[claim.trials[0]], scores[claim.trials[1]])
 
 
 def claim_rows(claims: list[Claim], runs: list[TrialRun], alias: dict[str, str],
                results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per claim: the fields of reproduce.json. `results`: run name -> z_std_ratio, knn_top1,
-    collapsed (and optionally run_id)."""
+    """One row per claim: the fields of reproduce.json. `results`: run name -> probe_top1, knn_top1,
+    z_std_ratio, collapsed (and optionally run_id)."""
     trials: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         res = results.get(run.name)
-        if res is not None and res.get("knn_top1") is not None:
+        if res is not None and _finite(res.get("probe_top1")):
             trials.setdefault(run.key, []).append({"trial": run.name, "seed": run.seed, **res})
     per_key = {k: trials.get(alias[k], []) for k in alias}
-    knn = {k: [t["knn_top1"] for t in v] for k, v in per_key.items()}
+    scores = {k: {t["seed"]: t["probe_top1"] for t in v} for k, v in per_key.items()}
     collapsed = {k: [bool(t["collapsed"]) for t in v] for k, v in per_key.items()}
     rows = []
     for c in claims:
-        v, why = verdict(c, knn, collapsed)
-        mean, spread = _stats(knn.get(c.trials[0], []))
+        v, why = verdict(c, scores, collapsed)
+        first = per_key.get(c.trials[0], [])
+        mean, spread = _stats([t["probe_top1"] for t in first])
         row = {"claim": c.words, "table": c.table, "suite": c.suite, "kind": c.kind, "paper": c.paper,
-               "ours_mean": mean, "ours_spread": spread, "seeds": len(knn.get(c.trials[0], [])),
-               "collapsed": collapsed.get(c.trials[0], []) if c.kind == "greater" else
+               "ours_mean": mean, "ours_spread": spread, "seeds": len(first),
+               "knn_mean": _stats([t["knn_top1"] for t in first if _finite(t.get("knn_top1"))])[0],
+               "collapsed": [bool(t["collapsed"]) for t in first] if c.kind == "greater" else
                [f for k in c.trials for f in collapsed.get(k, [])], "verdict": v, "why": why,
                "trials": [t for k in c.trials for t in per_key.get(k, [])]}
         if c.kind == "greater":
-            row["vs_mean"], row["vs_spread"] = _stats(knn.get(c.trials[1], []))
+            row["vs_mean"], row["vs_spread"] = _stats([t["probe_top1"] for t in per_key.get(c.trials[1], [])])
         rows.append(row)
     return rows
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def _num(mean: float | None, spread: float | None) -> str:
     return "-" if mean is None else f"{mean:.1f} ± {spread:.1f}"
 
 
+def verdict_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    return counts
+
+
 def render_markdown(rows: list[dict[str, Any]], title: str, notes: list[str]) -> str:
-    lines = [f"# {title}", "", *notes, "",
-             "| table | claim | paper (ImageNet linear %) | ours (kNN top-1 %, mean ± half-range) | verdict |",
+    counts = ", ".join(f"{n} {v}" for v, n in verdict_counts(rows).items())
+    lines = [f"# {title}", "", *notes, "", f"Verdicts: {counts}.", "",
+             "| table | claim | paper (ImageNet linear %) | ours (linear probe %, mean ± half-range) | verdict |",
              "|---|---|---|---|---|"]
     for r in rows:
         ours = _num(r["ours_mean"], r["ours_spread"])

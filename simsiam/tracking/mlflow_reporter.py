@@ -161,6 +161,11 @@ class MlflowReporter(Reporter):
             self._safe(lambda: self.client.set_tag(self.run_id, "simsiam.collapsed", "true"))
             self._safe(lambda: self.client.set_tag(self.run_id, "mlflow.note.content", note))
 
+    def log_final(self, step: int, metrics: dict[str, float]) -> None:
+        """The evaluation after training (kNN and probe on the full test split), sent at once."""
+        self._record(step, metrics)
+        self.flush()
+
     def finish(self, status: str = "FINISHED", end_run: bool = True) -> None:
         """Send what is left (or spill it), then close the run; `end_run=False` only stops the
         system-metrics thread and leaves the status to the driver that created the run."""

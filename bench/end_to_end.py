@@ -91,8 +91,8 @@ def bench_augment_device(cfg, source, n: int) -> float:
 class _PilViews(torch.utils.data.Dataset):
     """What a lightly user writes: PIL images from a torchvision-style dataset, lightly's transform."""
 
-    def __init__(self, source, indices, transform) -> None:
-        self.source, self.indices, self.transform = source, indices, transform
+    def __init__(self, source, indices, transform, grey: bool = False) -> None:
+        self.source, self.indices, self.transform, self.mode = source, indices, transform, "L" if grey else "RGB"
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -101,7 +101,7 @@ class _PilViews(torch.utils.data.Dataset):
         from PIL import Image
 
         img, label = self.source[int(self.indices[i])]
-        pil = Image.fromarray(img.permute(1, 2, 0).squeeze(-1).numpy()).convert("RGB")
+        pil = Image.fromarray(img.permute(1, 2, 0).squeeze(-1).numpy()).convert(self.mode)
         return self.transform(pil), label
 
 

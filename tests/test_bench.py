@@ -60,6 +60,20 @@ def test_quality_seeds_prints_a_seeds_by_precision_table_with_mean_and_worst(fmn
 
 
 @pytest.mark.slow
+def test_vs_lightly_trains_both_sides_for_the_budget_and_evaluates_both_the_same_way(fmnist_small_root):
+    out = _json(["bench/vs_lightly.py", "--minutes", "0.1", "--seeds", "0", "--lightly-workers", "0", *TINY,
+                 "--set", f"data.root={fmnist_small_root}", "--set", "eval.probe_epochs=1"])
+    assert out["minutes"] == 0.1 and out["lightly"].startswith("1.6")
+    run = out["runs"][0]
+    for side in ("ours", "lightly"):
+        assert run[side]["steps"] > 1 and 10 <= run[side]["probe"] <= 100 and 10 <= run[side]["knn"] <= 100
+    assert 6 <= run["lightly"]["train_s"] < 9  # lightly trains until the 6 s are spent
+    assert 2 <= run["ours"]["train_s"] <= 12  # ours: as many steps as a timed run says fit in 6 s
+    assert run["ours_minus_lightly"]["probe"] == round(run["ours"]["probe"] - run["lightly"]["probe"], 2)
+    assert out["mean_gap"] == run["ours_minus_lightly"]
+
+
+@pytest.mark.slow
 @pytest.mark.integration
 def test_pipeline_bench_splits_wall_time():
     out = _json(["bench/pipeline.py", "--preset", "cpu-demo", "--subset", "256",

@@ -122,6 +122,17 @@ def _lightly_model(cfg, device: torch.device) -> torch.nn.Module:
     return LightlySimSiam().to(device)
 
 
+def lightly_step(model, criterion, opt, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    """One step of lightly's SimSiam example: the symmetric negative cosine, stop-grad on z."""
+    z0, p0 = model(x0)
+    z1, p1 = model(x1)
+    loss = 0.5 * (criterion(z0, p1) + criterion(z1, p0))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def bench_lightly(cfg, source, steps: int, warmup: int) -> dict:
     """lightly's SimSiam training loop (its docs' example) on our shape: images/s end to end."""
     try:
@@ -141,13 +152,7 @@ def bench_lightly(cfg, source, steps: int, warmup: int) -> dict:
     opt = torch.optim.SGD(model.parameters(), lr=0.06 * batch / 256, momentum=0.9, weight_decay=5e-4)
     t0 = None
     for i, ((x0, x1), _) in enumerate(loader):
-        z0, p0 = model(x0.to(device))
-        z1, p1 = model(x1.to(device))
-        loss = 0.5 * (criterion(z0, p1) + criterion(z1, p0))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        loss.item()
+        lightly_step(model, criterion, opt, x0.to(device), x1.to(device)).item()
         _sync(device)
         if i + 1 == warmup:
             t0 = time.perf_counter()

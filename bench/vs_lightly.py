@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from end_to_end import _lightly_model, _PilViews, bench_end_to_end  # noqa: E402
+from end_to_end import _lightly_model, _PilViews, bench_end_to_end, lightly_step  # noqa: E402
 
 from simsiam.config import load_config, override_config  # noqa: E402
 from simsiam.data import load_source, subset_indices  # noqa: E402
@@ -70,12 +70,7 @@ def train_lightly(cfg, source, seconds: float, workers: int) -> tuple[torch.nn.M
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         for (x0, x1), _ in loader:
-            z0, p0 = model(x0.to(device))
-            z1, p1 = model(x1.to(device))
-            loss = 0.5 * (criterion(z0, p1) + criterion(z1, p0))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            lightly_step(model, criterion, opt, x0.to(device), x1.to(device))
             steps += 1
             if time.perf_counter() - t0 >= seconds:
                 break

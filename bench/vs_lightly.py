@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from end_to_end import _lightly_model, _PilViews, bench_end_to_end, lightly_step  # noqa: E402
 
+from simsiam.augment import NORM_STATS  # noqa: E402
 from simsiam.config import load_config, override_config  # noqa: E402
 from simsiam.data import load_source, subset_indices  # noqa: E402
 from simsiam.engine import train  # noqa: E402
@@ -57,10 +58,10 @@ def train_lightly(cfg, source, seconds: float, workers: int) -> tuple[torch.nn.M
     device = resolve_device(cfg.train.device)
     model = _lightly_model(cfg, device)
     grey = cfg.model.in_channels == 1
-    norm = {"mean": [0.2860], "std": [0.3530]} if grey else None
+    mean, std = NORM_STATS[source.name]  # the statistics our eval transform normalises with
     transform = SimSiamTransform(input_size=cfg.data.image_size, cj_sat=0.0 if grey else 0.4,
                                  cj_hue=0.0 if grey else 0.1, random_gray_scale=0.0 if grey else 0.2,
-                                 gaussian_blur=0.0, **({"normalize": norm} if norm else {}))
+                                 gaussian_blur=0.0, normalize={"mean": list(mean), "std": list(std)})
     index = subset_indices(len(source), cfg.data.train_subset, cfg.train.seed)
     loader = torch.utils.data.DataLoader(_PilViews(source, index, transform, grey), batch_size=cfg.train.batch_size,
                                          shuffle=True, drop_last=True, num_workers=workers,

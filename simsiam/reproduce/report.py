@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from typing import Any, Literal
 
 from simsiam.reproduce.suites import Claim, TrialRun
@@ -100,10 +101,7 @@ def _num(mean: float | None, spread: float | None) -> str:
 
 
 def verdict_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-    return counts
+    return dict(Counter(r["verdict"] for r in rows))
 
 
 def render_markdown(rows: list[dict[str, Any]], title: str, notes: list[str]) -> str:

@@ -84,6 +84,7 @@ def main() -> None:
         "trained": trained, "random_init": random_init,
         **({} if args.no_baselines else raw_pixel_baseline(cfg, train_src, test_src, device)),
         "knn_curve": curve.points, "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # AVX2 under ATEN_CPU_CAPABILITY=avx2
     }, indent=2))
 
 

@@ -7,31 +7,37 @@ then per precision the mean, worst and spread of the probe and kNN.
     python bench/quality_seeds.py --preset cpu-demo --seeds 0,1,2 --precisions bf16,fp32
 
 `bf16` is bf16 autocast + channels_last, `fp32` is no autocast + contiguous: what `train.amp=auto`
-picks on a CPU with and without native bf16. fp32 measured on an AVX-512 CPU has the same numerics
-as on an AVX2 one, not the same speed. `--set` applies to every run; the seed and precision
-settings of the table win over it.
+picks on a CPU with and without native bf16. `fp32-avx2` is fp32 with torch's kernels (ATen, oneDNN,
+MKL) capped at AVX2, a stand-in for an AVX2-only CPU on an AVX-512 one: the same instructions, not
+the same clock or caches. `--set` applies to every run; the seed and precision settings of the
+table win over it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-PRECISIONS = {"bf16": ["train.amp=bf16", "train.channels_last=true"],
-              "fp32": ["train.amp=none", "train.channels_last=false"]}
+FP32 = ["train.amp=none", "train.channels_last=false"]
+AVX2_CAPS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+PRECISIONS = {"bf16": (["train.amp=bf16", "train.channels_last=true"], {}), "fp32": (FP32, {}),
+              "fp32-avx2": (FP32, AVX2_CAPS)}  # settings, environment
 
 
 def run_one(preset: str, precision: str, seed: int, extra: list[str]) -> dict:
-    sets = [f"train.seed={seed}", *extra, *PRECISIONS[precision]]  # the table's axes win over --set
+    settings, env = PRECISIONS[precision]
+    sets = [f"train.seed={seed}", *extra, *settings]  # the table's axes win over --set
     cmd = [sys.executable, str(Path(__file__).with_name("quality.py")), "--preset", preset, "--no-baselines"]
     cmd += [arg for s in sets for arg in ("--set", s)]
-    out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    trained = out["trained"]
-    return {"precision": precision, "seed": seed, "knn": round(trained["knn/top1"], 2),
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **env})
+    out, trained = json.loads(done.stdout), json.loads(done.stdout)["trained"]
+    return {"precision": precision, "seed": seed, "cpu_capability": out["cpu_capability"],
+            "knn": round(trained["knn/top1"], 2),
             "probe": round(trained["probe/top1"], 2), "probe_train": round(trained["probe/train_top1"], 2),
             "pretrain_minutes": out["pretrain_minutes"], "steps": out["steps"], "collapsed": out["collapsed"]}
 

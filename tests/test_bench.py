@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import PIPELINE, tiny_sets
 
@@ -49,10 +50,13 @@ def test_quality_prints_curve_and_baselines(fmnist_small_root):
 def test_quality_seeds_prints_a_seeds_by_precision_table_with_mean_and_worst(fmnist_small_root):
     tiny = [a for s in ("eval.knn_every_epochs=0", "eval.probe_epochs=1", f"data.root={fmnist_small_root}")
             for a in ("--set", s)]
-    out = _json(["bench/quality_seeds.py", "--preset", "cpu-demo", "--seeds", "0,1", "--precisions", "fp32,bf16",
-                 *TINY, *tiny])
-    assert [(r["precision"], r["seed"]) for r in out["runs"]] == [("fp32", 0), ("fp32", 1), ("bf16", 0), ("bf16", 1)]
-    for precision in ("fp32", "bf16"):
+    out = _json(["bench/quality_seeds.py", "--preset", "cpu-demo", "--seeds", "0,1", "--precisions",
+                 "fp32-avx2,bf16", *TINY, *tiny])
+    assert [(r["precision"], r["seed"]) for r in out["runs"]] == [
+        ("fp32-avx2", 0), ("fp32-avx2", 1), ("bf16", 0), ("bf16", 1)]
+    here = torch.backends.cpu.get_cpu_capability()
+    assert [r["cpu_capability"] for r in out["runs"]] == ["AVX2", "AVX2", here, here]  # the AVX2 stand-in took
+    for precision in ("fp32-avx2", "bf16"):
         probes = [r["probe"] for r in out["runs"] if r["precision"] == precision]
         assert all(10 <= p <= 100 for p in probes)
         assert out["summary"][precision]["probe"] == {"mean": round(sum(probes) / 2, 2), "worst": min(probes),

@@ -128,17 +128,19 @@ def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publ
     # (Tune shortens any value over 20 characters: "...m_predictor-seed0")
     assert "trial_name" in printed.text and "no_predictor-seed0" in printed.text and "overrides" not in printed.text
     rows = {row["claim"]: row for row in out["rows"]}
-    assert len(rows) == 4 and all(row["verdict"] != "no result" for row in rows.values()), out["rows"]
+    assert len(rows) == 5 and all(row["verdict"] != "no result" for row in rows.values()), out["rows"]
     assert rows["With stop-gradient and a predictor, SimSiam does not collapse"]["verdict"] == "holds"
     assert rows["Without stop-gradient the output collapses"]["verdict"] == "holds"
     assert rows["Without the predictor the output collapses"]["verdict"] == "holds"
     fixed = rows["A predictor fixed at its random init does far worse than a trained one"]
     assert fixed["verdict"] == "inconclusive at this budget" and "1 paired seed" in fixed["why"]  # no more than shown
+    loss = rows["With a predictor fixed at its random init the loss does not converge: it stays high"]
+    assert loss["metric"] == "loss" and -1 <= loss["ours_mean"] <= 1 and -1 <= loss["vs_mean"] <= 1  # a cosine loss
     report = json.loads(Path(out["report_json"]).read_text())
     assert report["rows"] == out["rows"] and Path(out["report_md"]).read_text().count("| Fig. 2 |") == 2
     for row in out["rows"]:
         assert {"claim", "table", "paper", "ours_mean", "ours_spread", "seeds", "collapsed", "verdict"} <= set(row)
-        assert all({"z_std_ratio", "knn_top1", "probe_top1"} <= set(t) for t in row["trials"]) and row["trials"]
+        assert all({"z_std_ratio", "knn_top1", "probe_top1", "loss"} <= set(t) for t in row["trials"]) and row["trials"]
     base = rows["With stop-gradient and a predictor, SimSiam does not collapse"]["trials"][0]
     assert base["probe_top1"] > 50 and base["knn_top1"] > 40  # the final eval on the full 10k test split
 

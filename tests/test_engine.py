@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -190,6 +192,15 @@ def test_bn_all_adds_a_trained_bn_on_the_predictor_output(fmnist_train):
 def test_bf16_and_channels_last_reach_the_forward(fmnist_train):
     result, calls, _ = _train_spied(fmnist_train, "train.amp=bf16", "train.channels_last=true")
     assert all(c["bf16"] for c in calls) and _channels_last(result.model)
+
+
+def test_auto_precision_is_fp32_contiguous_when_torch_kernels_are_capped_at_avx2():
+    # The AVX2 stand-in of docs/benchmarks.md: torch reads ATEN_CPU_CAPABILITY at start-up, so a child process.
+    code = ("import torch; from simsiam.runtime import resolve_precision as r; "
+            "print(torch.backends.cpu.get_cpu_capability(), r('auto', 'auto', torch.device('cpu')))")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["AVX2", "('none',", "False)"]
 
 
 def test_in_channels_3_repeats_grey_images_into_an_rgb_stem(fmnist_train):

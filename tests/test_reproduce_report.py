@@ -10,7 +10,7 @@ from simsiam.reproduce import CLAIMS, Claim, claim_rows, paired_test, plan_trial
 
 def test_collapse_suite_runs_four_switches_per_seed_with_tags():
     claims, runs, alias = plan_trials(load_config("reproduce-cpu"), "collapse", 2)
-    assert len(claims) == 4 and [r.name for r in runs] == [
+    assert len(claims) == 5 and [r.name for r in runs] == [
         "baseline-seed0", "baseline-seed1", "no_stop_grad-seed0", "no_stop_grad-seed1", "no_predictor-seed0",
         "no_predictor-seed1", "fixed_random_predictor-seed0", "fixed_random_predictor-seed1"]
     nsg = runs[3]
@@ -83,12 +83,13 @@ def test_rows_carry_what_reproduce_json_promises_and_a_failed_trial_says_so():
     claims = [c for c in CLAIMS if c.suite == "collapse"]
     _, runs, alias = plan_trials(load_config("reproduce-cpu"), "collapse", 2)
     results = {r.name: {"probe_top1": 80.0 + r.seed, "knn_top1": 70.0 + r.seed, "z_std_ratio": 0.9,
-                        "collapsed": False} for r in runs}
+                        "collapsed": False, "loss": -0.9} for r in runs}
     for name in ("no_stop_grad-seed0", "no_stop_grad-seed1"):
         results[name] = {"probe_top1": 40.0, "knn_top1": 30.0, "z_std_ratio": 0.01, "collapsed": True}
     del results["no_predictor-seed1"], results["no_predictor-seed0"]  # both failed
+    results["fixed_random_predictor-seed0"]["loss"], results["fixed_random_predictor-seed1"]["loss"] = -0.2, -0.3
     rows = claim_rows(claims, runs, alias, results)
-    assert [r["verdict"] for r in rows] == ["holds", "holds", "no result", "inconclusive at this budget"]
+    assert [r["verdict"] for r in rows] == ["holds", "holds", "no result", "inconclusive at this budget", "holds"]
     base = rows[0]
     assert {"claim", "table", "paper", "ours_mean", "ours_spread", "seeds", "collapsed", "verdict",
             "trials"} <= set(base)
@@ -96,5 +97,22 @@ def test_rows_carry_what_reproduce_json_promises_and_a_failed_trial_says_so():
     assert base["knn_mean"] == 70.5
     assert base["collapsed"] == [False, False] and base["trials"][0]["z_std_ratio"] == 0.9
     md = render_markdown(rows, "t", [])
-    assert md.count("\n| ") == 1 + 4 and "80.5 ± 0.5 vs 80.5 ± 0.5" in md  # fixed-random got the same numbers
-    assert "Verdicts: 2 holds, 1 no result, 1 inconclusive at this budget." in md
+    assert md.count("\n| ") == 1 + 5 and "80.5 ± 0.5 vs 80.5 ± 0.5" in md  # fixed-random got the same probes
+    assert "loss -0.90 ± 0.00 vs -0.25 ± 0.05" in md and "paired gap +0.65" in md  # its loss stayed higher
+    assert "Verdicts: 3 holds, 1 no result, 1 inconclusive at this budget." in md
+
+
+@pytest.mark.parametrize("a,b,expected", [
+    ([-0.89, -0.86, -0.91], [-0.24, -0.15, -0.28], "holds"),  # the stop-35 run: the fixed predictor's loss stays high
+    ([-0.24, -0.15, -0.28], [-0.89, -0.86, -0.91], "does not hold at this budget"),
+    ([-0.89, -0.10, -0.91], [-0.24, -0.15, -0.28], "inconclusive at this budget"),  # one seed the other way
+])
+def test_a_loss_claim_holds_when_the_first_trial_ends_with_the_lower_loss_on_every_seed(a, b, expected):
+    claim = Claim("t", "T", "a's loss ends lower", "high", "greater", ("a", "b"), metric="loss")
+    _, runs, alias = plan_trials(load_config("reproduce-cpu"), "collapse", 3)
+    results = {r.name: {"probe_top1": 80.0, "knn_top1": 70.0, "z_std_ratio": 0.9, "collapsed": False,
+                        "loss": (a if r.key == "baseline" else b)[r.seed]} for r in runs}
+    alias = {"a": "baseline", "b": "fixed_random_predictor"}
+    row = claim_rows([claim], runs, alias, results)[0]
+    assert row["verdict"] == expected, row["why"]
+    assert row["metric"] == "loss" and row["ours_mean"] == pytest.approx(sum(a) / 3)

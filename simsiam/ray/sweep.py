@@ -157,6 +157,7 @@ def _row(res, cfg: Config, space: dict[str, list], threshold: float) -> dict[str
         "best_knn": float(max(knn)) if len(knn) else None,
         "last_knn": float(knn.iloc[-1]) if len(knn) else None,
         "probe_top1": last.get("probe/top1"),
+        "last_loss": last.get("train/loss"),
         "knn_final": last.get("knn/final_top1"),
         "collapsed": collapsed,
         "z_std_ratio": ratio,

@@ -1,5 +1,7 @@
 """Verdicts and the report. A verdict says only what the numbers show. Ours is each trial's linear
-probe top-1 on the full test split, measured on the same images for every trial.
+probe top-1 on the full test split, measured on the same images for every trial; for a claim with
+`metric="loss"`, the training loss at its last step, where lower wins (its paired differences are
+b's loss minus a's).
 
 - `healthy` / `collapses`: the collapse diagnostic (z_std * sqrt(d) < 0.1 is collapsed) on every seed;
 - `greater` (a beats b): the seeds are paired (seed s of a and seed s of b share the init, the data
@@ -63,31 +65,42 @@ def verdict(claim: Claim, scores: Scores, collapsed: dict[str, list[bool]]) -> t
     return paired_test(scores[claim.trials[0]], scores[claim.trials[1]])
 
 
+FIELD = {"probe": "probe_top1", "loss": "loss"}  # a claim's metric -> its field in a trial's result
+
+
+def _scores(per_key: dict[str, list[dict[str, Any]]], metric: str) -> Scores:
+    """Trial key -> seed -> score, higher is better: the probe, or the negated loss."""
+    sign = -1.0 if metric == "loss" else 1.0
+    return {k: {t["seed"]: sign * t[FIELD[metric]] for t in v if _finite(t.get(FIELD[metric]))}
+            for k, v in per_key.items()}
+
+
 def claim_rows(claims: list[Claim], runs: list[TrialRun], alias: dict[str, str],
                results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per claim: the fields of reproduce.json. `results`: run name -> probe_top1, knn_top1,
-    z_std_ratio, collapsed (and optionally run_id)."""
+    loss (the last step's), z_std_ratio, collapsed (and optionally run_id)."""
     trials: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         res = results.get(run.name)
         if res is not None and _finite(res.get("probe_top1")):
             trials.setdefault(run.key, []).append({"trial": run.name, "seed": run.seed, **res})
     per_key = {k: trials.get(alias[k], []) for k in alias}
-    scores = {k: {t["seed"]: t["probe_top1"] for t in v} for k, v in per_key.items()}
+    scores = {m: _scores(per_key, m) for m in FIELD}
     collapsed = {k: [bool(t["collapsed"]) for t in v] for k, v in per_key.items()}
     rows = []
     for c in claims:
-        v, why = verdict(c, scores, collapsed)
-        first = per_key.get(c.trials[0], [])
-        mean, spread = _stats([t["probe_top1"] for t in first])
-        row = {"claim": c.words, "table": c.table, "suite": c.suite, "kind": c.kind, "paper": c.paper,
+        v, why = verdict(c, scores[c.metric], collapsed)
+        first, field = per_key.get(c.trials[0], []), FIELD[c.metric]
+        mean, spread = _stats([t.get(field) for t in first])
+        row = {"claim": c.words, "table": c.table, "suite": c.suite, "kind": c.kind, "metric": c.metric,
+               "paper": c.paper,
                "ours_mean": mean, "ours_spread": spread, "seeds": len(first),
                "knn_mean": _stats([t["knn_top1"] for t in first if _finite(t.get("knn_top1"))])[0],
                "collapsed": [bool(t["collapsed"]) for t in first] if c.kind == "greater" else
                [f for k in c.trials for f in collapsed.get(k, [])], "verdict": v, "why": why,
                "trials": [t for k in c.trials for t in per_key.get(k, [])]}
         if c.kind == "greater":
-            row["vs_mean"], row["vs_spread"] = _stats([t["probe_top1"] for t in per_key.get(c.trials[1], [])])
+            row["vs_mean"], row["vs_spread"] = _stats([t.get(field) for t in per_key.get(c.trials[1], [])])
         rows.append(row)
     return rows
 
@@ -96,8 +109,8 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def _num(mean: float | None, spread: float | None) -> str:
-    return "-" if mean is None else f"{mean:.1f} ± {spread:.1f}"
+def _num(mean: float | None, spread: float | None, digits: int = 1) -> str:
+    return "-" if mean is None else f"{mean:.{digits}f} ± {spread:.{digits}f}"
 
 
 def verdict_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -110,9 +123,10 @@ def render_markdown(rows: list[dict[str, Any]], title: str, notes: list[str]) ->
              "| table | claim | paper (ImageNet linear %) | ours (linear probe %, mean ± half-range) | verdict |",
              "|---|---|---|---|---|"]
     for r in rows:
-        ours = _num(r["ours_mean"], r["ours_spread"])
+        digits = 2 if r.get("metric") == "loss" else 1
+        ours = ("loss " if digits == 2 else "") + _num(r["ours_mean"], r["ours_spread"], digits)
         if r["kind"] == "greater":
-            ours += f" vs {_num(r.get('vs_mean'), r.get('vs_spread'))}"
+            ours += f" vs {_num(r.get('vs_mean'), r.get('vs_spread'), digits)}"
         if r["kind"] in ("healthy", "collapses", "measured"):
             ours += f"; collapsed: {sum(r['collapsed'])}/{len(r['collapsed'])}"
         lines.append(f"| {r['table']} | {r['claim']} | {r['paper']} | {ours} | {r['verdict']} ({r['why']}) |")

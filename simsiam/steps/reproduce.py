@@ -33,7 +33,7 @@ def reproduce(cfg: Config, suite: str, seeds: int, out: str | Path, *, ray: RayW
     res = run_sweep(cfg, {"spec": specs}, dist_settings(cfg, ray, tracking_uri, state), name=name,
                     max_concurrent=max_concurrent, early_stop=False,
                     parent_tags={"simsiam.reproduce": suite, "reproduce.seeds": str(seeds)}, final_eval=True)
-    results = {row["name"]: {"probe_top1": row["probe_top1"], "knn_top1": row["knn_final"],
+    results = {row["name"]: {"probe_top1": row["probe_top1"], "knn_top1": row["knn_final"], "loss": row["last_loss"],
                              "z_std_ratio": row["z_std_ratio"], "collapsed": row["collapsed"], "error": row["error"]}
                for row in res.rows}
     report = _write_report(cfg, suite, seeds, claims, runs, alias, results, res.curves, Path(out),

@@ -7,6 +7,8 @@ Prints JSON: per seed and side the steps, images/s, kNN and probe, and ours minu
 
     .venv/bin/pip install -e '.[bench]'      # lightly, for comparisons only
     python bench/vs_lightly.py --minutes 6 --seeds 0
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+        python bench/vs_lightly.py --minutes 6 --seeds 0     # both sides as on an AVX2-only CPU
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ def main() -> None:
         runs.append(row)
     gaps = [r["ours_minus_lightly"] for r in runs]
     print(json.dumps({"bench": "vs_lightly", "preset": args.preset, "minutes": args.minutes, "overrides": args.set,
-                      "lightly": lightly.__version__, "torch_threads": torch.get_num_threads(), "runs": runs,
+                      "lightly": lightly.__version__, "torch_threads": torch.get_num_threads(),
+                      "cpu_capability": torch.backends.cpu.get_cpu_capability(), "runs": runs,
                       "mean_gap": {k: round(sum(g[k] for g in gaps) / len(gaps), 2) for k in ("knn", "probe")}},
                      indent=2))
 

@@ -68,6 +68,7 @@ def test_vs_lightly_trains_both_sides_for_the_budget_and_evaluates_both_the_same
     out = _json(["bench/vs_lightly.py", "--minutes", "0.1", "--seeds", "0", "--lightly-workers", "0", *TINY,
                  "--set", f"data.root={fmnist_small_root}", "--set", "eval.probe_epochs=1"])
     assert out["minutes"] == 0.1 and out["lightly"].startswith("1.6")
+    assert out["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # which kernels both sides ran
     run = out["runs"][0]
     for side in ("ours", "lightly"):
         assert run[side]["steps"] > 1 and 10 <= run[side]["probe"] <= 100 and 10 <= run[side]["knn"] <= 100

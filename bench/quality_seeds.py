@@ -35,7 +35,8 @@ def run_one(preset: str, precision: str, seed: int, extra: list[str]) -> dict:
     cmd = [sys.executable, str(Path(__file__).with_name("quality.py")), "--preset", preset, "--no-baselines"]
     cmd += [arg for s in sets for arg in ("--set", s)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **env})
-    out, trained = json.loads(done.stdout), json.loads(done.stdout)["trained"]
+    out = json.loads(done.stdout)
+    trained = out["trained"]
     return {"precision": precision, "seed": seed, "cpu_capability": out["cpu_capability"],
             "knn": round(trained["knn/top1"], 2),
             "probe": round(trained["probe/top1"], 2), "probe_train": round(trained["probe/train_top1"], 2),

@@ -109,7 +109,7 @@ def test_rows_carry_what_reproduce_json_promises_and_a_failed_trial_says_so():
 ])
 def test_a_loss_claim_holds_when_the_first_trial_ends_with_the_lower_loss_on_every_seed(a, b, expected):
     claim = Claim("t", "T", "a's loss ends lower", "high", "greater", ("a", "b"), metric="loss")
-    _, runs, alias = plan_trials(load_config("reproduce-cpu"), "collapse", 3)
+    _, runs, _ = plan_trials(load_config("reproduce-cpu"), "collapse", 3)
     results = {r.name: {"probe_top1": 80.0, "knn_top1": 70.0, "z_std_ratio": 0.9, "collapsed": False,
                         "loss": (a if r.key == "baseline" else b)[r.seed]} for r in runs}
     alias = {"a": "baseline", "b": "fixed_random_predictor"}

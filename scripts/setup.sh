@@ -14,7 +14,15 @@ if [ ! -f "$FMNIST" ]; then
 fi
 
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+# A fresh .venv takes about 7.2 GB (torch's CUDA build); say so before pip fails half-way with ENOSPC.
+NEED_GB=${SIMSIAM_SETUP_NEED_GB:-8}
 if [ ! -x .venv/bin/python ]; then
+  free_gb=$(( $(df -Pk . | awk 'NR==2 {print $4}') / 1048576 ))
+  if [ "$free_gb" -lt "$NEED_GB" ]; then
+    echo "error: $(pwd) has ${free_gb} GB free; a new .venv needs about ${NEED_GB} GB (torch + CUDA wheels)." >&2
+    echo "       Free some disk (old clones, /tmp) and run this again." >&2
+    exit 1
+  fi
   echo "==> creating .venv with $PY"
   "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade pip

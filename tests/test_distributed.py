@@ -166,6 +166,25 @@ def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publ
     assert arts[0].data == (tmp_path / "rep" / "reproduce.md").read_text()
 
 
+def test_a_one_cpu_ray_worker_trains_on_one_thread_whatever_the_drivers_omp_setting(stack):
+    """Two one-CPU trials on two cores, each on the driver's OMP_NUM_THREADS=2, oversubscribe the
+    cores; the loop sets torch's threads to the CPUs that Ray assigned to its process."""
+    import ray
+
+    @ray.remote(num_cpus=1, runtime_env={"env_vars": {"OMP_NUM_THREADS": "2"}})
+    def threads() -> tuple[int, int]:
+        import torch
+
+        from simsiam.ray.worker import _use_assigned_cpus
+
+        torch.set_num_threads(2)  # what OMP_NUM_THREADS=2 gives a process that imported torch first
+        before = torch.get_num_threads()
+        _use_assigned_cpus()
+        return before, torch.get_num_threads()
+
+    assert ray.get(threads.remote()) == (2, 1)
+
+
 class PrefectLines(logging.Handler):
     """What the flow logs through Prefect's loggers (its prints included: log_prints=True)."""
 

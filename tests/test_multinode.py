@@ -210,6 +210,27 @@ def test_a_sweeps_trials_run_on_different_nodes(cluster, tmp_path, monkeypatch):
     reads = sorted(tmp_path.glob("*/rank0.reads.json"))
     assert sorted(p.parent.name for p in reads) == sorted(r["name"] for r in res.rows)
     assert len({json.loads(p.read_text())["node"] for p in reads}) == 2  # one trial per node, at the same time
+    # each trial trained in its own Tune process, so its checkpoints are in the sweep's trial directory
+    store = open_store(cluster.dist().storage)
+    for row in res.rows:
+        assert row["checkpoint"].startswith(f"data/ray/{res.name}/"), row
+        assert store.head(row["checkpoint"].removeprefix("data/") + "/checkpoint.pt") is not None
+
+
+def test_a_data_parallel_sweep_trial_trains_on_two_nodes_and_hands_on_its_checkpoint(cluster, tmp_path, monkeypatch):
+    """A trial of two workers fits its own TorchTrainer (DDP): identical ranks on the two nodes, and
+    the checkpoint that its TorchTrainer stored is the trial's row's."""
+    from simsiam.ray import run_sweep
+
+    monkeypatch.setenv("SIMSIAM_WEIGHTS_DIGEST_DIR", str(tmp_path))
+    cfg = _cfg(tmp_path, "train.epochs=1", "eval.knn_train_samples=256", "eval.knn_test_samples=256")
+    res = run_sweep(cfg, {"train.seed": [0]}, cluster.dist(num_workers=2), early_stop=False)
+    (row,) = res.rows
+    assert row["error"] is None and row["stopped_by"] == "completed", row
+    _assert_identical_ranks_on_two_nodes_read_disjoint_halves(cluster, tmp_path / row["name"], last_epoch=0)
+    assert row["checkpoint"].startswith(f"data/ray/{res.name}-{row['trial']}/"), row
+    assert open_store(cluster.dist().storage).head(row["checkpoint"].removeprefix("data/") + "/checkpoint.pt")
+    assert res.checkpoints == f"s3://data/ray/{res.name}-<trial>"
 
 
 def test_a_pipeline_flow_run_drives_the_cluster_at_ray_address(cluster, tmp_path):

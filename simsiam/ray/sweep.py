@@ -1,6 +1,7 @@
 """Ray Tune sweeps over SimSiam's fragile knobs (lr x batch, or any config key), with ASHA on the
-kNN monitor and a collapse stopper, in the Ray Train V2 pattern: each trial is a Tune function
-that builds and fits its own TorchTrainer (`Tuner(TorchTrainer)` is not supported in V2).
+kNN monitor and a collapse stopper. A one-worker trial trains in the Tune trial's own process; a
+data-parallel trial (several workers) follows the Ray Train V2 pattern: a Tune function that builds
+and fits its own TorchTrainer (`Tuner(TorchTrainer)` is not supported in V2).
 
 MLflow: one parent run for the sweep, one child run per trial (parent id passed explicitly).
 """
@@ -15,16 +16,16 @@ from typing import Any
 
 import ray
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from simsiam import faults
 from simsiam.config import Config, override_config, validate_config
 from simsiam.diagnostics import COLLAPSE_RATIO, is_collapsed
-from simsiam.ray.cluster import DistSettings, connect, storage_kwargs
-from simsiam.ray.worker import build_trainer
+from simsiam.ray.cluster import DistSettings, connect, loop_config, storage_kwargs
+from simsiam.ray.worker import build_trainer, trial_loop
 
-# The trial function only drives its TorchTrainer. It reserves no CPU, so that N one-CPU workers fill
+# A data-parallel trial's function only drives its TorchTrainer. It reserves no CPU, so that N one-CPU workers fill
 # N cores; a fractional CPU per driver (0.01) left 0.98 of 2 cores free and serialized 2-trial grids.
 # A bundle needs some resource: a logical 256 MiB of memory (the driver's real RSS is larger).
 TRIAL_DRIVER = {"cpu": 0, "memory": 256 * 2**20}
@@ -58,7 +59,27 @@ def _trial(config: dict, base: dict, dist: DistSettings) -> None:
         from simsiam.tracking import create_run
 
         run["run_id"] = create_run(dist.tracking_uri, dist.experiment, name, parent, spec.get("tags"))
-    build_trainer(cfg, dist, f"{base['name']}-{trial_id}", [TuneReportCallback()], base["faults"], **run).fit()
+    if dist.num_workers == 1:
+        trial_loop(loop_config(cfg, dist, faults=base["faults"], **run), dist.use_gpu)
+    else:
+        build_trainer(cfg, dist, f"{base['name']}-{trial_id}", [TuneReportCallback()], base["faults"], **run).fit()
+
+
+def _trial_resources(dist: DistSettings) -> dict[str, float]:
+    """A one-worker trial trains in its own process and holds its worker's CPU (or GPU); a
+    data-parallel trial's TorchTrainer places its workers itself."""
+    if dist.num_workers > 1:
+        return TRIAL_DRIVER
+    return {"cpu": dist.cpus_per_worker, **({"gpu": dist.gpus_per_worker} if dist.use_gpu else {})}
+
+
+def _trial_run_config(dist: DistSettings) -> dict[str, Any]:
+    """Restarts and kept checkpoints are Tune's to manage where the trial itself trains (as
+    `run_config` sets them on a TorchTrainer)."""
+    if dist.num_workers > 1:
+        return {}
+    return {"failure_config": tune.FailureConfig(max_failures=dist.max_failures),
+            "checkpoint_config": tune.CheckpointConfig(num_to_keep=dist.num_to_keep)}
 
 
 @dataclass
@@ -67,6 +88,7 @@ class SweepResult:
     rows: list[dict[str, Any]]
     parent_run_id: str | None
     curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # run name -> per-epoch metrics
+    checkpoints: str | None = None  # where the trials' checkpoints are, with <trial> for a trial's id
 
     @property
     def best(self) -> dict | None:
@@ -100,19 +122,21 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
             "faults": faults.from_env().to_dict(),  # the driver's: trials run in other processes
             "final_eval": final_eval}
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trial, base=base, dist=dist), TRIAL_DRIVER),
+        tune.with_resources(tune.with_parameters(_trial, base=base, dist=dist), _trial_resources(dist)),
         param_space={k: tune.grid_search(list(v)) for k, v in grid.items()},
         tune_config=tune.TuneConfig(metric="knn/top1", mode="max", num_samples=samples,
                                     scheduler=_asha(cfg.train.epochs, grace_period) if early_stop else None,
                                     max_concurrent_trials=max_concurrent or _fitting_trials(dist)),
         run_config=tune.RunConfig(name=name, stop=CollapseStopper(collapse_threshold) if early_stop else None,
-                                  verbose=1, **storage_kwargs(dist)),
+                                  verbose=1, **storage_kwargs(dist), **_trial_run_config(dist)),
     )
     results = list(tuner.fit())
     rows = [_row(res, cfg, space, collapse_threshold) for res in results]
     if parent:
         _close_sweep_runs(dist, parent, rows)
-    return SweepResult(name, rows, parent, {row["name"]: _curve(res) for row, res in zip(rows, results)})
+    # A TorchTrainer's run directory is named after the trial; Tune keeps its own trials' in the sweep's.
+    where = dist.storage_uri and f"{dist.storage_uri}/{name}{'/' if dist.num_workers == 1 else '-'}<trial>"
+    return SweepResult(name, rows, parent, {row["name"]: _curve(res) for row, res in zip(rows, results)}, where)
 
 
 def _asha(epochs: int, grace_period: int) -> ASHAScheduler:
@@ -129,6 +153,16 @@ def _curve(res) -> list[dict[str, float]]:
         df = df[df["final_eval"].isna()]
     cols = [c for c in ("epoch", "train/loss", "train/z_std_ratio", "knn/top1") if c in df]
     return [{k: float(v) for k, v in rec.items()} for rec in df[cols].dropna().to_dict("records")]
+
+
+def _last_checkpoint(res) -> str | None:
+    """Where the trial's last checkpoint is, as Ray stores it (bucket/key on S3, else a local path):
+    Tune's own, or the last that a TorchTrainer reported (its path in the report's metrics)."""
+    if res.checkpoint is not None:
+        return res.checkpoint.path
+    df = res.metrics_dataframe
+    paths = df[CHECKPOINT_PATH_KEY].dropna() if df is not None and CHECKPOINT_PATH_KEY in df else []
+    return str(paths.iloc[-1]) if len(paths) else None
 
 
 def _fitting_trials(dist: DistSettings) -> int:
@@ -163,6 +197,8 @@ def _row(res, cfg: Config, space: dict[str, list], threshold: float) -> dict[str
         "z_std_ratio": ratio,
         "stopped_at_epoch": stopped_at,
         "stopped_by": "collapse" if collapsed and early else "asha" if early else "completed",
+        "time_s": last.get("time_total_s"),  # Tune's wall time for the trial, start-up included
+        "checkpoint": _last_checkpoint(res),
         "error": repr(res.error)[:200] if res.error else None,
     }
 
@@ -196,7 +232,7 @@ def format_table(rows: list[dict]) -> str:
     """The trial rows as a markdown table (CLI output, `sweep_results.md`, the Prefect report)."""
     if not rows:
         return "(no trials)"
-    keys = [k for k in rows[0] if k != "error"]
+    keys = [k for k in rows[0] if k not in ("error", "checkpoint")]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:
         cells = [f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v) for v in (r[k] for k in keys)]

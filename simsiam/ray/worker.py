@@ -1,12 +1,15 @@
-"""What every Ray Train worker runs: the core engine with DDP, resumed from Ray's latest checkpoint,
-reporting each checkpoint to Ray (which uploads it) and, on rank 0, the run to MLflow."""
+"""What every Ray worker runs: the core engine (with DDP over several workers), resumed from Ray's
+latest checkpoint, reporting each checkpoint to Ray (which uploads it) and, on rank 0, the run to
+MLflow. The same loop runs in a Ray Train worker (`worker_loop`) and, for a one-worker sweep
+trial, in the Tune trial's own process (`trial_loop`)."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ray
 import ray.train
@@ -24,12 +27,40 @@ from simsiam.reporters import Reporter
 from simsiam.storage.sources import open_sources
 
 
-class RayReportReporter(Reporter):
-    """On every checkpoint (each epoch end, and every `train.checkpoint_every_steps`), all ranks call
-    `ray.train.report`; rank 0 attaches the checkpoint directory, which Ray uploads to storage."""
+@dataclass
+class LoopSession:
+    """What the loop takes from Ray: Ray Train's session in a TorchTrainer worker, or Tune's in a trial."""
 
-    def __init__(self) -> None:
+    rank: int
+    world: int
+    device: Any  # torch.device
+    report: Callable[..., None]  # (metrics, checkpoint=None)
+    checkpoint_type: type  # the Checkpoint class that `report` expects
+    get_checkpoint: Callable[[], Any]
+
+
+def _train_session() -> LoopSession:
+    ctx = ray.train.get_context()
+    return LoopSession(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device(), ray.train.report,
+                       Checkpoint, ray.train.get_checkpoint)
+
+
+def _tune_session(use_gpu: bool) -> LoopSession:
+    import torch
+    from ray import tune
+
+    # Tune gives the trial's actor its GPU (or a fraction of one) as the only visible device.
+    return LoopSession(0, 1, torch.device("cuda", 0) if use_gpu else torch.device("cpu"), tune.report,
+                       tune.Checkpoint, tune.get_checkpoint)
+
+
+class RayReportReporter(Reporter):
+    """On every checkpoint (each epoch end, and every `train.checkpoint_every_steps`), all ranks report
+    to Ray; rank 0 attaches the checkpoint directory, which Ray uploads to storage."""
+
+    def __init__(self, session: LoopSession) -> None:
         self.metrics: dict[str, float] = {}
+        self.session = session
 
     def on_start(self, cfg, plan) -> None:
         self.metrics["start_step"] = float(plan["start_step"])  # > 0: restored from a checkpoint
@@ -46,14 +77,14 @@ class RayReportReporter(Reporter):
         if path is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 shutil.copy(path, Path(tmp) / CHECKPOINT_NAME)
-                ray.train.report(report, checkpoint=Checkpoint.from_directory(tmp))
+                self.session.report(report, checkpoint=self.session.checkpoint_type.from_directory(tmp))
         else:
-            ray.train.report(report)
+            self.session.report(report)
 
 
-def _restore_into(local: Path) -> bool:
+def _restore_into(local: Path, session: LoopSession) -> bool:
     """Copy Ray's latest checkpoint (after a restart, or a re-used run name) into `local`."""
-    ckpt = ray.train.get_checkpoint()
+    ckpt = session.get_checkpoint()
     if ckpt is None:
         return False
     with ckpt.as_directory() as d:
@@ -98,20 +129,43 @@ def build_trainer(cfg: Config, dist: DistSettings, name: str, callbacks: list | 
 
 
 def worker_loop(config: dict) -> None:
+    """A TorchTrainer worker's loop."""
+    run_loop(config, _train_session())
+
+
+def trial_loop(config: dict, use_gpu: bool) -> None:
+    """A one-worker sweep trial's loop, in the Tune trial's process: no TorchTrainer controller and
+    worker group to start, which cost a short trial more than its training (bench/sweep_overhead.py)."""
+    run_loop(config, _tune_session(use_gpu))
+
+
+def _use_assigned_cpus() -> None:
+    """Torch threads = the CPUs Ray gave this process. Ray sets OMP_NUM_THREADS so only where the
+    driver's environment has none; a driver's own value (2 on a 2-core machine) in each of two
+    one-CPU trials oversubscribes the cores, which made trials several times slower (measured)."""
+    import math
+
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if cpus:
+        torch.set_num_threads(max(1, math.floor(cpus)))
+
+
+def run_loop(config: dict, session: LoopSession) -> None:
     apply_library_defaults()  # a cluster node's workers do not inherit the driver's environment
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    _use_assigned_cpus()
+    rank, world, device = session.rank, session.world, session.device
     cfg = override_config(validate_config(config["cfg"]),
                           [f"train.device={device.type}" + (f":{device.index}" if device.index is not None else "")])
     local = Path(tempfile.mkdtemp(prefix=f"simsiam-rank{rank}-"))
-    resume = _restore_into(local)
+    resume = _restore_into(local, session)
     final_eval = bool(config.get("final_eval"))
     train_src, test_src = open_sources(cfg, need_test=rank == 0 and (cfg.eval.knn_every_epochs > 0 or final_eval),
                                        state=config.get("state_path"))
     tracker = _mlflow_reporter(config, cfg) if rank == 0 and config.get("tracking_uri") else None
     # log before reporting: a stopped trial may not return from report
-    ray_reporter = RayReportReporter()
+    ray_reporter = RayReportReporter(session)
     reporters = ([tracker] if tracker else []) + [ray_reporter]
     wrap = ray.train.torch.prepare_model if world > 1 else None
     injected = faults.FaultSettings(**config.get("faults", {})).under(config.get("run_name"))
@@ -120,7 +174,7 @@ def worker_loop(config: dict) -> None:
                        rank=rank, world_size=world, wrap_model=wrap, injected=injected)
         if final_eval:
             final = _final_eval(result, cfg, train_src, test_src, device, tracker) if rank == 0 else {}
-            ray.train.report({**ray_reporter.metrics, **final, "final_eval": 1.0})  # every rank reports
+            session.report({**ray_reporter.metrics, **final, "final_eval": 1.0})  # every rank reports
         faults.write_weights_digest(injected, result.model, rank, result.targets)
         faults.write_reads(injected, rank, train_src, ray.get_runtime_context().get_node_id())
     finally:

@@ -196,20 +196,12 @@ def sweep(cfg: Config, space: dict[str, list], *, ray: RayWorkers = RayWorkers(m
     res = run_sweep(cfg, space, dist, samples=samples, max_concurrent=max_concurrent,
                     collapse_threshold=COLLAPSE_RATIO if collapse_threshold is None else collapse_threshold)
     best = res.best
-    trained = _best_trial(cfg, res, best, f"{dist.storage_prefix}/{res.name}-{best['trial']}/", tracking_uri,
-                          state) if best else None
-    checkpoints = f"{dist.storage_uri}/{res.name}-<trial>" if dist.storage_uri else None
+    trained = _best_trial(res, best, tracking_uri) if best and best["checkpoint"] else None
     return {"name": res.name, "parent_run_id": res.parent_run_id, "rows": res.rows, "best": best, "trained": trained,
-            "checkpoints": checkpoints}
+            "checkpoints": res.checkpoints}
 
 
-def _best_trial(cfg: Config, res, best: dict, prefix: str, tracking_uri: str | None, state) -> TrainedRun | None:
-    from simsiam.storage import store_for
-
-    store = store_for(cfg, state)
-    found = [o for o in store.list_keys(prefix) if o["Key"].endswith("/checkpoint.pt")]
-    if not found:
-        return None
+def _best_trial(res, best: dict, tracking_uri: str | None) -> TrainedRun:
     run_id = run_url = None
     if tracking_uri and res.parent_run_id:
         from simsiam.tracking import child_runs
@@ -218,8 +210,7 @@ def _best_trial(cfg: Config, res, best: dict, prefix: str, tracking_uri: str | N
         runs = child_runs(tracking_uri, res.parent_run_id, f"trial-{best['trial']}")
         run_id = runs[0].info.run_id if runs else None
         run_url = url_of(tracking_uri, run_id) if run_id else None
-    latest = max(found, key=lambda o: o["LastModified"])["Key"]
-    return TrainedRun(checkpoint=f"s3://{store.bucket}/{latest}", collapsed=best["collapsed"], run_id=run_id,
-                      run_url=run_url, epochs=best["stopped_at_epoch"],
+    return TrainedRun(checkpoint=f"s3://{best['checkpoint']}/checkpoint.pt", collapsed=best["collapsed"],
+                      run_id=run_id, run_url=run_url, epochs=best["stopped_at_epoch"],
                       metrics={"train/z_std_ratio": best["z_std_ratio"], "knn/best_top1": best["best_knn"]},
                       where={"sweep": res.name, "trial": best["trial"]})

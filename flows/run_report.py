@@ -97,4 +97,5 @@ def trial_markdown(rows: list[dict]) -> str:
 
 def trial_table(rows: list[dict]) -> list[dict]:
     """Rows for `create_table_artifact`: JSON-friendly values only."""
-    return [{k: (_fmt(v) if isinstance(v, float) else v) for k, v in r.items() if k != "error"} for r in rows]
+    return [{k: (_fmt(v) if isinstance(v, float) else v) for k, v in r.items() if k not in ("error", "pid")}
+            for r in rows]

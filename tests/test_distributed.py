@@ -43,7 +43,8 @@ def harness():
         yield
 
 
-def test_pipeline_sweep_asha_cuts_a_slow_trial_stops_a_collapsed_one_and_registers_the_best(stack, harness):
+def test_pipeline_sweep_asha_cuts_a_slow_trial_stops_a_collapsed_one_in_one_reused_process_and_registers_the_best(
+        stack, harness):
     """The pipeline flow in sweep mode (what `simsiam run --mode sweep` runs): stage, a Ray Tune grid,
     evaluate and register the best trial, the trial table as a Prefect artifact."""
     from prefect import get_client
@@ -72,6 +73,8 @@ def test_pipeline_sweep_asha_cuts_a_slow_trial_stops_a_collapsed_one_and_registe
     assert good["stopped_by"] == "completed" and good["stopped_at_epoch"] == 2 and not good["collapsed"]
     assert bad["stopped_by"] == "asha" and bad["stopped_at_epoch"] == 1, out["sweep_trials"]
     assert good["best_knn"] > bad["best_knn"] and bad["lr"] == pytest.approx(0.0001 * 128 / 256)
+    # Tune hands each next trial to the same process (reuse_actors), after an ASHA cut or a collapse stop too
+    assert len({t["pid"] for t in out["sweep_trials"]}) == 1 and collapsed["pid"] is not None
 
     client = MlflowClient(ml.tracking_uri)
     run = client.get_run(out["run_id"])  # the registered run: the best healthy trial's child run

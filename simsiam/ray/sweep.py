@@ -126,7 +126,10 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
         param_space={k: tune.grid_search(list(v)) for k, v in grid.items()},
         tune_config=tune.TuneConfig(metric="knn/top1", mode="max", num_samples=samples,
                                     scheduler=_asha(cfg.train.epochs, grace_period) if early_stop else None,
-                                    max_concurrent_trials=max_concurrent or _fitting_trials(dist)),
+                                    max_concurrent_trials=max_concurrent or _fitting_trials(dist),
+                                    # A new trial process imports torch and ours again (5-10 s on 2 cores):
+                                    # 4.2 of the 60 min of `reproduce --suite all` on AVX2 fp32 were gaps.
+                                    reuse_actors=True),
         run_config=tune.RunConfig(name=name, stop=CollapseStopper(collapse_threshold) if early_stop else None,
                                   verbose=1, **storage_kwargs(dist), **_trial_run_config(dist)),
     )
@@ -198,6 +201,7 @@ def _row(res, cfg: Config, space: dict[str, list], threshold: float) -> dict[str
         "stopped_at_epoch": stopped_at,
         "stopped_by": "collapse" if collapsed and early else "asha" if early else "completed",
         "time_s": last.get("time_total_s"),  # Tune's wall time for the trial, start-up included
+        "pid": last.get("pid"),  # the trial's process: trials reuse one (reuse_actors)
         "checkpoint": _last_checkpoint(res),
         "error": repr(res.error)[:200] if res.error else None,
     }
@@ -232,7 +236,7 @@ def format_table(rows: list[dict]) -> str:
     """The trial rows as a markdown table (CLI output, `sweep_results.md`, the Prefect report)."""
     if not rows:
         return "(no trials)"
-    keys = [k for k in rows[0] if k not in ("error", "checkpoint")]
+    keys = [k for k in rows[0] if k not in ("error", "checkpoint", "pid")]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:
         cells = [f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v) for v in (r[k] for k in keys)]

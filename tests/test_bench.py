@@ -108,3 +108,21 @@ def test_distributed_nodes_bench_reports_disjoint_s3_reads_per_worker():
     reads = row["s3_bytes_read_per_worker"]
     assert len(reads) == 2 and all(r > 0 for r in reads)
     assert sum(reads) == out["dataset_bytes"]  # each shard read once per epoch, by one worker
+
+
+def test_reproduce_verdicts_rejudges_a_written_report_from_its_trials_numbers(tmp_path):
+    from simsiam.config import load_config
+    from simsiam.reproduce import claim_rows, plan_trials
+
+    claims, runs, alias = plan_trials(load_config("reproduce-cpu"), "collapse", 3)
+    results = {r.name: {"probe_top1": 80.0 + r.seed, "knn_top1": 70.0, "z_std_ratio": 0.9,
+                        "loss": -0.9 if r.key == "baseline" else -0.2,
+                        "collapsed": r.key in ("no_stop_grad", "no_predictor")} for r in runs}
+    report = {"suite": "collapse", "preset": "reproduce-cpu", "seeds": 3, "verdicts": {"as written": 5},
+              "rows": claim_rows(claims, runs, alias, results)}
+    (tmp_path / "reproduce.json").write_text(json.dumps(report))
+    out = _json(["bench/reproduce_verdicts.py", str(tmp_path / "reproduce.json")])
+    assert out["verdicts_written"] == {"as written": 5}
+    assert out["verdicts_now"] == {"holds": 4, "does not hold at this budget": 1}
+    fixed = next(r for r in out["rows"] if r["claim"].startswith("A predictor fixed"))  # tied with the baseline
+    assert fixed["verdict"] == "does not hold at this budget" and "upper bound +0.00 <" in fixed["why"]

@@ -6,6 +6,7 @@ import pytest
 from simsiam.config import load_config
 from simsiam.errors import ConfigError
 from simsiam.reproduce import CLAIMS, Claim, claim_rows, paired_test, plan_trials, render_markdown, verdict
+from simsiam.reproduce.report import paper_accuracies, paper_gap_here
 
 
 def test_collapse_suite_runs_four_switches_per_seed_with_tags():
@@ -42,7 +43,7 @@ def test_bad_suite_or_seeds_is_a_config_error(suite, seeds, needle):
         plan_trials(load_config("reproduce-cpu"), suite, seeds)
 
 
-GREATER = Claim("t", "T", "a beats b", "2 vs 1", "greater", ("a", "b"))
+GREATER = Claim("t", "T", "a beats b", "a over b", "greater", ("a", "b"))  # no paper numbers: no size test
 
 
 def _by_seed(values: list[float]) -> dict[int, float]:
@@ -69,6 +70,41 @@ def test_the_verdict_pairs_seeds_not_means():
     assert paired_test({0: 69.0, 1: 73.0, 2: 71.0}, {2: 68.0, 1: 72.1, 5: 69.9})[1].count("+") == 3  # seeds 1, 2
 
 
+def test_the_papers_gap_is_scaled_to_our_error_as_the_same_relative_cut():
+    # Table 5: 68.1 vs 64.8 cuts 35.2% error by 3.3 points, 9.4%; at our b's 18.7% error that is 1.75 points
+    assert paper_gap_here((68.1, 64.8), 81.3) == pytest.approx(3.3 / 35.2 * 18.7)
+    assert paper_gap_here((67.7, 1.5), 80.0) == pytest.approx(66.2 / 98.5 * 20.0)  # Table 1b: 13.44
+
+
+def test_every_paper_pair_of_accuracies_is_read_and_only_probe_orderings_have_one():
+    pairs = {c.words: paper_accuracies(c) for c in CLAIMS}
+    assert pairs["Output dim d beats d/4"] == (68.1, 67.2)
+    assert pairs["Cosine similarity beats cross-entropy"] == (68.1, 63.2)
+    unread = [c.paper for c in CLAIMS if c.kind == "greater" and c.metric == "probe" and pairs[c.words] is None]
+    assert unread == ["68.1 vs unstable"]
+    assert all(pairs[c.words] is None for c in CLAIMS if c.kind != "greater" or c.metric == "loss")
+
+
+TABLE5 = Claim("t", "Table 5", "sym beats asym", "68.1 vs 64.8", "greater", ("a", "b"))
+TABLE1B = Claim("t", "Table 1b", "fixed far worse", "67.7 vs 1.5", "greater", ("a", "b"))
+TABLE3 = Claim("t", "Table 3", "BN beats none", "68.1 vs 34.6", "greater", ("a", "b"))
+
+
+@pytest.mark.parametrize("claim,a,b,expected,upper,here", [
+    # the fp32 run's Table 5: gaps -0.1, +0.6, -0.7; upper bound -0.07 + 2.92 * 0.376 = 1.03 < 1.74 at 18.6% error
+    (TABLE5, [81.0, 82.0, 81.0], [81.1, 81.4, 81.7], "does not hold at this budget", "+1.03 <", "+1.74"),
+    # the fp32 run's Table 1b: +1.9, +1.1, +0.8 is significant (t = 3.9) but its bound 2.23 is far under 13.44
+    (TABLE1B, [80.6, 81.5, 81.7], [78.7, 80.4, 80.9], "holds but smaller than the paper's", "+2.23 <", "+13.44"),
+    # gaps 16, 18, 17 at 32% error: the paper's 16.39 is inside the bound 17 + 2.92 / sqrt(3) = 18.69
+    (TABLE3, [84.0, 86.0, 85.0], [68.0, 68.0, 68.0], "holds", "+18.69 >=", "+16.39"),
+    # level on average with a wide spread: neither the ordering nor the paper's size is ruled out
+    (TABLE5, [80.0, 84.0, 81.0], [82.0, 81.0, 82.0], "inconclusive at this budget", "+4.46 >=", "+1.72"),
+])
+def test_an_upper_bound_under_the_papers_scaled_gap_rules_the_papers_effect_out(claim, a, b, expected, upper, here):
+    got, why = verdict(claim, {"a": _by_seed(a), "b": _by_seed(b)}, {"a": [False] * 3, "b": [False] * 3})
+    assert got == expected and f"95% upper bound {upper}" in why and f"at our error, {here}" in why, why
+
+
 @pytest.mark.parametrize("flags,kind,expected", [
     ([True, True], "collapses", "holds"), ([False, False], "collapses", "does not hold at this budget"),
     ([True, False], "collapses", "inconclusive at this budget"), ([False, False], "healthy", "holds"),
@@ -89,7 +125,8 @@ def test_rows_carry_what_reproduce_json_promises_and_a_failed_trial_says_so():
     del results["no_predictor-seed1"], results["no_predictor-seed0"]  # both failed
     results["fixed_random_predictor-seed0"]["loss"], results["fixed_random_predictor-seed1"]["loss"] = -0.2, -0.3
     rows = claim_rows(claims, runs, alias, results)
-    assert [r["verdict"] for r in rows] == ["holds", "holds", "no result", "inconclusive at this budget", "holds"]
+    # the fixed predictor tied on every seed: the paper's 67.7 vs 1.5 is ruled out
+    assert [r["verdict"] for r in rows] == ["holds", "holds", "no result", "does not hold at this budget", "holds"]
     base = rows[0]
     assert {"claim", "table", "paper", "ours_mean", "ours_spread", "seeds", "collapsed", "verdict",
             "trials"} <= set(base)
@@ -99,7 +136,7 @@ def test_rows_carry_what_reproduce_json_promises_and_a_failed_trial_says_so():
     md = render_markdown(rows, "t", [])
     assert md.count("\n| ") == 1 + 5 and "80.5 ± 0.5 vs 80.5 ± 0.5" in md  # fixed-random got the same probes
     assert "loss -0.90 ± 0.00 vs -0.25 ± 0.05" in md and "paired gap +0.65" in md  # its loss stayed higher
-    assert "Verdicts: 3 holds, 1 no result, 1 inconclusive at this budget." in md
+    assert "Verdicts: 3 holds, 1 no result, 1 does not hold at this budget." in md
 
 
 @pytest.mark.parametrize("a,b,expected", [

@@ -60,7 +60,10 @@ def _write_report(cfg: Config, suite: str, seeds: int, claims, runs, alias, resu
              "epochs, so compare orderings and collapse, not values.",
              "Seed s of every trial shares the init, data order and augmentations. An ordering 'holds' when "
              "the first trial wins on every seed and the mean paired gap passes a one-sided paired t-test "
-             "(95%); collapse means final z_std * sqrt(d) < 0.1."]
+             "(95%). Where the paper gives two accuracies, its gap is scaled to our error (the same relative "
+             "cut in error); when the gap's 95% upper bound is below that, the paper's effect is ruled out: "
+             "'holds but smaller than the paper's', or 'does not hold'. Collapse means final "
+             "z_std * sqrt(d) < 0.1."]
     out.mkdir(parents=True, exist_ok=True)
     md, js = out / "reproduce.md", out / "reproduce.json"
     md.write_text(render_markdown(rows, f"SimSiam reproduction: {suite}", notes))

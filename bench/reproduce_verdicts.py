@@ -26,7 +26,10 @@ def rejudge(report: dict) -> dict:
     claims, runs, alias = plan_trials(load_config(report["preset"]), report["suite"], report["seeds"])
     results = {t["trial"]: t for row in report["rows"] for t in row["trials"]}
     rows = claim_rows(claims, runs, alias, results)
+    then, now = [r["claim"] for r in report["rows"]], [c.words for c in claims]
     return {"suite": report["suite"], "preset": report["preset"], "seeds": report["seeds"],
+            "claims_added_since": [w for w in now if w not in then],  # "no result": the run never ran them
+            "claims_dropped_since": [w for w in then if w not in now],
             "verdicts_written": report["verdicts"], "verdicts_now": verdict_counts(rows),
             "rows": [{"table": r["table"], "claim": r["claim"], "paper": r["paper"], "verdict": r["verdict"],
                       "why": r["why"]} for r in rows]}

@@ -115,14 +115,19 @@ def test_reproduce_verdicts_rejudges_a_written_report_from_its_trials_numbers(tm
     from simsiam.reproduce import claim_rows, plan_trials
 
     claims, runs, alias = plan_trials(load_config("reproduce-cpu"), "collapse", 3)
-    results = {r.name: {"probe_top1": 80.0 + r.seed, "knn_top1": 70.0, "z_std_ratio": 0.9,
-                        "loss": -0.9 if r.key == "baseline" else -0.2,
-                        "collapsed": r.key in ("no_stop_grad", "no_predictor")} for r in runs}
+    fixed_gap = {0: 0.3, 1: -0.4, 2: 0.6}  # the fixed predictor about level with the baseline
+    results = {r.name: {"probe_top1": 80.0 + r.seed - (fixed_gap[r.seed] if r.key == "fixed_random_predictor" else 0),
+                        "knn_top1": 70.0, "z_std_ratio": 0.9, "loss": -0.9 + 0.01 * r.seed if r.key == "baseline"
+                        else -0.2, "collapsed": r.key in ("no_stop_grad", "no_predictor")} for r in runs}
+    rows = claim_rows(claims, runs, alias, results)
+    for row in rows:  # as an older rule wrote them
+        row["verdict"], row["why"] = "inconclusive at this budget", "written before"
     report = {"suite": "collapse", "preset": "reproduce-cpu", "seeds": 3, "verdicts": {"as written": 5},
-              "rows": claim_rows(claims, runs, alias, results)}
+              "rows": [*rows, {**rows[0], "claim": "a claim since dropped", "trials": []}]}
     (tmp_path / "reproduce.json").write_text(json.dumps(report))
     out = _json(["bench/reproduce_verdicts.py", str(tmp_path / "reproduce.json")])
     assert out["verdicts_written"] == {"as written": 5}
-    assert out["verdicts_now"] == {"holds": 4, "does not hold at this budget": 1}
-    fixed = next(r for r in out["rows"] if r["claim"].startswith("A predictor fixed"))  # tied with the baseline
-    assert fixed["verdict"] == "does not hold at this budget" and "upper bound +0.00 <" in fixed["why"]
+    assert out["verdicts_now"] == {"holds": 4, "smaller than the paper's": 1}
+    fixed = next(r for r in out["rows"] if r["claim"].startswith("A predictor fixed"))
+    assert fixed["verdict"] == "smaller than the paper's" and "paired gap +0.17" in fixed["why"]
+    assert out["claims_dropped_since"] == ["a claim since dropped"] and out["claims_added_since"] == []

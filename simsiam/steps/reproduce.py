@@ -57,13 +57,13 @@ def _write_report(cfg: Config, suite: str, seeds: int, claims, runs, alias, resu
              f"{wall_s / 60:.1f} min on this machine. Each trial is the preset plus one switch; ours is its "
              f"linear probe top-1 on the full {cfg.data.dataset} test split (fit on {probe_on}, the same for "
              f"every trial) after {cfg.train.epochs} epochs, the paper's the ImageNet linear probe after 100 "
-             "epochs, so compare orderings and collapse, not values.",
+             "epochs, so compare orderings, collapse and gaps scaled to our error, not values.",
              "Seed s of every trial shares the init, data order and augmentations. An ordering 'holds' when "
              "the first trial wins on every seed and the mean paired gap passes a one-sided paired t-test "
-             "(95%). Where the paper gives two accuracies, its gap is scaled to our error (the same relative "
-             "cut in error); when the gap's 95% upper bound is below that, the paper's effect is ruled out: "
-             "'holds but smaller than the paper's', or 'does not hold'. Collapse means final "
-             "z_std * sqrt(d) < 0.1."]
+             "(95%). Where the paper gives two accuracies, its relative cut in error is applied to ours; when "
+             "the gap's 95% upper bound is below that, an effect the paper's size is ruled out: 'holds but "
+             "smaller than the paper's', or 'smaller than the paper's' where the ordering is not shown. "
+             "Collapse means final z_std * sqrt(d) < 0.1."]
     out.mkdir(parents=True, exist_ok=True)
     md, js = out / "reproduce.md", out / "reproduce.json"
     md.write_text(render_markdown(rows, f"SimSiam reproduction: {suite}", notes))

@@ -27,7 +27,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from simsiam.config import load_config  # noqa: E402
 from simsiam.engine import train  # noqa: E402
-from simsiam.ray import DistSettings, init_ray, pretrain_distributed  # noqa: E402
+from simsiam.ray import RayWorkers, init_ray, pretrain_distributed  # noqa: E402
 
 
 def main() -> None:
@@ -68,8 +68,8 @@ def main() -> None:
     init_ray()
     with tempfile.TemporaryDirectory() as tmp:
         for workers in (1, 2):
-            dist = DistSettings(num_workers=workers, use_gpu=args.gpu, cpus_per_worker=0.99 if not args.gpu else 1,
-                                local_storage=tmp, max_failures=0)
+            dist = RayWorkers(workers, gpus_per_worker=1.0 if args.gpu else 0.0,
+                              cpus_per_worker=0.99 if not args.gpu else 1, local_storage=tmp, max_failures=0)
             t0 = time.perf_counter()
             pretrain_distributed(measure(overrides, 2), dist, name=f"bench-short-{workers}")
             short = time.perf_counter() - t0

@@ -5,7 +5,6 @@ dir), streaming one staged Fashion-MNIST version from the embedded SeaweedFS."""
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -13,13 +12,13 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
-from simsiam import faults
 from simsiam.config import load_config
 from simsiam.data import load_fashion_mnist
-from simsiam.ray import DistSettings, pretrain_distributed
+from simsiam.ray import RayWorkers, pretrain_distributed
 from simsiam.ray.cluster import export_credentials
 from simsiam.services import start_s3, stop_s3
 from simsiam.storage import S3Settings, open_store, stage_dataset
+from simsiam.testing.faults import WeightsDigest
 
 
 def _stage(settings: S3Settings, samples: int, shards: int) -> dict:
@@ -27,11 +26,9 @@ def _stage(settings: S3Settings, samples: int, shards: int) -> dict:
     return stage_dataset(source, open_store(settings), "bench-nodes", shard_size=samples // shards, progress=False)[1]
 
 
-def _fit(cfg, dist: DistSettings, name: str) -> float:
+def _fit(cfg, dist: RayWorkers, name: str, reporters=()) -> float:
     t0 = time.perf_counter()
-    res = pretrain_distributed(cfg, dist, name=name)
-    if res.error:
-        raise RuntimeError(res.error)
+    pretrain_distributed(cfg, dist, name=name, reporters=reporters)
     return time.perf_counter() - t0
 
 
@@ -43,17 +40,15 @@ def _one_count(nodes: int, preset: str, sets: list[str], manifest: dict, setting
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)  # stdout is the JSON only
     try:
-        dist = DistSettings(num_workers=nodes, cpus_per_worker=1, placement_strategy="SPREAD", storage=settings,
-                            max_failures=0, state_path=str(state))
+        dist = RayWorkers(nodes, cpus_per_worker=1, placement_strategy="SPREAD", storage=settings, max_failures=0,
+                          state_path=str(state))
         base = sets + ["data.source=bench-nodes@latest", "data.stream=true", "data.train_subset=null",
                        "eval.knn_every_epochs=0", "eval.knn_at_start=false"]
         reads = tmp / f"reads-{nodes}"
         reads.mkdir()
-        os.environ[faults.DIGEST_DIR_ENV] = str(reads)  # the ranks' shard reads: reads/<run name>/
-        try:
-            one = _fit(load_config(preset, base + ["train.epochs=1"]), dist, f"bench-{nodes}-1")
-        finally:
-            os.environ.pop(faults.DIGEST_DIR_ENV)
+        # the ranks' shard reads: reads/<run name>/rank<N>.reads.json
+        one = _fit(load_config(preset, base + ["train.epochs=1"]), dist, f"bench-{nodes}-1",
+                   [WeightsDigest(reads / f"bench-{nodes}-1")])
         two = _fit(load_config(preset, base + ["train.epochs=2"]), dist, f"bench-{nodes}-2")
         cfg = load_config(preset, base)
         steps = sum(s["count"] for s in sorted(manifest["shards"], key=lambda s: s["count"])

@@ -49,7 +49,7 @@ def raw_pixel_baseline(cfg, train_src, test_src, device) -> dict:
     out = linear_probe(xtr, train_src.labels, xte, test_src.labels, len(train_src.classes),
                        epochs=cfg.eval.probe_epochs, batch_size=cfg.eval.probe_batch_size, lr=cfg.eval.probe_lr,
                        device=device)
-    return {"raw_pixels_linear/top1": out["probe/top1"]}
+    return {"raw_pixels_linear/top1": out["top1"]}
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ def run_one(preset: str, precision: str, seed: int, extra: list[str]) -> dict:
     out = json.loads(done.stdout)
     trained = out["trained"]
     return {"precision": precision, "seed": seed, "cpu_capability": out["cpu_capability"],
-            "knn": round(trained["knn/top1"], 2),
+            "knn": round(trained["knn/final_top1"], 2),
             "probe": round(trained["probe/top1"], 2), "probe_train": round(trained["probe/train_top1"], 2),
             "pretrain_minutes": out["pretrain_minutes"], "steps": out["steps"], "collapsed": out["collapsed"]}
 

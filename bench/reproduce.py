@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from simsiam import steps  # noqa: E402
 from simsiam.config import load_config  # noqa: E402
+from simsiam.ray import RayWorkers  # noqa: E402
 
 
 def main() -> None:
@@ -37,12 +38,11 @@ def main() -> None:
     for k in ("AWS_REQUEST_CHECKSUM_CALCULATION", "AWS_RESPONSE_CHECKSUM_VALIDATION"):
         os.environ.setdefault(k, "when_required")
     cfg = load_config(args.preset, args.set)
-    uri = steps.open_services(args.state, tracking=args.track).tracking_uri
+    ctx = steps.RunContext.open(cfg, args.state, tracking=args.track)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # Tune's trial tables: stdout stays one JSON object
-        res = steps.reproduce(cfg, args.suite, args.seeds, args.out or f"runs/reproduce-{args.suite}",
-                              ray=steps.RayWorkers(1, args.gpus_per_worker, 1.0, 0), tracking_uri=uri,
-                              state=args.state)
+        res = steps.reproduce(ctx, args.suite, args.seeds, args.out or f"runs/reproduce-{args.suite}",
+                              RayWorkers(1, args.gpus_per_worker, 1.0, 0)).to_dict()
     claims = [{"table": r["table"], "claim": r["claim"], "paper": r["paper"], "ours": r["ours_mean"],
                "ours_spread": r["ours_spread"], "vs": r.get("vs_mean"), "collapsed": r["collapsed"],
                "verdict": r["verdict"]} for r in res["rows"]]

@@ -17,14 +17,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from simsiam import metrics as M  # noqa: E402
 from simsiam.config import load_config  # noqa: E402
 from simsiam.reproduce import claim_rows, plan_trials, verdict_counts  # noqa: E402
+
+# A trial's fields as reproduce.json named them before the one metric vocabulary (2026-12-07).
+LEGACY = {"probe_top1": M.PROBE, "knn_top1": M.KNN_FINAL, "loss": M.LOSS, "z_std_ratio": M.Z_STD_RATIO}
 
 
 def rejudge(report: dict) -> dict:
     """The claims of `report` (reproduce.json's fields) judged again from its trials' numbers."""
     claims, runs, alias = plan_trials(load_config(report["preset"]), report["suite"], report["seeds"])
-    results = {t["trial"]: t for row in report["rows"] for t in row["trials"]}
+    results = {t["trial"]: {LEGACY.get(k, k): v for k, v in t.items()} for row in report["rows"] for t in row["trials"]}
     rows = claim_rows(claims, runs, alias, results)
     then, now = [r["claim"] for r in report["rows"]], [c.words for c in claims]
     return {"suite": report["suite"], "preset": report["preset"], "seeds": report["seeds"],

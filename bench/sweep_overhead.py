@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=4, help="trials (seeds 0..n-1)")
     ap.add_argument("--set", action="append", default=[], help="config override key=value, after the small ones")
     args = ap.parse_args()
-    from simsiam.ray import DistSettings, init_ray, run_sweep
+    from simsiam.ray import RayWorkers, init_ray, run_sweep
 
     cfg = load_config(args.preset, SMALL + args.set)
     specs = [{"name": f"seed{s}", "overrides": [f"train.seed={s}"]} for s in range(args.trials)]
@@ -61,7 +61,7 @@ def main() -> None:
         init_ray(num_cpus=2)
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):  # Tune's trial tables: stdout stays one JSON object
-            res = run_sweep(cfg, {"spec": specs}, DistSettings(local_storage=f"{tmp}/runs", max_failures=0),
+            res = run_sweep(cfg, {"spec": specs}, RayWorkers(local_storage=f"{tmp}/runs", max_failures=0),
                             early_stop=False, final_eval=True)
         wall = time.perf_counter() - t0
     import ray

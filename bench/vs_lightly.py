@@ -105,7 +105,7 @@ def main() -> None:
                           ("lightly", lambda: train_lightly(cfg, train_src, args.minutes * 60, args.lightly_workers))):
             backbone, info = fit()
             scores = evaluate_backbone(backbone, cfg, train_src, test_src, device)
-            row[side] = {**info, "knn": round(scores["knn/top1"], 2), "probe": round(scores["probe/top1"], 2)}
+            row[side] = {**info, "knn": round(scores["knn/final_top1"], 2), "probe": round(scores["probe/top1"], 2)}
             print(json.dumps({side: row[side], "seed": seed}), file=sys.stderr, flush=True)
         row["ours_minus_lightly"] = {k: round(row["ours"][k] - row["lightly"][k], 2) for k in ("knn", "probe")}
         runs.append(row)

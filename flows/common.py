@@ -1,45 +1,43 @@
-"""What every flow needs: the resolved config, where its data goes, and run names."""
+"""What every flow needs: its run context (the config resolved once, the services opened once) and
+a run name that says what it does."""
 
 from __future__ import annotations
 
-import sys
 import time
 
 from prefect.runtime import flow_run
 
 from simsiam.config import Config, load_config, override_config
 from simsiam.library_env import apply_library_defaults
+from simsiam.steps import RunContext
 
 DEFAULT_PRESET = "cpu-demo"
 
 
 def resolve_config(preset: str, overrides: list[str] | None, config: Config | None) -> Config:
-    """An explicit `config` (a form in the Prefect UI) wins; else preset + `key=value` overrides.
-    Every flow starts here, so this is also where a flow sets the libraries' environment."""
+    """An explicit `config` (a form in the Prefect UI) wins over the preset; `key=value` overrides
+    apply on top. A flow is an entry point, so this is also where it sets the libraries' environment."""
     apply_library_defaults()
-    cfg = config if config is not None else load_config(preset)
-    return override_config(cfg, list(overrides or []))
+    return override_config(config, list(overrides or [])) if config is not None else \
+        load_config(preset, list(overrides or []))
 
 
-def open_services(cfg: Config, state: str | None, mlflow_uri: str | None = None, track: bool = True) -> str | None:
-    """A flow is an entry point: it opens the services it needs (`simsiam.steps.open_services`: the
-    embedded S3 unless the config names a store, and with `track` the tracking server) and returns
-    the tracking URI its tasks log to. Subflows get that URI and open nothing new."""
-    from simsiam.steps import open_services as open_
-
-    return open_(state, tracking=track, tracking_uri=mlflow_uri, s3_endpoint_url=cfg.storage.endpoint_url).tracking_uri
-
-
-def store_where(cfg: Config, state: str | None) -> str:
-    """endpoint/bucket of the store this config stages to (part of the staging cache key)."""
-    from simsiam.storage import store_for
-
-    store = store_for(cfg, state)
-    return f"{store.settings.endpoint_url}/{store.bucket}"
+def open_context(cfg: Config, state: str | None = None, mlflow_uri: str | None = None, track: bool = True,
+                 context: RunContext | None = None) -> RunContext:
+    """The flow's run context: the one its caller opened (`context`: the CLI hands its own over), or
+    one opened here with the services it needs; in both cases carrying this flow run."""
+    if context is None:
+        context = RunContext.open(cfg, state, tracking=track, tracking_uri=mlflow_uri, progress=True)
+    return context.in_flow_run(flow_run.id, flow_run.root_flow_run_id)
 
 
-def progress() -> bool:
-    return sys.stderr.isatty()
+def ray_workers(workers: int, gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_failures: int = 2):
+    """Ray Train workers for a run, or None for this process (0 workers)."""
+    if workers <= 0:
+        return None
+    from simsiam.ray import RayWorkers
+
+    return RayWorkers(workers, gpus_per_worker, cpus_per_worker, max_failures)
 
 
 def run_name(kind: str):
@@ -47,25 +45,10 @@ def run_name(kind: str):
 
     def name() -> str:
         params = flow_run.parameters or {}
-        cfg = params.get("config")
+        cfg = getattr(params.get("context"), "cfg", None) or params.get("config")
         label = (cfg.get("name") if isinstance(cfg, dict) else getattr(cfg, "name", None)) or params.get("preset", "")
         mode = params.get("mode")
         parts = [kind, str(label)] + ([str(mode)] if mode else []) + [time.strftime("%Y%m%d-%H%M%S")]
         return "-".join(p for p in parts if p)
 
     return name
-
-
-def crash_flow_runs(ids: list[str], reason: str) -> None:
-    """Mark flow runs that a dead process left RUNNING as Crashed (Prefect's state for runs whose
-    process died), with the reason; runs already in a final state are left alone."""
-    from prefect.client.orchestration import get_client
-    from prefect.states import Crashed
-
-    with get_client(sync_client=True) as client:
-        for run_id in ids:
-            try:
-                if client.read_flow_run(run_id).state_type.value == "RUNNING":
-                    client.set_flow_run_state(run_id, Crashed(message=reason), force=True)
-            except Exception:  # noqa: BLE001 - a run from another Prefect API: nothing to mark here
-                continue

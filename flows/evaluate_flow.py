@@ -5,25 +5,25 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import DEFAULT_PRESET, open_services, resolve_config, run_name
-from flows.tasks import evaluate_encoder
+from flows import tasks
+from flows.common import DEFAULT_PRESET, open_context, resolve_config, run_name
+from simsiam import metrics as M
 from simsiam.config import Config
+from simsiam.results import Evaluation
 
 
 @flow(name="evaluate", flow_run_name=run_name("evaluate"), log_prints=True)
 def evaluate(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, config: Config | None = None,
              checkpoint: str | None = None, model_uri: str | None = None, run_id: str | None = None,
-             mlflow_uri: str | None = None, state: str | None = None) -> dict:
+             mlflow_uri: str | None = None, state: str | None = None) -> Evaluation:
     """Evaluate a frozen backbone on the config's data: `checkpoint` (path or s3:// URI) or
     `model_uri` (e.g. `models:/simsiam-fashion-mnist-resnet18@champion`). With `run_id`, the
     metrics are logged to that MLflow run."""
-    cfg = resolve_config(preset, overrides, config)
-    uri = open_services(cfg, state, mlflow_uri, track=bool(model_uri or run_id))
-    metrics = evaluate_encoder(cfg, checkpoint, model_uri, uri, run_id, state)
+    ctx = open_context(resolve_config(preset, overrides, config), state, mlflow_uri, bool(model_uri or run_id))
+    ev = tasks.evaluate(ctx, checkpoint=checkpoint, model_uri=model_uri, run_id=run_id)
+    rows = "\n".join(f"| `{k}` | {M.MEANING[k]} | {M.fmt(v)} |" for k, v in ev.metrics.items())
     create_markdown_artifact(
         key="simsiam-evaluation", description="kNN and linear probe of a frozen backbone",
-        markdown=f"# Evaluation of `{model_uri or checkpoint}`\n\n| metric | value |\n|---|---|\n"
-                 + "\n".join(f"| {k} | {v} |" for k, v in metrics.items()
-                             if k not in ("checkpoint", "model_uri", "eval_set"))
-                 + f"\n\nMeasured on: {metrics['eval_set']['eval.set']}.")
-    return metrics
+        markdown=f"# Evaluation of `{model_uri or checkpoint}`\n\n| key | metric | value |\n|---|---|---|\n{rows}"
+                 f"\n\nMeasured on: {ev.eval_set['eval.set']}.")
+    return ev

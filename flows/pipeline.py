@@ -3,40 +3,21 @@ then a markdown report artifact with links to the MLflow run and the registered 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from flows.common import DEFAULT_PRESET, open_services, resolve_config, run_name
-from flows.evaluate_flow import evaluate
-from flows.pretrain_flow import pretrain
-from flows.run_report import pipeline_log_lines, run_report
-from flows.stage import stage_data
-from flows.sweep_flow import sweep
-from flows.tasks import register_encoder
+from flows import tasks
+from flows.common import DEFAULT_PRESET, open_context, ray_workers, resolve_config, run_name
+from simsiam import metrics as M
 from simsiam.config import Config
 from simsiam.errors import SimSiamError
-from simsiam.steps import with_staged
+from simsiam.run_report import log_lines, run_report, trial_table
+from simsiam.steps import RunContext, sweep_space, with_staged
 
 REPORT_KEY = "simsiam-pipeline-report"
 RUN_LINK_KEY = "simsiam-mlflow-run"
-
-
-def _runs_table_url(tracking_uri: str | None, experiment: str) -> str | None:
-    """The experiment's runs table with the probe/kNN/collapse columns (None without a server)."""
-    if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
-        return None
-    from simsiam.tracking.runs import ensure_experiment, experiment_url
-
-    return experiment_url(tracking_uri, ensure_experiment(tracking_uri, experiment))
-
-
-def _prefect_ui() -> str | None:
-    """The Prefect UI of the API this flow reports to (None under the ephemeral API: it has no UI)."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
-
-    return PREFECT_UI_URL.value() if PREFECT_API_URL.value() else None
 
 
 @flow(name="pipeline", flow_run_name=run_name("pipeline"), log_prints=True)
@@ -44,7 +25,8 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
              mode: Literal["pretrain", "sweep"] = "pretrain", subset: int | None = None, workers: int = 0,
              gpus_per_worker: float = 0.0, sweep_lr: list[float] | None = None, sweep_batch: list[int] | None = None,
              sweep_grid: dict[str, list] | None = None, sweep_max_concurrent: int | None = None,
-             registry: bool = True, mlflow_uri: str | None = None, state: str | None = None) -> dict:
+             registry: bool = True, mlflow_uri: str | None = None, state: str | None = None,
+             context: RunContext | None = None) -> dict[str, Any]:
     """The whole job: stage the data, pretrain (or sweep and keep the best trial), evaluate the
     frozen encoder (kNN + linear probe on the full staged splits), register it and promote it to
     `champion` only if it is not collapsed, clears `tracking.promote_floor` and beats the champion.
@@ -59,63 +41,71 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
         registry: register and gate the encoder (off: evaluate only).
         mlflow_uri: tracking server (default $MLFLOW_TRACKING_URI or the embedded one).
         state: state dir of the embedded services.
+        context: an entry point's open run context (`simsiam run` hands its own over); it replaces the
+            config and service arguments above. Leave it empty in deployments.
     """
-    cfg = resolve_config(preset, overrides, config)
-    uri = open_services(cfg, state, mlflow_uri)
-    staged = stage_data(config=cfg, subset=subset, state=state)
+    cfg = context.cfg if context else resolve_config(preset, overrides, config)
+    space = sweep_space(cfg, sweep_lr, sweep_batch, sweep_grid) if mode == "sweep" else None
+    ctx = open_context(cfg, state, mlflow_uri, context=context)
+    staged = {split: tasks.stage(ctx, split, subset=subset) for split in ("train", "test")}
     _log(staged=staged)
-    cfg = with_staged(cfg, staged["train"], staged["test"])
+    ctx = ctx.with_config(with_staged(ctx.cfg, staged["train"], staged["test"]))
     rows = None
     if mode == "pretrain":
-        trained = pretrain(config=cfg, workers=workers, gpus_per_worker=gpus_per_worker, mlflow_uri=uri, state=state)
+        trained = tasks.pretrain(ctx, workers=ray_workers(workers, gpus_per_worker))
     else:
-        res = sweep(config=cfg, lr=sweep_lr, batch=sweep_batch, grid=sweep_grid, workers_per_trial=max(workers, 1),
-                    gpus_per_worker=gpus_per_worker, max_concurrent=sweep_max_concurrent, mlflow_uri=uri, state=state)
-        trained, rows = res["trained"], res["rows"]
+        swept = tasks.sweep(ctx, space, ray_workers(max(workers, 1), gpus_per_worker, max_failures=0),
+                            max_concurrent=sweep_max_concurrent)
+        trained, rows = swept.best, swept.rows
         if trained is None:
-            raise SimSiamError(f"sweep {res['name']}: no trial finished without collapse; nothing to register")
+            raise SimSiamError(f"sweep {swept.name}: no trial finished without collapse; nothing to register")
     _log(trained=trained, mode=mode)
-    metrics = evaluate(config=cfg, checkpoint=trained.checkpoint, run_id=trained.run_id, mlflow_uri=uri,
-                       state=state)
-    _log(metrics=metrics)
-    gate = None
-    if registry and trained.run_id:
-        gate = register_encoder(cfg, trained.run_id, trained.checkpoint, metrics["probe/top1"], trained.collapsed,
-                                uri, state, metrics["eval_set"])
+    evaluation = tasks.evaluate(ctx, checkpoint=trained.checkpoint, run_id=trained.run_id)
+    _log(evaluation=evaluation)
+    gate = tasks.register(ctx, trained, evaluation) if registry and trained.run_id else None
     _log(gate=gate, registered=True)
-    runs_url, report_url = _publish(cfg, mode, staged, trained, metrics, gate, rows, uri)
-    return {"mode": mode, "tracking_uri": uri, "experiment": cfg.tracking.experiment, "run_id": trained.run_id,
-            "run_url": trained.run_url, "experiment_url": runs_url, "report_url": report_url,
-            "registered": gate, "metrics": metrics, "collapsed": trained.collapsed,
-            "resumed_from_step": trained.resumed_from_step, "sweep_trials": rows,
-            "staged": {k: v["uri"] for k, v in staged.items()},
-            "uploaded_objects": sum(v["uploaded_objects"] for v in staged.values()), "artifact": REPORT_KEY}
+    where = _publish(ctx, mode, staged, trained, evaluation, gate, rows)
+    return {"where_to_look": where, "run_id": trained.run_id, "registered": gate.to_dict() if gate else None,
+            "metrics": {**trained.metrics, **evaluation.metrics}, "eval_set": evaluation.eval_set["eval.set"],
+            "collapsed": trained.collapsed, "resumed_from_step": trained.resumed_from_step,
+            "staged": {k: v.uri for k, v in staged.items()},
+            "uploaded_objects": sum(v.uploaded_objects for v in staged.values()),
+            **({"sweep_trials": rows} if rows else {})}
 
 
 def _log(**what) -> None:
     """What a pipeline step did, as lines in the flow run's logs (the Prefect UI's Logs tab)."""
     log = get_run_logger()
-    for line in pipeline_log_lines(**what):
+    for line in log_lines(**what):
         log.info(line)
 
 
-def _publish(cfg: Config, mode: str, staged: dict, trained, metrics: dict, gate: dict | None, rows,
-             uri: str | None) -> tuple[str | None, str | None]:
-    """The report and MLflow-run artifacts, and where to look; returns (runs table URL, report URL)."""
-    url = trained.run_url
-    runs_url = _runs_table_url(uri, cfg.tracking.experiment)
-    verdict = ("collapsed" if trained.collapsed else "healthy") + (f", {gate['decision']}" if gate else "")
-    probe = metrics.get("probe/top1")
+def _publish(ctx: RunContext, mode: str, staged, trained, evaluation, gate, rows) -> dict[str, Any]:
+    """The report and MLflow-run artifacts; returns where to look: the UIs, run, version, report."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_UI_URL
+
+    runs_url = None
+    if (ctx.tracking_uri or "").startswith(("http://", "https://")):
+        from simsiam.tracking.runs import ensure_experiment, experiment_url
+
+        runs_url = experiment_url(ctx.tracking_uri, ensure_experiment(ctx.tracking_uri, ctx.cfg.tracking.experiment))
+    verdict = ("collapsed" if trained.collapsed else "healthy") + (f", {gate.decision}" if gate else "")
     report_id = create_markdown_artifact(
-        key=REPORT_KEY, markdown=run_report(cfg, staged, trained, metrics, gate, url, mode, rows, runs_url),
-        description=f"SimSiam {mode} report for {cfg.name}: probe top-1 "
-                    f"{probe:.2f}% ({verdict}); data versions, metrics, collapse verdict, registry gate, links"
-        if probe is not None else f"SimSiam {mode} report for {cfg.name}: data, metrics, collapse verdict, links")
-    if url:
-        create_link_artifact(url, link_text=f"MLflow run {trained.run_id}", key=RUN_LINK_KEY,
+        key=REPORT_KEY, markdown=run_report(ctx.cfg, staged, trained, evaluation, gate, mode, rows, runs_url),
+        description=f"SimSiam {mode} report for {ctx.cfg.name}: {M.PROBE} {M.fmt(evaluation.metrics[M.PROBE])} "
+                    f"({verdict}); data versions, metrics, collapse verdict, registry gate, links")
+    if rows:
+        create_table_artifact(key="simsiam-sweep-trials", table=trial_table(rows), description="one row per trial")
+    if trained.run_url:
+        create_link_artifact(trained.run_url, link_text=f"MLflow run {trained.run_id}", key=RUN_LINK_KEY,
                              description=f"The MLflow run of this {mode}: metrics, figures, config, models")
-    ui = _prefect_ui()
+    ui = PREFECT_UI_URL.value() if PREFECT_API_URL.value() else None  # the ephemeral API has no UI
     # the V2 UI's page: a V1 path (no /v2) opens the V1 UI, whose login page shows error toasts
     report_url = f"{ui.rstrip('/')}/v2/artifacts/artifact/{report_id}" if ui else None
-    _log(where={"MLflow run": url, "runs table": runs_url, "report": report_url})
-    return runs_url, report_url
+    _log(where={"MLflow run": trained.run_url, "runs table": runs_url, "report": report_url})
+    return {"mlflow_ui": ctx.tracking_uri, "experiment": ctx.cfg.tracking.experiment, "runs_table": runs_url,
+            "run": trained.run_url, "registered_model": gate and gate.name, "version": gate and gate.version,
+            "alias": gate and gate.decision, "model_uri": gate and gate.alias_uri, "gate": gate and gate.reasons,
+            "prefect_artifact": REPORT_KEY, "prefect_report": report_url,
+            "prefect_ui": ui or f"run `simsiam up --with-prefect-server` (PREFECT_HOME={PREFECT_HOME.value()}) "
+                                "to browse flow runs and artifacts"}

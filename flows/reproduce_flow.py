@@ -5,28 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NONE
 
-from flows.common import open_services, resolve_config, run_name
-from simsiam import steps
+from flows import tasks
+from flows.common import open_context, ray_workers, resolve_config, run_name
 from simsiam.config import Config
-
-
-@task(task_run_name="reproduce-{suite}", cache_policy=NONE)
-def run_grid(cfg: Config, suite: str, seeds: int, out: str, tracking_uri: str | None, state: str | None,
-             ray: steps.RayWorkers, max_concurrent: int | None) -> dict:
-    # No retries: a failed grid is worth a look, and the report says which trials failed.
-    return steps.reproduce(cfg, suite, seeds, out, ray=ray, max_concurrent=max_concurrent,
-                           tracking_uri=tracking_uri, state=state)
+from simsiam.results import Reproduction
 
 
 @flow(name="reproduce", flow_run_name=run_name("reproduce"), log_prints=True)
 def reproduce(suite: str = "collapse", preset: str = "reproduce-cpu", seeds: int = 3,
               overrides: list[str] | None = None, config: Config | None = None, out: str | None = None,
               gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_concurrent: int | None = None,
-              track: bool = True, mlflow_uri: str | None = None, state: str | None = None) -> dict:
+              track: bool = True, mlflow_uri: str | None = None, state: str | None = None) -> Reproduction:
     """Run a suite of the paper's claims (collapse | ablations | em | all), each trial the preset plus
     one switch, to its full budget; publish reproduce.md as the artifact `simsiam-reproduce`.
 
@@ -38,10 +30,9 @@ def reproduce(suite: str = "collapse", preset: str = "reproduce-cpu", seeds: int
 
     cfg = resolve_config(preset, overrides, config)
     plan_trials(cfg, suite, seeds)  # bad input fails the flow before any service starts
-    uri = open_services(cfg, state, mlflow_uri, track)
-    ray = steps.RayWorkers(1, gpus_per_worker, cpus_per_worker, max_failures=0)
-    res = run_grid(cfg, suite, seeds, out or str(Path("runs") / f"reproduce-{suite}"), uri, state, ray,
-                   max_concurrent)
-    create_markdown_artifact(key="simsiam-reproduce", markdown=Path(res["report_md"]).read_text(),
+    ctx = open_context(cfg, state, mlflow_uri, track)
+    res = tasks.reproduce(ctx, suite, seeds, out or str(Path("runs") / f"reproduce-{suite}"),
+                          ray_workers(1, gpus_per_worker, cpus_per_worker, 0), max_concurrent)
+    create_markdown_artifact(key="simsiam-reproduce", markdown=Path(res.report_md).read_text(),
                              description=f"SimSiam reproduction ({suite}): one row per paper claim")
     return res

@@ -5,11 +5,12 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from flows.common import DEFAULT_PRESET, open_services, resolve_config, run_name
-from flows.run_report import trial_table
-from flows.tasks import sweep_trials
+from flows import tasks
+from flows.common import DEFAULT_PRESET, open_context, ray_workers, resolve_config, run_name
 from simsiam.config import Config
-from simsiam.steps import RayWorkers, sweep_space
+from simsiam.results import SweepResult
+from simsiam.run_report import trial_table
+from simsiam.steps import sweep_space
 
 
 @flow(name="sweep", flow_run_name=run_name("sweep"), log_prints=True)
@@ -17,9 +18,9 @@ def sweep(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, conf
           lr: list[float] | None = None, batch: list[int] | None = None, grid: dict[str, list] | None = None,
           workers_per_trial: int = 1, gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0,
           max_concurrent: int | None = None, track: bool = True, mlflow_uri: str | None = None,
-          state: str | None = None) -> dict:
+          state: str | None = None) -> SweepResult:
     """Sweep base lr x batch size (lr = base x batch/256) and any `grid` axes (dotted config keys),
-    ASHA on knn/top1, collapsed trials stopped. Publishes the trial table as an artifact.
+    ASHA on the kNN monitor, collapsed trials stopped. Publishes the trial table as an artifact.
 
     Args:
         lr: optim.base_lr values (default: the preset's value x 0.5, 1, 2).
@@ -28,10 +29,10 @@ def sweep(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, conf
         max_concurrent: trials at once (default: as many as free CPUs/GPUs allow).
     """
     cfg = resolve_config(preset, overrides, config)
-    space = sweep_space(cfg, lr, batch, grid)
-    uri = open_services(cfg, state, mlflow_uri, track)
-    ray = RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, max_failures=0)
-    out = sweep_trials(cfg, space, uri, state, ray, max_concurrent)
-    create_table_artifact(key="simsiam-sweep-trials", table=trial_table(out["rows"]),
-                          description=f"sweep {out['name']}: one row per trial (ASHA on knn/top1, collapse stopper)")
-    return out
+    space = sweep_space(cfg, lr, batch, grid)  # a bad axis fails before any service starts
+    ctx = open_context(cfg, state, mlflow_uri, track)
+    res = tasks.sweep(ctx, space, ray_workers(max(workers_per_trial, 1), gpus_per_worker, cpus_per_worker, 0),
+                      max_concurrent=max_concurrent)
+    create_table_artifact(key="simsiam-sweep-trials", table=trial_table(res.rows),
+                          description=f"sweep {res.name}: one row per trial (ASHA on knn/top1, collapse stopper)")
+    return res

@@ -42,7 +42,8 @@ def main() -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
-        page.goto(w["run"] + "/artifacts")
+        run_page, _, query = w["run"].partition("?")
+        page.goto(f"{run_page}/artifacts?{query}")
         page.get_by_text("figures", exact=True).first.click()
         page.get_by_text("embedding.png").first.click()
         page.locator("img[src^='blob:']").first.wait_for()

@@ -5,7 +5,7 @@
 - cifar: the same without blur at 32 px (paper App. D).
 - grey (Fashion-MNIST): crop scale (0.2, 1), flip, brightness/contrast jitter 0.4 p=0.8.
   Without the jitter the two views share their intensity histogram, a shortcut the network
-  takes instead of learning shape (measured: kNN stayed below random init for 11 epochs).
+  takes instead of learning shape (docs/benchmarks.md, "Why the grey recipe jitters").
 """
 
 from __future__ import annotations

@@ -13,9 +13,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from simsiam import steps
-from simsiam.config import load_config
+from simsiam.config import Config, load_config, override_config, validate_config
 from simsiam.errors import DiskFullError, SimSiamError
 from simsiam.library_env import apply_library_defaults
+from simsiam.metrics import fmt
+from simsiam.steps import RunContext
 
 app = typer.Typer(
     help="SimSiam self-supervised pretraining (Chen & He, CVPR 2021): stage, pretrain, sweep, probe and "
@@ -130,49 +132,29 @@ def run(
 ) -> None:
     """Run the whole pipeline (Prefect flow `pipeline`) on this machine: bring up what is missing
     (SeaweedFS S3, MLflow server, Prefect's ephemeral API or the server of `up --with-prefect-server`,
-    local Ray when needed), stage the data (cached: a second run uploads nothing), pretrain or
-    sweep, evaluate (kNN + linear probe), register the encoder and gate `champion`. Prints where
-    to look: MLflow UI, run, registered version and alias, Prefect artifact."""
+    local Ray when needed), stage the data (a second run uploads nothing), pretrain or sweep,
+    evaluate (kNN + linear probe), register the encoder and gate `champion`. Prints where to look:
+    MLflow UI, run, registered version and alias, Prefect artifact."""
     from simsiam.services import use_local_prefect
 
     if mode not in ("pretrain", "sweep"):
         raise SimSiamError(f"--mode must be pretrain or sweep, got {mode!r}")
     sweep_lr, sweep_batch = parse_values(lr, "--lr", float), parse_values(batch, "--batch", int)
-    cfg = load_config(preset, set_ or [])
-    sweep_grid = parse_grid(grid)
+    cfg, sweep_grid = load_config(preset, set_ or []), parse_grid(grid)
     if mode == "sweep":
         steps.sweep_space(cfg, sweep_lr, sweep_batch, sweep_grid)  # a bad axis or value: one line, now
     smallest = min(sweep_batch) if mode == "sweep" and sweep_batch else None
     steps.check_local_data(cfg, subset, smallest)  # bad input fails here, before any service starts
-    services = steps.open_services(state, tracking_uri=tracking_uri, s3_endpoint_url=cfg.storage.endpoint_url)
-    st, uri = services.state, services.tracking_uri
-    use_local_prefect(st)  # before Prefect is imported: it reads its settings from the environment
+    ctx = RunContext.open(cfg, state, tracking_uri=tracking_uri, progress=True)
+    use_local_prefect(ctx.state)  # before Prefect is imported: it reads its settings from the environment
 
     from flows.pipeline import pipeline
 
-    out = pipeline(config=cfg, mode=mode, subset=subset, workers=workers, gpus_per_worker=gpus_per_worker,
+    out = pipeline(context=ctx, mode=mode, subset=subset, workers=workers, gpus_per_worker=gpus_per_worker,
                    sweep_lr=sweep_lr, sweep_batch=sweep_batch, sweep_grid=sweep_grid or None,
-                   sweep_max_concurrent=max_concurrent, mlflow_uri=uri, state=str(st))
-    _echo_json(_where_to_look(out, state))
-
-
-def _where_to_look(out: dict, state: Path | None) -> dict:
-    reg = out.get("registered") or {}
-    prefect_ui = os.environ.get("PREFECT_UI_URL") or (os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None)
-    where = {
-        "mlflow_ui": out["tracking_uri"], "experiment": out["experiment"], "runs_table": out.get("experiment_url"),
-        "run": out["run_url"],
-        "registered_model": reg.get("name"), "version": reg.get("version"), "alias": reg.get("decision"),
-        "model_uri": reg.get("alias_uri"), "gate": reg.get("reasons"), "prefect_artifact": out["artifact"],
-        "prefect_report": out.get("report_url"),
-        "prefect_ui": prefect_ui or f"run `simsiam up --with-prefect-server` (PREFECT_HOME={os.environ['PREFECT_HOME']}) "
-                                    "to browse flow runs and artifacts",
-        "stop_services": "simsiam down" + (f" --state {state}" if state else ""),
-    }
-    return {"where_to_look": where, "metrics": {k: v for k, v in out["metrics"].items() if "/" in k},
-            "collapsed": out["collapsed"], "resumed_from_step": out.get("resumed_from_step"), "staged": out["staged"],
-            "uploaded_objects": out["uploaded_objects"],
-            **({"sweep_trials": out["sweep_trials"]} if out.get("sweep_trials") else {})}
+                   sweep_max_concurrent=max_concurrent)
+    out["where_to_look"]["stop_services"] = "simsiam down" + (f" --state {state}" if state else "")
+    _echo_json(out)
 
 
 # --------------------------------------------------------------------------- steps
@@ -195,10 +177,15 @@ def stage(
     cfg = load_config(preset, [*(set_ or []), f"data.dataset={dataset}", *([f"data.root={root}"] if root else [])])
     steps.stage_name(cfg, split, name)
     source = steps.local_source(cfg, split, subset)  # bad input: an error before any service starts
-    steps.open_services(state, tracking=False, s3_endpoint_url=cfg.storage.endpoint_url)
-    out = steps.stage(cfg, split, name, subset, state, progress, source)
-    _echo_json({k: out[k] for k in ("uri", "manifest", "name", "version", "samples", "shards", "bytes",
-                                    "uploaded_objects")})
+    out = steps.stage(RunContext.open(cfg, state, tracking=False, progress=progress), split, name, subset, source)
+    _echo_json({k: v for k, v in out.to_dict().items() if k != "split"})
+
+
+def _evaluated(ctx: RunContext, trained, summary: dict) -> None:
+    """With a tracked run: the evaluation after training, registration and the gate, into `summary`."""
+    evaluation = steps.evaluate(ctx, checkpoint=trained.checkpoint, run_id=trained.run_id)
+    summary.update(metrics={**trained.metrics, **evaluation.metrics}, eval_set=evaluation.eval_set["eval.set"],
+                   registry=steps.register(ctx, trained, evaluation).to_dict())
 
 
 @app.command()
@@ -218,23 +205,25 @@ def pretrain(
     max_failures: Annotated[int, typer.Option(help="Ray worker-group restarts from the latest checkpoint")] = 2,
 ) -> None:
     """Pretrain a SimSiam encoder: in this process (CPU or one GPU), or with --workers N on Ray
-    (local, or the cluster at $RAY_ADDRESS) with checkpoints in S3."""
-    ray = steps.RayWorkers(workers, gpus_per_worker, cpus_per_worker, max_failures) if workers > 0 else None
+    (local, or the cluster at $RAY_ADDRESS) with checkpoints in S3. Re-running a Ray run with the
+    same --out after its driver died resumes it."""
+    ray = None
+    if workers > 0:
+        from simsiam.ray import RayWorkers
+        from simsiam.ray.preflight import check_cluster_address
+
+        ray = RayWorkers(workers, gpus_per_worker, cpus_per_worker, max_failures)
+        check_cluster_address()  # an unreachable RAY_ADDRESS: one line, before any service starts
     cfg = steps.resume_config(out, set_) if resume and ray is None else load_config(preset, set_ or [])
-    steps.check_cluster(ray)  # an unreachable RAY_ADDRESS: one line, before any service starts
-    uri = steps.open_services(state, tracking=track, tracking_uri=tracking_uri,
-                              s3=ray is not None or bool(cfg.data.source),
-                              s3_endpoint_url=cfg.storage.endpoint_url).tracking_uri
-    # a Ray run killed with its driver resumes under the same --out: its MLflow run continues too
-    previous = steps.interrupted_attempt(out) if ray is not None else None
-    trained = steps.pretrain(cfg, out, tracking_uri=uri, state=state, progress=progress, resume=resume, ray=ray,
-                             previous=previous)
-    summary = {"out": str(out), **trained.to_dict(), "mlflow_run_id": trained.run_id, "mlflow_run_url": trained.run_url}
+    ctx = RunContext.open(cfg, state, tracking=track, tracking_uri=tracking_uri, s3=ray is not None or bool(cfg.data.source),
+                progress=progress)
+    trained = steps.pretrain(ctx, out=out, resume=resume, workers=ray)
+    summary = {"out": str(out), **trained.to_dict()}
     if track and register:
-        summary.update(steps.evaluate_and_register(cfg, trained, uri, state))
+        _evaluated(ctx, trained, summary)
     elif track:
-        summary["models"] = steps.log_models(cfg, trained.run_id, trained.checkpoint, uri, state)[0]
-    _echo_json({k: v for k, v in summary.items() if k not in ("run_id", "run_url")})
+        summary["models"] = steps.log_models(ctx, trained)[0]
+    _echo_json(summary)
 
 
 @app.command()
@@ -255,23 +244,21 @@ def sweep(
     tracking_uri: TrackingUriOpt = None,
     state: StateOpt = None,
 ) -> None:
-    """Ray Tune sweep over base lr x batch (and --grid axes): ASHA on knn/top1, collapsed trials
-    stopped early. Prints the trial table, then JSON with every trial and the best one."""
+    """Ray Tune sweep over base lr x batch (and --grid axes): ASHA on the kNN monitor (knn/top1),
+    collapsed trials stopped early. Prints the trial table, then JSON with every trial and the best one."""
+    from simsiam.ray import RayWorkers, format_table
+
     cfg = load_config(preset, set_ or [])
     space = steps.sweep_space(cfg, parse_values(lr, "--lr"), parse_values(batch, "--batch"), parse_grid(grid))
-    uri = steps.open_services(state, tracking=track, tracking_uri=tracking_uri,
-                              s3_endpoint_url=cfg.storage.endpoint_url).tracking_uri
-    cfg = steps.on_staged_data(cfg, state, test=True)  # every trial runs the kNN monitor
-    res = steps.sweep(cfg, space, ray=steps.RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, 0),
-                      samples=samples, max_concurrent=max_concurrent, collapse_threshold=collapse_threshold,
-                      tracking_uri=uri, state=state)
-    from simsiam.ray import format_table
-
-    typer.echo(format_table(res["rows"]))
-    summary = {"sweep": res["name"], "data": cfg.data.source, "checkpoints": res["checkpoints"],
-               "parent_run_id": res["parent_run_id"], "best": res["best"], "trials": res["rows"]}
-    if track and register and res["trained"]:
-        summary.update(steps.evaluate_and_register(cfg, res["trained"], uri, state))
+    ctx = steps.on_staged_data(RunContext.open(cfg, state, tracking=track, tracking_uri=tracking_uri))  # trials read S3
+    res = steps.sweep(ctx, space, RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, 0), samples=samples,
+                      max_concurrent=max_concurrent, collapse_threshold=collapse_threshold)
+    typer.echo(format_table(res.rows))
+    best = res.best.to_dict() if res.best else None
+    summary = {"sweep": res.name, "data": ctx.cfg.data.source, "trials": res.rows, "best": best,
+               "checkpoints": res.checkpoints, "parent_run_id": res.parent_run_id}
+    if track and register and res.best:
+        _evaluated(ctx, res.best, summary)
     _echo_json(summary)
 
 
@@ -295,17 +282,16 @@ def reproduce(
     """Reproduce the paper's claims: every trial is the preset plus one switch, run to its full budget
     on Ray Tune; writes reproduce.md / reproduce.json (and figures/reproduce_fig2.png) with the paper's
     number, ours over seeds and a verdict per claim. Prints the table, then JSON."""
+    from simsiam.ray import RayWorkers
     from simsiam.reproduce import plan_trials
 
     cfg = load_config(preset, set_ or [])
     plan_trials(cfg, suite, seeds)  # a bad suite or switch fails here, before any service starts
-    uri = steps.open_services(state, tracking=track, tracking_uri=tracking_uri,
-                              s3_endpoint_url=cfg.storage.endpoint_url).tracking_uri
-    res = steps.reproduce(cfg, suite, seeds, out or Path("runs") / f"reproduce-{suite}", tracking_uri=uri,
-                          state=state, max_concurrent=max_concurrent,
-                          ray=steps.RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, 0))
-    typer.echo(Path(res["report_md"]).read_text())
-    _echo_json(res)
+    res = steps.reproduce(RunContext.open(cfg, state, tracking=track, tracking_uri=tracking_uri), suite, seeds,
+                          out or Path("runs") / f"reproduce-{suite}",
+                          RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, 0), max_concurrent)
+    typer.echo(Path(res.report_md).read_text())
+    _echo_json(res.to_dict())
 
 
 @app.command()
@@ -317,13 +303,15 @@ def probe(
 ) -> None:
     """kNN and linear probe of a checkpoint's frozen backbone on the full train/test splits; prints JSON.
     The checkpoint's own config says which data; --set changes it (e.g. eval.probe_epochs=10)."""
-    loaded = None if str(checkpoint).startswith("s3:/") else steps.read_checkpoint(checkpoint)
-    if loaded is None or loaded["config"]["data"].get("source"):
-        steps.open_services(state, tracking=False)  # the checkpoint or its staged data are in the store
-    out = steps.evaluate(None, checkpoint=str(checkpoint), random_init=random_init, overrides=set_ or [],
-                         state=state, loaded=loaded)
-    _echo_json({k: out[k] for k in ("checkpoint", "step", "random_init", "train_images", "test_images",
-                                    "knn/top1", "probe/top1", "probe/train_top1")})
+    location, ctx = str(checkpoint), None
+    if location.startswith("s3:/"):  # the checkpoint is in the store: open it before reading
+        ctx = RunContext.open(Config(), state, tracking=False)
+    loaded = steps.read_checkpoint(location, ctx)
+    cfg = override_config(validate_config(loaded["config"]), set_ or [])
+    ctx = ctx.with_config(cfg) if ctx else RunContext.open(cfg, state, tracking=False, s3=bool(cfg.data.source))
+    out = steps.evaluate(ctx, checkpoint=location, random_init=random_init, loaded=loaded)
+    _echo_json({"checkpoint": location, "step": out.step, "random_init": random_init, "metrics": out.metrics,
+                "train_images": out.train_images, "test_images": out.test_images, "eval_set": out.eval_set["eval.set"]})
 
 
 @app.command()
@@ -339,10 +327,9 @@ def embed(
     """Embed a staged dataset with a registered model: Parquet (index, label, embedding) in
     s3://<bucket>/embeddings/<model>/v<version>/<data>/<data version>/, manifest written last.
     Done once per model version x data version. Prints the manifest's summary as JSON."""
-    cfg = load_config(preset, set_ or [])
-    uri = steps.open_services(state, tracking_uri=tracking_uri, s3_endpoint_url=cfg.storage.endpoint_url).tracking_uri
-    out = steps.embed(cfg, model, data, uri, state, progress)
-    _echo_json({k: out[k] for k in ("uri", "model_uri", "data", "num_rows", "dim", "reused")})
+    ctx = RunContext.open(load_config(preset, set_ or []), state, tracking_uri=tracking_uri, progress=progress)
+    out = steps.embed(ctx, model, data)
+    _echo_json({k: v for k, v in out.to_dict().items() if k != "part"})
 
 
 # --------------------------------------------------------------------------- inspection
@@ -351,16 +338,13 @@ def embed(
 @models_app.command("ls")
 def models_ls(tracking_uri: TrackingUriOpt = None, state: StateOpt = None) -> None:
     """Registered encoders: versions, aliases (champion, challenger), probe/top1, gate decision."""
-    from mlflow import MlflowClient
+    from simsiam.tracking import list_models
 
-    from simsiam.tracking import check_server, list_models
-
-    uri = steps.open_services(state, tracking_uri=tracking_uri, s3=False).tracking_uri
-    check_server(uri)
-    _print_table(list_models(MlflowClient(uri)), [
+    ctx = RunContext.open(Config(), state, tracking_uri=tracking_uri, s3=False)
+    _print_table(list_models(ctx.mlflow), [
         ("name", "<36", lambda r: r["name"]), ("version", ">7", lambda r: r["version"]),
         ("aliases", "<22", lambda r: ",".join(r["aliases"]) or "-"),
-        ("probe/top1", ">10", lambda r: f"{float(r['probe/top1']):.2f}" if r["probe/top1"] else "-"),
+        ("probe/top1", ">10", lambda r: fmt(float(r["probe/top1"])) if r["probe/top1"] else "-"),
         ("decision", "", lambda r: r["decision"] or "-"),
     ], empty="no registered models (run `simsiam pretrain --track`)")
 
@@ -373,32 +357,27 @@ def models_promote(
     state: StateOpt = None,
 ) -> None:
     """Manual override: make NAME/VERSION the champion (recorded on the version as a manual decision)."""
-    from mlflow import MlflowClient
+    from simsiam.tracking import promote
 
-    from simsiam.tracking import check_server, promote
-
-    uri = steps.open_services(state, tracking_uri=tracking_uri, s3=False).tracking_uri
-    check_server(uri)
-    _echo_json(promote(MlflowClient(uri), name, version))
+    ctx = RunContext.open(Config(), state, tracking_uri=tracking_uri, s3=False)
+    _echo_json(promote(ctx.mlflow, name, version))
 
 
 @data_app.command("ls")
 def data_ls(preset: PresetOpt = "cpu-demo", set_: SetOpt = None, state: StateOpt = None) -> None:
     """List staged datasets (name, version, split, samples, shards, size) and embeddings."""
-    from simsiam.storage import list_datasets, store_for
-
-    cfg = load_config(preset, set_ or [])
-    steps.open_services(state, tracking=False, s3_endpoint_url=cfg.storage.endpoint_url)
-    _print_table(list_datasets(store_for(cfg, state)), [
-        ("name", "<28", lambda r: r["name"]), ("version", "<18", lambda r: r["version"]),
-        ("split", "<6", lambda r: r["split"]), ("samples", ">8", lambda r: r["samples"]),
-        ("shards", ">6", lambda r: r["shards"]), ("MB", ">8", lambda r: f"{r['bytes'] / 2**20:.1f}"),
-        ("created", "", lambda r: r["created_at"]),
-    ], empty="no staged datasets (stage one with `simsiam stage fashion-mnist`)")
+    from simsiam.storage import list_datasets
     from simsiam.storage.embeddings import list_embeddings
 
+    store = RunContext.open(load_config(preset, set_ or []), state, tracking=False).store
+    _print_table(list_datasets(store), [
+        ("name", "<28", lambda r: r["name"]), ("version", "<18", lambda r: r["version"]),
+        ("split", "<6", lambda r: r["split"]), ("samples", ">8", lambda r: r["samples"]),
+        ("shards", ">6", lambda r: r["shards"]), ("MB", ">8", lambda r: f"{r['bytes'] / 2**20:.2f}"),
+        ("created", "", lambda r: r["created_at"]),
+    ], empty="no staged datasets (stage one with `simsiam stage fashion-mnist`)")
     typer.echo("\nembeddings")
-    _print_table(list_embeddings(store_for(cfg, state)), [
+    _print_table(list_embeddings(store), [
         ("model", "<40", lambda r: f"{r['model']}/{r['model_version']}"), ("data", "<40", lambda r: r["data"]),
         ("rows", ">8", lambda r: r["rows"]), ("dim", ">5", lambda r: r["dim"]), ("created", "", lambda r: r["created_at"]),
     ], empty="no embeddings (make some with `simsiam embed --model models:/<name>@champion --data <name>@latest`)")

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 import torch
 from torch.utils.data import DataLoader
 
-from simsiam import faults
+from simsiam import metrics as M
 from simsiam.augment import MultiView, train_transform
 from simsiam.batch_augment import BatchAugment
 from simsiam.batches import DeviceViews, augment_path, preview_with_originals
@@ -26,7 +26,7 @@ from simsiam.config import Config, validate_config
 from simsiam.data import EpochSampler, ImageSource, ViewsDataset, load_source, subset_indices
 from simsiam.diagnostics import collapse_std, is_collapsed
 from simsiam.errors import ConfigError, DataError
-from simsiam.evaluation import KnnMonitor
+from simsiam.evaluation import STREAM_KNN_BANK, KnnMonitor
 from simsiam.losses import simsiam_loss
 from simsiam.models import SimSiam, build_model
 from simsiam.optim import build_optimizer
@@ -35,7 +35,6 @@ from simsiam.runtime import autocast, resolve_device, resolve_precision, rng_sta
 from simsiam.streaming import ShardStream, StreamViews
 from simsiam.targets import OnlineTargets, build_targets
 
-STREAM_KNN_BANK = 10_000  # kNN monitor bank of a streamed version when eval.knn_train_samples is None
 WrapModel = Callable[[torch.nn.Module], torch.nn.Module]
 
 
@@ -213,10 +212,9 @@ def _train_step(state: TrainState, views: list[torch.Tensor], positions: torch.T
 
 def _step_metrics(loss: torch.Tensor, z: torch.Tensor, lr: float, step: int) -> dict[str, float]:
     z_std = collapse_std(z)
-    metrics = {"train/loss": loss.item(), "train/z_std": z_std, "train/z_std_ratio": z_std * math.sqrt(z.shape[1]),
-               "train/lr": lr}
-    if not math.isfinite(metrics["train/loss"]):
-        raise FloatingPointError(f"loss is {metrics['train/loss']} at step {step}; lower optim.base_lr")
+    metrics = {M.LOSS: loss.item(), M.Z_STD: z_std, M.Z_STD_RATIO: z_std * math.sqrt(z.shape[1]), M.LR: lr}
+    if not math.isfinite(metrics[M.LOSS]):
+        raise FloatingPointError(f"loss is {metrics[M.LOSS]} at step {step}; lower optim.base_lr")
     return metrics
 
 
@@ -232,14 +230,15 @@ def _end_epoch(state: TrainState, cfg: Config, plan: Plan, monitor: KnnMonitor |
         state.knn_last = monitor(state.model.backbone, device)
         state.knn_best = state.knn_last if state.knn_best is None else max(state.knn_best, state.knn_last)
         state.model.train()
-        metrics.update({"knn/top1": state.knn_last, "knn/best_top1": state.knn_best})
+        metrics.update({M.KNN_MONITOR: state.knn_last, M.KNN_MONITOR_BEST: state.knn_best})
     for r in reporters:
         r.on_epoch(epoch, metrics)
 
 
 def _start(state: TrainState, cfg: Config, plan: Plan, device: torch.device, monitor: KnnMonitor | None,
-           reporters: list[Reporter]) -> None:
-    info = {"total_steps": plan.total_steps, "steps_per_epoch": plan.steps_per_epoch, "start_step": state.step,
+           reporters: list[Reporter], rank: int, world_size: int) -> None:
+    info = {"rank": rank, "world_size": world_size, "total_steps": plan.total_steps,
+            "steps_per_epoch": plan.steps_per_epoch, "start_step": state.step,
             "train_images": plan.train_images, "device": str(device), "augment_on": plan.augment_on,
             "augment_why": plan.augment_why,
             "amp": plan.amp, "channels_last": plan.channels_last,
@@ -249,18 +248,16 @@ def _start(state: TrainState, cfg: Config, plan: Plan, device: torch.device, mon
     if monitor is not None and cfg.eval.knn_at_start and state.step == 0:
         init_knn = monitor(state.model.backbone, device)
         for r in reporters:
-            r.on_epoch(0, {"knn/top1": init_knn})
+            r.on_epoch(0, {M.KNN_MONITOR: init_knn})
 
 
 def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path | None = None,
           resume: bool = False, stop_after_steps: int | None = None,
           train_source: ImageSource | ShardStream | None = None, test_source: ImageSource | None = None,
-          rank: int = 0, world_size: int = 1, wrap_model: WrapModel | None = None,
-          injected: faults.FaultSettings = faults.FaultSettings()) -> TrainResult:
+          rank: int = 0, world_size: int = 1, wrap_model: WrapModel | None = None) -> TrainResult:
     """Pretrain SimSiam per `cfg`. With `out_dir`, checkpoints go to out_dir/checkpoint.pt each epoch
     (and every `train.checkpoint_every_steps`); `resume` continues from it. `stop_after_steps`
-    ends the process early as if interrupted (the schedule still spans the full run). `injected`:
-    fault injection for tests (`simsiam.faults.from_env()` at an entry point).
+    ends the process early as if interrupted (the schedule still spans the full run).
 
     Data-parallel use (one call per rank, e.g. in Ray Train workers): `train.batch_size` is the
     global batch, split over `world_size` ranks that read disjoint samples; `wrap_model` wraps the
@@ -280,7 +277,7 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     state.net = wrap_model(state.model) if wrap_model is not None else state.model
     start_step = state.step
     monitor = _knn_monitor(cfg, train_source, test_source) if cfg.eval.knn_every_epochs > 0 and rank == 0 else None
-    _start(state, cfg, plan, device, monitor, reporters)
+    _start(state, cfg, plan, device, monitor, reporters, rank, world_size)
     if rank == 0 and reporters:
         views, originals = preview_with_originals(dataset)
         for r in reporters:
@@ -291,13 +288,12 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     while state.step < limit:
         for views, positions in _epoch_batches(dataset, cfg, plan, state.step, rank, world_size, device):
             loss, z1, lr = _train_step(state, views, positions, cfg, plan, device)
-            faults.crash_at_step(injected, state.step, start_step > 0, rank == world_size - 1)
             _after_step(state, cfg, plan, limit, (loss, z1, lr), checkpoint, reporters)
             if state.step >= limit:
                 break
         _end_epoch(state, cfg, plan, monitor, device, reporters)
         checkpoint(state)
-    return _finish(state, plan, start_step, ckpt_path, time.perf_counter() - t0, reporters)
+    return _finish(state, plan, start_step, ckpt_path, time.perf_counter() - t0, reporters, train_source)
 
 
 def _knn_monitor(cfg: Config, train_source, test_source) -> KnnMonitor:
@@ -322,13 +318,13 @@ def _after_step(state: TrainState, cfg: Config, plan: Plan, limit: int, out: tup
 
 
 def _finish(state: TrainState, plan: Plan, start_step: int, ckpt_path: Path | None, wall_s: float,
-            reporters: list[Reporter]) -> TrainResult:
-    ratio = state.metrics.get("train/z_std_ratio")
+            reporters: list[Reporter], source) -> TrainResult:
+    ratio = state.metrics.get(M.Z_STD_RATIO)
     result = TrainResult(model=state.model, step=state.step, epoch=state.step // plan.steps_per_epoch,
                          total_steps=plan.total_steps, start_step=start_step, last_metrics=state.metrics,
                          knn_last=state.knn_last, knn_best=state.knn_best,
                          collapsed=ratio is not None and is_collapsed(ratio), wall_s=wall_s, checkpoint=ckpt_path,
-                         targets=state.targets)
+                         targets=state.targets, train_source=source)
     for r in reporters:
         r.on_end(result)
     return result

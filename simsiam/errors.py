@@ -17,6 +17,10 @@ class StorageError(SimSiamError):
     """Object storage is unreachable or refuses access."""
 
 
+class TrackingError(SimSiamError):
+    """The tracking server is unreachable, or a model or alias does not exist."""
+
+
 class ServiceError(SimSiamError):
     """An embedded service (SeaweedFS, MLflow or Prefect server) cannot start or answer."""
 

@@ -15,7 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simsiam import metrics as M
 from simsiam.optim import LARS, WarmupCosine, scaled_lr
+
+STREAM_KNN_BANK = 10_000  # samples of a streamed version held for the kNN bank (monitor and final)
 
 
 @torch.no_grad()
@@ -69,7 +72,7 @@ def linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
                  test_labels: torch.Tensor, num_classes: int | None = None, epochs: int = 100,
                  batch_size: int = 256, lr: float = 0.1, optimizer: str = "sgd", seed: int = 0,
                  device: str | torch.device = "cpu", keep: dict | None = None) -> dict[str, float]:
-    """Train Linear(feat_dim, classes) on frozen features; returns `probe/top1` (and train top-1), percent.
+    """Train Linear(feat_dim, classes) on frozen features; returns test and train top-1, percent.
 
     Features are standardised with the training mean/std first: a fixed affine map the linear
     layer could learn itself, but without it SGD needs a per-backbone lr.
@@ -106,7 +109,7 @@ def linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
         test_acc = (test_pred == yte).float().mean().item()
     if keep is not None:  # for the confusion-matrix figure
         keep["probe_pred"] = test_pred.cpu()
-    return {"probe/top1": 100.0 * test_acc, "probe/train_top1": 100.0 * train_acc}
+    return {"top1": 100.0 * test_acc, "train_top1": 100.0 * train_acc}
 
 
 def features_for(backbone: nn.Module, cfg, source, indices: torch.Tensor | None = None,
@@ -135,26 +138,22 @@ class KnnMonitor:
         return knn_accuracy(ftr, ytr, fte, yte, len(self.train.classes), self.cfg.eval.knn_k, self.cfg.eval.knn_t)
 
 
-def as_final(metrics: dict[str, float]) -> dict[str, float]:
-    """Names for the evaluation after training: its kNN on the full splits is `knn/final_top1`, kept
-    apart from the monitor's per-epoch `knn/top1` curve."""
-    return {("knn/final_top1" if k == "knn/top1" else k): v for k, v in metrics.items()}
-
-
 def _data_label(source) -> str:
     """A staged version by its name@version; local files by dataset name (their split is fixed)."""
     ref = getattr(source, "ref", None)  # StagedSource
     return f"{ref.name}@{ref.version}" if ref is not None else f"local {source.name}"
 
 
-def eval_set(cfg, train_source, test_source) -> dict[str, str]:
+def eval_set(cfg, train_source, test_source, amp: str = "none") -> dict[str, str]:
     """What a probe number was measured on, as MLflow tags. `eval.set` is what the gate compares:
-    the probe's training data and size, the test data and size, and its epochs (the seed is kept
-    apart: versions trained with different seeds are meant to be compared)."""
+    the probe's training data and size, the test data and size, its epochs and, when not fp32, the
+    features' precision (the seed is kept apart: versions trained with different seeds are meant
+    to be compared)."""
     n_train = len(_probe_indices(cfg, train_source))
     of = f"{n_train} images" if n_train == len(train_source) else f"{n_train} of {len(train_source)} images"
     label = (f"probe trained on {_data_label(train_source)} ({of}, "
-             f"{cfg.eval.probe_epochs} epochs), tested on {_data_label(test_source)} ({len(test_source)} images)")
+             f"{cfg.eval.probe_epochs} epochs), tested on {_data_label(test_source)} ({len(test_source)} images)"
+             + (f", {amp} features" if amp != "none" else ""))
     return {"eval.set": label, "eval.seed": str(cfg.train.seed), "eval.test_images": str(len(test_source)),
             "eval.train_images": str(n_train)}
 
@@ -171,8 +170,8 @@ def evaluate_backbone(backbone: nn.Module, cfg, train_source, test_source, devic
                       progress: Callable | None = None, keep: dict | None = None,
                       amp: str = "none") -> dict[str, float]:
     """kNN (k, t from cfg.eval) and linear probe on the full test split, fit on the train split (or
-    its `eval.probe_train_samples` sample); percent top-1. `amp`: the features' autocast (the kNN
-    and the probe run in fp32 on them).
+    its `eval.probe_train_samples` sample): `knn/final_top1`, `probe/top1`, `probe/train_top1`.
+    `amp`: the features' autocast (the kNN and the probe run in fp32 on them).
     `keep` (a dict) receives the features, labels and probe predictions, for the figures."""
     from simsiam.runtime import autocast
 
@@ -182,8 +181,26 @@ def evaluate_backbone(backbone: nn.Module, cfg, train_source, test_source, devic
     if keep is not None:
         keep.update(train=(ftr, ytr), test=(fte, yte))
     n_cls = len(train_source.classes) or None
-    out = {"knn/top1": knn_accuracy(ftr, ytr, fte, yte, n_cls, cfg.eval.knn_k, cfg.eval.knn_t)}
-    out.update(linear_probe(ftr, ytr, fte, yte, n_cls, epochs=cfg.eval.probe_epochs,
-                            batch_size=cfg.eval.probe_batch_size, lr=cfg.eval.probe_lr,
-                            optimizer=cfg.eval.probe_optimizer, seed=cfg.train.seed, device=device, keep=keep))
-    return out
+    out = {M.KNN_FINAL: knn_accuracy(ftr, ytr, fte, yte, n_cls, cfg.eval.knn_k, cfg.eval.knn_t)}
+    probe = linear_probe(ftr, ytr, fte, yte, n_cls, epochs=cfg.eval.probe_epochs, batch_size=cfg.eval.probe_batch_size,
+                         lr=cfg.eval.probe_lr, optimizer=cfg.eval.probe_optimizer, seed=cfg.train.seed, device=device,
+                         keep=keep)
+    return {**out, M.PROBE: probe["top1"], M.PROBE_TRAIN: probe["train_top1"]}
+
+
+def evaluate_after_training(backbone: nn.Module, cfg, train_source, test_source, device: torch.device,
+                            keep: dict | None = None) -> tuple[dict[str, float], dict[str, str]]:
+    """The evaluation after training, the one the pipeline's evaluate step and a Ray trial both run:
+    (metrics, eval set). The features are taken in the training's precision (`train.amp` resolved
+    for `device`). A streamed training split (a ShardStream, too big to hold) gives a seeded sample
+    of whole shards, as the kNN monitor's bank does."""
+    from simsiam.runtime import resolve_precision
+    from simsiam.streaming import ShardStream
+
+    if isinstance(train_source, ShardStream):
+        train_source = train_source.sample_source(cfg.eval.probe_train_samples or STREAM_KNN_BANK, 0)
+    amp = resolve_precision(cfg.train.amp, cfg.train.channels_last, device)[0]
+    if keep is not None:
+        keep["train_source"] = train_source  # the images the features in `keep` are of
+    metrics = evaluate_backbone(backbone.to(device), cfg, train_source, test_source, device, keep=keep, amp=amp)
+    return metrics, eval_set(cfg, train_source, test_source, amp)

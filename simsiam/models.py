@@ -138,7 +138,7 @@ class SimSiam(nn.Module):
         # (and official code) normalise each view's batch separately.
         h1, h2 = self.backbone(x1), self.backbone(x2)
         # Under autocast only the backbone runs in bf16/fp16: the heads' BN, the predictor and
-        # the cosine compare nearly-equal vectors, where bf16's 8-bit mantissa costs quality (#27).
+        # the cosine compare nearly-equal vectors, where bf16's 8-bit mantissa costs quality.
         with torch.autocast(h1.device.type, enabled=False):
             z1, z2 = self.projector(h1.float()), self.projector(h2.float())
             return self.predictor(z1), self.predictor(z2), z1, z2

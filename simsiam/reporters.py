@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from simsiam import metrics as M
 from simsiam.config import Config
 from simsiam.models import SimSiam
 
@@ -31,6 +32,7 @@ class TrainResult:
     wall_s: float = 0.0
     checkpoint: Path | None = None
     targets: Any = None  # the run's simsiam.targets object (its snapshot or memory), for inspection
+    train_source: Any = None  # what it trained from, for inspection (a ShardStream records its shard reads)
 
     @property
     def finished(self) -> bool:
@@ -40,8 +42,9 @@ class TrainResult:
 class Reporter:
     """Callback protocol; subclass and override what you need. Metrics are plain floats.
 
-    `plan` (on_start) holds total_steps, steps_per_epoch, start_step (> 0 after a resume),
-    train_images, device and init_lr."""
+    `plan` (on_start) holds rank, world_size, total_steps, steps_per_epoch, start_step (> 0 after a
+    resume), train_images, device and init_lr. A reporter that raises stops the training (the
+    loop does not guard its reporters), which is how tests crash a run at a chosen step."""
 
     def on_start(self, cfg: Config, plan: dict[str, Any]) -> None: ...
     def on_step(self, step: int, metrics: dict[str, float]) -> None: ...
@@ -121,13 +124,13 @@ class ProgressReporter(Reporter):
             self.lines(step, metrics)
         if self.bar is not None:
             self.bar.n = step
-            self.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", z_ratio=f"{metrics['train/z_std_ratio']:.2f}",
+            self.bar.set_postfix(loss=f"{metrics[M.LOSS]:.2f}", z_ratio=f"{metrics[M.Z_STD_RATIO]:.2f}",
                                  refresh=False)
             self.bar.refresh() if step == self.bar.total else self.bar.update(0)
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        if (self.bar is not None or self.lines is not None) and "knn/top1" in metrics:
-            line = f"epoch {epoch}: knn/top1={metrics['knn/top1']:.2f}"
+        if (self.bar is not None or self.lines is not None) and M.KNN_MONITOR in metrics:
+            line = f"epoch {epoch}: {M.KNN_MONITOR}={metrics[M.KNN_MONITOR]:.2f}"
             self.bar.write(line, file=sys.stderr) if self.bar is not None else print(line, file=sys.stderr, flush=True)
 
     def on_end(self, result: TrainResult) -> None:
@@ -152,7 +155,7 @@ class StepLines:
         rate = (step - self.start) / max(now - self.t0, 1e-9)  # steps/s since this process started
         eta = f"ETA {_duration((self.total - step) / rate)}" if rate > 0 else "ETA ?"
         print(f"{self.desc}: step {step}/{self.total} ({100 * step / self.total:.0f}%), {rate * self.batch:.0f} img/s, "
-              f"loss {metrics['train/loss']:.3f}, z_ratio {metrics['train/z_std_ratio']:.2f}, {eta}",
+              f"loss {metrics[M.LOSS]:.2f}, z_ratio {metrics[M.Z_STD_RATIO]:.2f}, {eta}",
               file=sys.stderr, flush=True)
 
 

@@ -30,7 +30,7 @@ def resolve_device(name: str) -> torch.device:
 
 def native_bf16(device: torch.device) -> bool:
     """bf16 math in hardware: CUDA (Ampere+) or a CPU with AVX512-BF16 / AMX that torch's kernels may
-    use. Elsewhere torch emulates it (measured 7.7 vs 0.83 s/step for cpu-demo on an AVX2-only EPYC).
+    use. Elsewhere torch emulates it, far slower than fp32 (docs/data-and-storage.md).
     `ATEN_CPU_CAPABILITY=avx2` (see docs/benchmarks.md, the AVX2 stand-in) caps the kernels at AVX2."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()

@@ -13,9 +13,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import tiny_config  # noqa: E402
-from simsiam import faults  # noqa: E402
 from simsiam.data import load_fashion_mnist  # noqa: E402
 from simsiam.engine import train  # noqa: E402
+from simsiam.testing.faults import WeightsDigest  # noqa: E402
 
 
 def main(rank: int, world: int, port: int, out: str) -> None:
@@ -24,9 +24,8 @@ def main(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     cfg = tiny_config("train.epochs=1", "train.batch_size=16", "loss.target=moving_average",
                       "model.predictor=none")
-    result = train(cfg, train_source=load_fashion_mnist("train", download=False), rank=rank, world_size=world,
-                   wrap_model=lambda m: DistributedDataParallel(m))
-    faults.write_weights_digest(faults.FaultSettings(weights_digest_dir=out), result.model, rank, result.targets)
+    train(cfg, [WeightsDigest(out)], train_source=load_fashion_mnist("train", download=False), rank=rank,
+          world_size=world, wrap_model=lambda m: DistributedDataParallel(m))
     dist.destroy_process_group()
 
 

@@ -42,7 +42,7 @@ def test_quality_prints_curve_and_baselines(fmnist_small_root):
                  "--set", "eval.knn_test_samples=200", "--set", "eval.probe_epochs=1"])
     assert [p["epoch"] for p in out["knn_curve"]] == [0, 1, 2]
     for key in ("trained", "random_init"):
-        assert 10 <= out[key]["knn/top1"] <= 100 and 10 <= out[key]["probe/top1"] <= 100
+        assert 10 <= out[key]["knn/final_top1"] <= 100 and 10 <= out[key]["probe/top1"] <= 100
     assert 60 <= out["raw_pixels_linear/top1"] <= 95
 
 
@@ -116,12 +116,16 @@ def test_reproduce_verdicts_rejudges_a_written_report_from_its_trials_numbers(tm
 
     claims, runs, alias = plan_trials(load_config("reproduce-cpu"), "collapse", 3)
     fixed_gap = {0: 0.3, 1: -0.4, 2: 0.6}  # the fixed predictor about level with the baseline
-    results = {r.name: {"probe_top1": 80.0 + r.seed - (fixed_gap[r.seed] if r.key == "fixed_random_predictor" else 0),
-                        "knn_top1": 70.0, "z_std_ratio": 0.9, "loss": -0.9 + 0.01 * r.seed if r.key == "baseline"
-                        else -0.2, "collapsed": r.key in ("no_stop_grad", "no_predictor")} for r in runs}
+    results = {r.name: {"probe/top1": 80.0 + r.seed - (fixed_gap[r.seed] if r.key == "fixed_random_predictor" else 0),
+                        "knn/final_top1": 70.0, "train/z_std_ratio": 0.9,
+                        "train/loss": -0.9 + 0.01 * r.seed if r.key == "baseline" else -0.2,
+                        "collapsed": r.key in ("no_stop_grad", "no_predictor")} for r in runs}
     rows = claim_rows(claims, runs, alias, results)
-    for row in rows:  # as an older rule wrote them
+    legacy = {"probe/top1": "probe_top1", "knn/final_top1": "knn_top1", "train/z_std_ratio": "z_std_ratio",
+              "train/loss": "loss"}
+    for row in rows:  # as an older rule wrote them, with the trial fields named as before 2026-12-07
         row["verdict"], row["why"] = "inconclusive at this budget", "written before"
+        row["trials"] = [{legacy.get(k, k): v for k, v in t.items()} for t in row["trials"]]
     report = {"suite": "collapse", "preset": "reproduce-cpu", "seeds": 3, "verdicts": {"as written": 5},
               "rows": [*rows, {**rows[0], "claim": "a claim since dropped", "trials": []}]}
     (tmp_path / "reproduce.json").write_text(json.dumps(report))

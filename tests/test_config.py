@@ -1,6 +1,5 @@
 import pytest
 
-from simsiam import faults
 from simsiam.config import list_presets, load_config, override_config, validate_config
 from simsiam.errors import ConfigError
 
@@ -71,15 +70,9 @@ def test_flat_and_hash():
     assert cfg.config_hash() != load_config("cpu-demo", ["optim.base_lr=0.01"]).config_hash()
 
 
-def test_fault_injection_is_not_config_and_comes_from_the_environment(monkeypatch):
-    with pytest.raises(ConfigError, match="faults"):  # not a key a user can set
+def test_fault_injection_is_not_config():
+    with pytest.raises(ConfigError, match="faults"):  # not a key a user can set: tests inject faults from outside
         load_config("cpu-demo", ["faults.fail_at_step=3"])
-    monkeypatch.setenv("SIMSIAM_FAIL_AT_STEP", "3")
-    monkeypatch.setenv("SIMSIAM_WEIGHTS_DIGEST_DIR", "/tmp/d")
-    assert faults.from_env() == faults.FaultSettings(fail_at_step=3, weights_digest_dir="/tmp/d")
-    monkeypatch.setenv("SIMSIAM_FAIL_AT_STEP", "soon")
-    with pytest.raises(ConfigError, match=r"\$SIMSIAM_FAIL_AT_STEP must be a step number >= 1, got 'soon'"):
-        faults.from_env()
 
 
 def test_configs_saved_with_fault_settings_load_without_them_and_hash_the_same():

@@ -72,7 +72,7 @@ def test_pipeline_sweep_asha_cuts_a_slow_trial_stops_a_collapsed_one_in_one_reus
     good, bad = rows[(1.0, True)], rows[(0.0001, True)]
     assert good["stopped_by"] == "completed" and good["stopped_at_epoch"] == 2 and not good["collapsed"]
     assert bad["stopped_by"] == "asha" and bad["stopped_at_epoch"] == 1, out["sweep_trials"]
-    assert good["best_knn"] > bad["best_knn"] and bad["lr"] == pytest.approx(0.0001 * 128 / 256)
+    assert good["knn/best_top1"] > bad["knn/best_top1"] and bad["lr"] == pytest.approx(0.0001 * 128 / 256)
     # Tune hands each next trial to the same process (reuse_actors), after an ASHA cut or a collapse stop too
     assert len({t["pid"] for t in out["sweep_trials"]}) == 1 and collapsed["pid"] is not None
 
@@ -83,7 +83,8 @@ def test_pipeline_sweep_asha_cuts_a_slow_trial_stops_a_collapsed_one_in_one_reus
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert len(children) == 4 and all(c.info.status != "RUNNING" for c in children)
     assert sum(c.data.tags.get("simsiam.collapsed") == "true" for c in children) == 1
-    assert client.get_run(parent_id).data.metrics["sweep/best_knn_top1"] == pytest.approx(good["best_knn"])
+    assert client.get_run(parent_id).data.metrics["sweep/best_knn_top1"] == pytest.approx(good["knn/best_top1"])
+    assert good["run_id"] == out["run_id"]  # each row names its trial's child run
     assert "sweep_results.md" in {a.path for a in client.list_artifacts(parent_id)}
     assert "figures/sweep_heatmap.png" in {a.path for a in client.list_artifacts(parent_id, "figures")}
     assert out["registered"]["decision"] == "champion"  # its own registered name: the first version
@@ -130,8 +131,8 @@ def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publ
     # Tune's live table (printed into the flow's log) names each trial, not a truncated dict of its spec
     # (Tune shortens any value over 20 characters: "...m_predictor-seed0")
     assert "trial_name" in printed.text and "no_predictor-seed0" in printed.text and "overrides" not in printed.text
-    rows = {row["claim"]: row for row in out["rows"]}
-    assert len(rows) == 5 and all(row["verdict"] != "no result" for row in rows.values()), out["rows"]
+    rows = {row["claim"]: row for row in out.rows}
+    assert len(rows) == 5 and all(row["verdict"] != "no result" for row in rows.values()), out.rows
     assert rows["With stop-gradient and a predictor, SimSiam does not collapse"]["verdict"] == "holds"
     assert rows["Without stop-gradient the output collapses"]["verdict"] == "holds"
     assert rows["Without the predictor the output collapses"]["verdict"] == "holds"
@@ -139,17 +140,18 @@ def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publ
     assert fixed["verdict"] == "inconclusive at this budget" and "1 paired seed" in fixed["why"]  # no more than shown
     loss = rows["With a predictor fixed at its random init the loss does not converge: it stays high"]
     assert loss["metric"] == "loss" and -1 <= loss["ours_mean"] <= 1 and -1 <= loss["vs_mean"] <= 1  # a cosine loss
-    report = json.loads(Path(out["report_json"]).read_text())
-    assert report["rows"] == out["rows"] and Path(out["report_md"]).read_text().count("| Fig. 2 |") == 2
-    for row in out["rows"]:
+    report = json.loads(Path(out.report_json).read_text())
+    assert report["rows"] == out.rows and Path(out.report_md).read_text().count("| Fig. 2 |") == 2
+    for row in out.rows:
         assert {"claim", "table", "paper", "ours_mean", "ours_spread", "seeds", "collapsed", "verdict"} <= set(row)
-        assert all({"z_std_ratio", "knn_top1", "probe_top1", "loss"} <= set(t) for t in row["trials"]) and row["trials"]
+        assert all({"train/z_std_ratio", "knn/final_top1", "probe/top1", "train/loss"} <= set(t) for t in row["trials"])
+        assert row["trials"]
     base = rows["With stop-gradient and a predictor, SimSiam does not collapse"]["trials"][0]
-    assert base["probe_top1"] > 50 and base["knn_top1"] > 40  # the final eval on the full 10k test split
+    assert base["probe/top1"] > 50 and base["knn/final_top1"] > 40  # the final eval on the full 10k test split
 
     client = MlflowClient(ml.tracking_uri)
-    assert out["mlflow_parent_run"].startswith(ml.tracking_uri)
-    parent_id = out["mlflow_parent_run"].rsplit("/", 1)[-1]
+    assert out.mlflow_parent_run.startswith(ml.tracking_uri)
+    parent_id = out.mlflow_parent_run.split("/runs/")[1].split("?")[0].split("/")[0]
     parent = client.get_run(parent_id)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)

@@ -101,7 +101,7 @@ def test_embed_flow_links_the_embeddings_from_its_artifact(demo_run):
     test_name = demo_run["staged"]["test"].rstrip("/").split("/")[-2]
     flow = ("import json; from flows.embed_flow import embed; "
             f"print(json.dumps(embed(model_uri='models:/{demo_run['registered_model']}@champion', "
-            f"data='{test_name}@latest', state='{demo_run['state']}')))")
+            f"data='{test_name}@latest', state='{demo_run['state']}').to_dict()))")
     r = subprocess.run([sys.executable, "-c", flow], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])

@@ -27,11 +27,11 @@ def test_linear_probe_separates_separable_data():
     y = torch.arange(400) % 4
     x = centers[y] + torch.randn(400, 16, generator=g)
     out = linear_probe(x[:300], y[:300], x[300:], y[300:], 4, epochs=20, batch_size=32)
-    assert out["probe/top1"] > 97
+    assert out["top1"] > 97
     shuffled = linear_probe(x[:300], y[torch.randperm(300, generator=g)], x[300:], y[300:], 4, epochs=20, batch_size=32)
-    assert shuffled["probe/top1"] < 60
+    assert shuffled["top1"] < 60
     lars = linear_probe(x[:300], y[:300], x[300:], y[300:], 4, epochs=20, batch_size=32, optimizer="lars", lr=1.0)
-    assert lars["probe/top1"] > 90
+    assert lars["top1"] > 90
 
 
 def test_evaluation_figures_show_what_their_titles_say(fmnist_test, tmp_path):
@@ -42,7 +42,7 @@ def test_evaluation_figures_show_what_their_titles_say(fmnist_test, tmp_path):
     pred = y.clone()
     pred[:50] = (y[:50] + 1) % 10  # 50 of 200 wrong
     fig = confusion_figure(y, pred, src.classes)
-    assert fig.axes[0].get_title() == "Linear probe: 75.0% top-1"
+    assert fig.axes[0].get_title() == "Linear probe: 75.00% top-1"
     ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     per_class = [(pred[y == c] == c).float().mean().item() * 100 for c in range(10)]
     assert ticks == [f"{name} ({acc:.0f}%)" for name, acc in zip(src.classes, per_class)]
@@ -61,14 +61,14 @@ def test_evaluation_figures_show_what_their_titles_say(fmnist_test, tmp_path):
 def test_sweep_heatmap_puts_each_trials_best_knn_in_its_cell_and_marks_collapse():
     from simsiam.tracking.figures import sweep_heatmap
 
-    rows = [{"optim.base_lr": lr, "train.batch_size": b, "best_knn": knn, "collapsed": col}
+    rows = [{"optim.base_lr": lr, "train.batch_size": b, "knn/best_top1": knn, "collapsed": col}
             for lr, b, knn, col in [(0.03, 128, 40.0, False), (0.03, 128, 45.5, False), (0.1, 128, 20.0, True),
                                     (0.03, 256, None, True), (0.1, 256, 50.25, False)]]
     fig = sweep_heatmap(rows)
     cells = {t.get_text() for t in fig.axes[0].texts}
-    assert cells == {"45.5", "20.0\nX collapsed", "-\nX collapsed", "50.2"}
+    assert cells == {"45.50", "20.00\nX collapsed", "-\nX collapsed", "50.25"}
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0.03", "0.1"]
-    assert sweep_heatmap([{"name": "baseline", "best_knn": 1.0, "collapsed": False}]) is None  # not an lr x batch grid
+    assert sweep_heatmap([{"name": "baseline", "knn/best_top1": 1.0, "collapsed": False}]) is None  # no lr x batch
 
 
 def test_probe_train_samples_fit_on_the_same_sample_whatever_the_seed_and_test_on_the_whole_split(fmnist_test):
@@ -99,4 +99,4 @@ def test_evaluation_with_bf16_features_gives_fp32_features_and_a_finite_knn_and_
     keep: dict = {}
     out = evaluate_backbone(build_model(cfg.model).backbone, cfg, src, src, keep=keep, amp="bf16")
     assert keep["train"][0].dtype == torch.float32  # extracted under autocast, handed on in fp32
-    assert 0 <= out["knn/top1"] <= 100 and 0 <= out["probe/top1"] <= 100
+    assert 0 <= out["knn/final_top1"] <= 100 and 0 <= out["probe/top1"] <= 100

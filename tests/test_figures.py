@@ -131,7 +131,7 @@ def test_confusion_figure_cell_text_colour_is_whichever_of_black_or_white_contra
 def _sweep():
     from simsiam.tracking.figures import sweep_heatmap
 
-    rows = [{"optim.base_lr": lr, "train.batch_size": b, "best_knn": knn, "collapsed": col}
+    rows = [{"optim.base_lr": lr, "train.batch_size": b, "knn/best_top1": knn, "collapsed": col}
             for lr, b, knn, col in [(0.03, 128, 12.0, False), (0.1, 128, 88.0, True),
                                     (0.03, 256, None, True), (0.1, 256, 50.0, False)]]
     return sweep_heatmap(rows)
@@ -140,8 +140,8 @@ def _sweep():
 def test_sweep_heatmap_cell_text_is_white_on_dark_cells_and_black_on_light_cells():
     ax = _sweep().axes[0]
     colours = {t.get_text().split("\n")[0]: to_rgb(t.get_color()) for t in ax.texts}
-    assert colours["12.0"] == to_rgb("white")  # low kNN: dark viridis purple
-    assert colours["88.0"] == to_rgb("black")  # high kNN: light viridis yellow, even where it collapsed
+    assert colours["12.00"] == to_rgb("white")  # low kNN: dark viridis purple
+    assert colours["88.00"] == to_rgb("black")  # high kNN: light viridis yellow, even where it collapsed
     assert colours["-"] == to_rgb("black")  # no value: the white axes background
     for t in ax.texts:
         j, i = (round(v) for v in t.get_position())

@@ -3,15 +3,20 @@ test server (prefect_test_harness). The flows that run on Ray (sweep, reproduce)
 test_distributed.py, `simsiam run` as a subprocess in test_run_cli.py."""
 
 
+import json
+import os
+from unittest import mock
+
 import pytest
 from mlflow import MlflowClient
 
-from conftest import PIPELINE, TINY
-from flows.run_report import run_report
-from simsiam import faults
+from conftest import PIPELINE, TINY, tiny_sets
 from simsiam.config import load_config
+from simsiam.results import Registration, Staged, TrainedRun
+from simsiam.run_report import run_report
 from simsiam.services import start_mlflow, start_s3, stop_mlflow, stop_prefect, stop_s3
-from simsiam.steps import TrainedRun
+from simsiam.steps import RunContext
+from simsiam.testing.faults import FlakyClient, FlakyStore
 
 pytestmark = pytest.mark.integration
 
@@ -46,18 +51,18 @@ def _task_runs(name: str):
         return client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[name])))
 
 
-def test_pipeline_flow_retries_partial_io_then_registers_champion_once(services, harness, monkeypatch):
+def test_pipeline_flow_retries_partial_io_then_registers_champion_once(services, harness):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     from flows.pipeline import REPORT_KEY, pipeline
 
     state, s3, ml = services
-    # Staging fails after its first shard is stored, registration after the model version exists
-    # (models logged, version created, no gate yet): each like a dropped connection, once.
-    faults.reset()
-    monkeypatch.setenv("SIMSIAM_INJECT_IO_FAULT", "stage,register")
-    out = pipeline(overrides=FLOW, subset=512, mlflow_uri=ml.tracking_uri, state=str(state))
+    ctx = RunContext.open(load_config("cpu-demo", FLOW), state, tracking_uri=ml.tracking_uri)
+    # Staging fails after its first shard is stored (before its manifest: put #2), registration after the
+    # model version exists (models logged, version created, no gate yet): each like a dropped connection, once.
+    out = pipeline(context=ctx.with_handles(store=FlakyStore(ctx.store, fail_on=2),
+                                            mlflow=FlakyClient(ctx.mlflow, "set_model_version_tag")), subset=512)
     assert [tr.run_count for tr in _task_runs("stage-train")] == [2]
     assert [tr.run_count for tr in _task_runs("register")] == [2]
     # The retried staging resumed: the shard stored before the fault was not uploaded again
@@ -82,7 +87,7 @@ def test_pipeline_flow_retries_partial_io_then_registers_champion_once(services,
         arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[REPORT_KEY])))
     assert len(arts) == 1
     report = arts[0].data
-    assert out["run_url"] in report and "champion" in report and "healthy" in report
+    assert out["where_to_look"]["run"] in report and "champion" in report and "healthy" in report
     assert s3.secret_key not in report and s3.access_key not in report
 
     # The evaluate flow on the registered champion gives the numbers the pipeline measured on its checkpoint.
@@ -91,27 +96,100 @@ def test_pipeline_flow_retries_partial_io_then_registers_champion_once(services,
     staged = [f"data.source={out['staged']['train']}", f"data.test_source={out['staged']['test']}"]
     ev = evaluate(overrides=FLOW + staged, model_uri=f"models:/{name}@champion", mlflow_uri=ml.tracking_uri,
                   state=str(state))
-    assert ev["test_images"] == 512 and ev["model_uri"].endswith("@champion")
-    assert ev["knn/top1"] == pytest.approx(out["metrics"]["knn/top1"], abs=0.5)
-    assert ev["probe/top1"] == pytest.approx(out["metrics"]["probe/top1"], abs=0.5)
+    assert ev.test_images == 512 and ev.model_uri.endswith("@champion")
+    assert ev.metrics["knn/final_top1"] == pytest.approx(out["metrics"]["knn/final_top1"], abs=0.5)
+    assert ev.metrics["probe/top1"] == pytest.approx(out["metrics"]["probe/top1"], abs=0.5)
     with get_client(sync_client=True) as pc:
         arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["simsiam-evaluation"])))
-    # the pipeline's own evaluation shares the key; the API does not order the two by time
     assert any(f"models:/{name}@champion" in a.data for a in arts)
+
+
+@pytest.fixture(scope="module")
+def counted_run(services, harness):
+    """One `simsiam run`, in this process, with every config resolution, service opening and
+    checkpoint read counted on the way (the services of the module are reused, not started)."""
+    from typer.testing import CliRunner
+
+    import flows.common
+    import simsiam.checkpoint
+    import simsiam.cli
+    import simsiam.config
+    import simsiam.services.endpoints
+    import simsiam.storage.client
+    from simsiam.steps import RunContext as Ctx
+
+    state, s3, ml = services
+    counts, patches = {}, [(simsiam.config, "load_config"), (simsiam.cli, "load_config"),
+                           (flows.common, "load_config"), (simsiam.services.endpoints, "tracking_server"),
+                           (simsiam.services.endpoints, "object_store"), (simsiam.checkpoint, "load_checkpoint"),
+                           (simsiam.checkpoint, "checkpoint_from_bytes")]
+    with pytest.MonkeyPatch.context() as mp, mock.patch.dict(os.environ):
+        for module, name in patches:
+            mp.setattr(module, name, _counted(counts, name, getattr(module, name)))
+        mp.setattr(Ctx, "open", classmethod(_counted(counts, "RunContext.open", Ctx.open.__func__)))
+        mp.setattr(simsiam.storage.client.ObjectStore, "__init__",
+                   _counted(counts, "ObjectStore", simsiam.storage.client.ObjectStore.__init__))
+        args = ["run", "--subset", "512", "--state", str(state), "--tracking-uri", ml.tracking_uri,
+                *tiny_sets(*PIPELINE, "tracking.experiment=counted", "eval.knn_every_epochs=1",
+                           "eval.knn_train_samples=256", "eval.knn_test_samples=128")]
+        r = CliRunner().invoke(simsiam.cli.app, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output[-3000:]
+    return json.loads(r.stdout[r.stdout.index("{\n"):]), counts
+
+
+def _counted(counts: dict, name: str, fn):
+    def wrapper(*args, **kwargs):
+        counts[name] = counts.get(name, 0) + 1
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def test_one_simsiam_run_resolves_its_config_once_opens_each_service_once_and_reads_its_checkpoint_once(counted_run):
+    out, counts = counted_run
+    assert out["where_to_look"]["alias"] in ("champion", "challenger")
+    resolutions = counts.get("load_config", 0)
+    assert resolutions == 1, counts  # the CLI's; the flow and its tasks get the context
+    assert counts["RunContext.open"] == 1 and counts["tracking_server"] == 1 and counts["object_store"] == 1, counts
+    assert counts["ObjectStore"] == 1, counts  # one store handle for staging, training, evaluation
+    assert counts.get("load_checkpoint", 0) + counts.get("checkpoint_from_bytes", 0) == 1, counts  # evaluate's
+def test_the_run_json_the_mlflow_run_and_the_report_give_each_metric_key_the_same_value(counted_run, services):
+    """One name per metric: `knn/top1` is the monitor during training, `knn/final_top1` the kNN on the
+    full test split after it; the JSON keeps full precision, the report rounds to 2 decimals."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.pipeline import REPORT_KEY
+
+    out, _ = counted_run
+    metrics = out["metrics"]
+    assert set(metrics) == {"train/loss", "train/z_std_ratio", "knn/top1", "knn/best_top1", "knn/final_top1",
+                            "probe/top1", "probe/train_top1"}
+    client = MlflowClient(services[2].tracking_uri)
+    logged = client.get_run(out["run_id"]).data.metrics
+    assert {k: logged[k] for k in metrics} == metrics  # the run's last value of each key, to the last digit
+    monitor = [m.value for m in client.get_metric_history(out["run_id"], "knn/top1")]
+    assert monitor[-1] == metrics["knn/top1"] and len(monitor) == 2  # at init and after the epoch: the monitor only
+    with get_client(sync_client=True) as pc:
+        arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[REPORT_KEY])))
+    (report,) = [a.data for a in arts if out["run_id"] in a.data]
+    shown = {cells[1].strip("` "): cells[3].strip() for cells in (line.split("|") for line in report.splitlines())
+             if len(cells) == 5 and cells[1].strip().startswith("`")}
+    assert shown == {k: f"{v:.2f}" for k, v in metrics.items()}
 
 
 def test_run_report_marks_collapse_and_redacts_credentials():
     cfg = load_config("cpu-demo", ["storage.endpoint_url=http://user:hunter2@127.0.0.1:9000"])
-    staged = {"train": {"uri": "s3://data/datasets/x/1", "samples": 10, "shards": 1, "uploaded_objects": 0}}
-    gate = {"name": "m", "version": "3", "decision": "challenger", "reasons": "collapsed", "url": "http://ml/#/models/m/versions/3",
-            "alias_uri": "models:/m@challenger"}
+    staged = {"train": Staged("s3://data/datasets/x/1", "m", "x", "1", "train", 10, 1, 100, 0, True)}
+    gate = Registration("m", "3", "challenger", "collapsed", url="http://ml/#/models/m/versions/3",
+                        alias_uri="models:/m@challenger")
     collapsed = TrainedRun("s3://data/ray/r/checkpoint.pt", True, run_id="r1", steps=96, epochs=3,
-                           metrics={"train/z_std_ratio": 0.01})
-    md = run_report(cfg, staged, collapsed, {"probe/top1": 11.0}, gate, "http://ml/#/experiments/1/runs/r1")
+                           run_url="http://ml/#/experiments/1/runs/r1", metrics={"train/z_std_ratio": 0.01234})
+    md = run_report(cfg, staged, collapsed, None, gate)
     assert "COLLAPSED" in md and "challenger" in md and "(http://ml/#/experiments/1/runs/r1)" in md
-    assert "| steps | 96 |" in md and "| epochs | 3 |" in md and "| z_std x sqrt(d) | 0.01 |" in md
+    assert "96 steps, 3 epochs" in md and "| `train/z_std_ratio` | collapse ratio" in md and "| 0.01 |" in md
     assert "hunter2" not in md and "user:***@" in md
-    healthy = run_report(cfg, staged, TrainedRun("/tmp/checkpoint.pt", False, run_id="r1"), None, None, None)
+    healthy = run_report(cfg, staged, TrainedRun("/tmp/checkpoint.pt", False, run_id="r1"), None, None)
     assert "healthy" in healthy and "COLLAPSED" not in healthy
 
 

@@ -19,6 +19,7 @@ from conftest import tiny_config, tiny_sets
 from simsiam.errors import ConfigError, StorageError
 from simsiam.services import start_mlflow, start_s3, stop_mlflow, stop_s3
 from simsiam.storage import S3Settings, open_store, stage_dataset
+from simsiam.testing.faults import WeightsDigest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 SHARDS, SHARD_SIZE = 8, 256
@@ -39,12 +40,12 @@ class ThreeNodeCluster:
         return node
 
     def dist(self, **kw):
-        from simsiam.ray import DistSettings
+        from simsiam.ray import RayWorkers
 
         storage = S3Settings(endpoint_url=self.s3.endpoint_url, access_key=self.s3.access_key,
                              secret_key=self.s3.secret_key)
-        return DistSettings(storage=storage, tracking_uri=self.ml.tracking_uri, experiment="multinode",
-                            cpus_per_worker=1, placement_strategy="SPREAD", state_path=str(self.state), **kw)
+        return RayWorkers(storage=storage, tracking_uri=self.ml.tracking_uri, experiment="multinode",
+                          cpus_per_worker=1, placement_strategy="SPREAD", state_path=str(self.state), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -85,11 +86,11 @@ def test_two_ddp_workers_on_two_nodes_survive_a_lost_node_stay_identical_read_di
 
     # base lr 0.5: the loss falls clearly over these 96 steps (the preset's 1.6 is tuned for width 16)
     cfg = _cfg(tmp_path, "train.epochs=3", "optim.base_lr=0.5", "tracking.flush_every_steps=4")
-    monkeypatch.setenv("SIMSIAM_WEIGHTS_DIGEST_DIR", str(tmp_path))  # each rank's digest and shard reads
+    digests = WeightsDigest(tmp_path / "node-loss-test")  # each rank's weights and shard reads
     total = 3 * (SHARDS * SHARD_SIZE // 64)
     out = {}
     run = threading.Thread(target=lambda: out.update(res=pretrain_distributed(
-        cfg, cluster.dist(num_workers=2, max_failures=3), name="node-loss-test")))
+        cfg, cluster.dist(workers=2, max_failures=3), name="node-loss-test", reporters=[digests])))
     run.start()
     saved = _wait(lambda: _registered_step(cluster, "node-loss-test"), 300)  # Ray holds an S3 checkpoint
     assert run.is_alive() and saved < total
@@ -98,7 +99,7 @@ def test_two_ddp_workers_on_two_nodes_survive_a_lost_node_stay_identical_read_di
     cluster.nodes.append(cluster.add_node())
     run.join(600)
     res = out["res"]
-    assert res.error is None and res.metrics["step"] == total
+    assert res.steps == total and res.where == {"ray_run": "node-loss-test", "workers": 2}
     client = MlflowClient(cluster.ml.tracking_uri)
     assert int(client.get_run(res.run_id).data.tags["simsiam.resumed_from_step"]) >= saved  # not from scratch
     history = sorted(client.get_metric_history(res.run_id, "train/loss"), key=lambda m: m.step)
@@ -108,7 +109,7 @@ def test_two_ddp_workers_on_two_nodes_survive_a_lost_node_stay_identical_read_di
     _assert_identical_ranks_on_two_nodes_read_disjoint_halves(cluster, tmp_path / "node-loss-test", last_epoch=2)
     keys = [o["Key"] for o in open_store(cluster.dist().storage).list_keys("ray/node-loss-test/")]
     assert any(k.endswith("checkpoint.pt") for k in keys), keys
-    ckpt = load_result_checkpoint(res, cluster.dist())
+    ckpt = load_result_checkpoint(res.checkpoint, cluster.dist())
     assert ckpt["step"] == total and ckpt["config"] == cfg.to_dict()
 
 
@@ -192,7 +193,7 @@ def test_a_killed_driver_rerun_with_the_same_out_resumes_from_the_s3_checkpoint(
     again = subprocess.run(args, env=_env(cluster), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     out = json.loads(again.stdout[again.stdout.index("{\n"):])
-    assert out["steps"] == total and out["mlflow_run_id"] == run_id  # the same run, continued
+    assert out["steps"] == total and out["run_id"] == run_id  # the same run, continued
     assert out["checkpoint"].startswith("s3://data/ray/driver-loss/")  # Ray's checkpoint in the bucket
     assert cluster.s3.secret_key not in again.stdout + again.stderr
     assert int(client.get_run(run_id).data.tags["simsiam.resumed_from_step"]) >= saved  # not from scratch
@@ -200,15 +201,15 @@ def test_a_killed_driver_rerun_with_the_same_out_resumes_from_the_s3_checkpoint(
     assert sorted(m.step for m in client.get_metric_history(run_id, "train/loss")) == list(range(1, total + 1))
 
 
-def test_a_sweeps_trials_run_on_different_nodes(cluster, tmp_path, monkeypatch):
+def test_a_sweeps_trials_run_on_different_nodes(cluster, tmp_path):
     from simsiam.ray import run_sweep
 
-    monkeypatch.setenv("SIMSIAM_WEIGHTS_DIGEST_DIR", str(tmp_path))  # each trial's reads: <dir>/<trial>/
     cfg = _cfg(tmp_path, "train.epochs=1", "eval.knn_train_samples=256", "eval.knn_test_samples=256")
-    res = run_sweep(cfg, {"train.seed": [0, 1]}, cluster.dist(num_workers=1), max_concurrent=2, early_stop=False)
+    res = run_sweep(cfg, {"train.seed": [0, 1]}, cluster.dist(workers=1), max_concurrent=2, early_stop=False,
+                    reporters=[WeightsDigest(tmp_path, by="train.seed")])  # each trial's reads: <dir>/train.seed-<s>
     assert [r["error"] for r in res.rows] == [None, None], res.rows
     reads = sorted(tmp_path.glob("*/rank0.reads.json"))
-    assert sorted(p.parent.name for p in reads) == sorted(r["name"] for r in res.rows)
+    assert sorted(p.parent.name for p in reads) == sorted(f"train.seed-{r['train.seed']}" for r in res.rows)
     assert len({json.loads(p.read_text())["node"] for p in reads}) == 2  # one trial per node, at the same time
     # each trial trained in its own Tune process, so its checkpoints are in the sweep's trial directory
     store = open_store(cluster.dist().storage)
@@ -217,17 +218,17 @@ def test_a_sweeps_trials_run_on_different_nodes(cluster, tmp_path, monkeypatch):
         assert store.head(row["checkpoint"].removeprefix("data/") + "/checkpoint.pt") is not None
 
 
-def test_a_data_parallel_sweep_trial_trains_on_two_nodes_and_hands_on_its_checkpoint(cluster, tmp_path, monkeypatch):
+def test_a_data_parallel_sweep_trial_trains_on_two_nodes_and_hands_on_its_checkpoint(cluster, tmp_path):
     """A trial of two workers fits its own TorchTrainer (DDP): identical ranks on the two nodes, and
     the checkpoint that its TorchTrainer stored is the trial's row's."""
     from simsiam.ray import run_sweep
 
-    monkeypatch.setenv("SIMSIAM_WEIGHTS_DIGEST_DIR", str(tmp_path))
     cfg = _cfg(tmp_path, "train.epochs=1", "eval.knn_train_samples=256", "eval.knn_test_samples=256")
-    res = run_sweep(cfg, {"train.seed": [0]}, cluster.dist(num_workers=2), early_stop=False)
+    res = run_sweep(cfg, {"train.seed": [0]}, cluster.dist(workers=2), early_stop=False,
+                    reporters=[WeightsDigest(tmp_path / "trial")])
     (row,) = res.rows
     assert row["error"] is None and row["stopped_by"] == "completed", row
-    _assert_identical_ranks_on_two_nodes_read_disjoint_halves(cluster, tmp_path / row["name"], last_epoch=0)
+    _assert_identical_ranks_on_two_nodes_read_disjoint_halves(cluster, tmp_path / "trial", last_epoch=0)
     assert row["checkpoint"].startswith(f"data/ray/{res.name}-{row['trial']}/"), row
     assert open_store(cluster.dist().storage).head(row["checkpoint"].removeprefix("data/") + "/checkpoint.pt")
     assert res.checkpoints == f"s3://data/ray/{res.name}-<trial>"
@@ -242,7 +243,7 @@ def test_a_pipeline_flow_run_drives_the_cluster_at_ray_address(cluster, tmp_path
     out = json.loads(r.stdout[r.stdout.index("{\n"):])
     where = out["where_to_look"]
     assert where["alias"] in ("champion", "challenger") and out["metrics"]["probe/top1"] > 0
-    run_id = where["run"].rstrip("/").split("/")[-1]
+    run_id = out["run_id"]
     client = MlflowClient(cluster.ml.tracking_uri)
     assert "streamed: 4 shards dealt over 2 workers" in client.get_run(run_id).data.params["plan.augment_why"]
     steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
@@ -276,14 +277,14 @@ def test_more_workers_than_the_cluster_can_place_fail_fast(cluster, tmp_path):
     t0 = time.time()
     with pytest.raises(ConfigError, match=r"3 Ray workers of 1 CPU each can never be placed: the cluster's 3 nodes "
                                           r"have 2 CPU in all and room for 2"):
-        pretrain_distributed(_cfg(tmp_path), cluster.dist(num_workers=3))
+        pretrain_distributed(_cfg(tmp_path), cluster.dist(workers=3))
     assert time.time() - t0 < 30
 
 
 def test_a_storage_endpoint_the_nodes_cannot_reach_is_named_before_training(cluster, tmp_path):
     from simsiam.ray import pretrain_distributed
 
-    dist = cluster.dist(num_workers=2)
+    dist = cluster.dist(workers=2)
     dist.storage = S3Settings(endpoint_url="http://127.0.0.1:9", access_key="k", secret_key="s")
     with pytest.raises(StorageError, match=r"storage endpoint http://127.0.0.1:9 cannot be reached from 3 of the 3"):
         pretrain_distributed(_cfg(tmp_path), dist)

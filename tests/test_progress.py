@@ -28,7 +28,7 @@ def test_off_a_terminal_a_line_every_30_s_with_rate_and_eta_and_one_at_the_end(c
     rep.on_end(None)
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(": step ")[1].split("/")[0] for line in lines] == ["30", "60", "90", "100"]
-    assert lines[0] == "pretrain cpu-demo: step 30/100 (30%), 16 img/s, loss -0.500, z_ratio 0.70, ETA 1m10s"
+    assert lines[0] == "pretrain cpu-demo: step 30/100 (30%), 16 img/s, loss -0.50, z_ratio 0.70, ETA 1m10s"
     assert lines[-1].endswith("ETA 0s")
 
 

@@ -66,7 +66,7 @@ def test_the_verdict_pairs_seeds_not_means():
     # unpaired, the means (71.0 vs 70.0) sit well inside the seed spreads (2.0); paired, a wins by 1 on every seed
     a, b = {0: 69.0, 1: 73.0, 2: 71.0}, {0: 68.0, 1: 72.1, 2: 69.9}
     got, why = paired_test(a, b)
-    assert got == "holds" and "paired gap +1.00" in why and "+1.0, +0.9, +1.1" in why
+    assert got == "holds" and "paired gap +1.00" in why and "+1.00, +0.90, +1.10" in why
     assert paired_test({0: 69.0, 1: 73.0, 2: 71.0}, {2: 68.0, 1: 72.1, 5: 69.9})[1].count("+") == 3  # seeds 1, 2
 
 
@@ -131,12 +131,13 @@ def test_collapse_verdicts_read_the_diagnostic_on_every_seed(flags, kind, expect
 def test_rows_carry_what_reproduce_json_promises_and_a_failed_trial_says_so():
     claims = [c for c in CLAIMS if c.suite == "collapse"]
     _, runs, alias = plan_trials(load_config("reproduce-cpu"), "collapse", 2)
-    results = {r.name: {"probe_top1": 80.0 + r.seed, "knn_top1": 70.0 + r.seed, "z_std_ratio": 0.9,
-                        "collapsed": False, "loss": -0.9} for r in runs}
+    results = {r.name: {"probe/top1": 80.0 + r.seed, "knn/final_top1": 70.0 + r.seed, "train/z_std_ratio": 0.9,
+                        "collapsed": False, "train/loss": -0.9} for r in runs}
     for name in ("no_stop_grad-seed0", "no_stop_grad-seed1"):
-        results[name] = {"probe_top1": 40.0, "knn_top1": 30.0, "z_std_ratio": 0.01, "collapsed": True}
+        results[name] = {"probe/top1": 40.0, "knn/final_top1": 30.0, "train/z_std_ratio": 0.01, "collapsed": True}
     del results["no_predictor-seed1"], results["no_predictor-seed0"]  # both failed
-    results["fixed_random_predictor-seed0"]["loss"], results["fixed_random_predictor-seed1"]["loss"] = -0.2, -0.3
+    results["fixed_random_predictor-seed0"]["train/loss"] = -0.2
+    results["fixed_random_predictor-seed1"]["train/loss"] = -0.3
     rows = claim_rows(claims, runs, alias, results)
     # the fixed predictor tied on every seed: an effect the size of the paper's 67.7 vs 1.5 is ruled out
     assert [r["verdict"] for r in rows] == ["holds", "holds", "no result", "smaller than the paper's", "holds"]
@@ -145,9 +146,9 @@ def test_rows_carry_what_reproduce_json_promises_and_a_failed_trial_says_so():
             "trials"} <= set(base)
     assert base["ours_mean"] == 80.5 and base["ours_spread"] == 0.5 and base["seeds"] == 2  # the probe
     assert base["knn_mean"] == 70.5
-    assert base["collapsed"] == [False, False] and base["trials"][0]["z_std_ratio"] == 0.9
+    assert base["collapsed"] == [False, False] and base["trials"][0]["train/z_std_ratio"] == 0.9
     md = render_markdown(rows, "t", [])
-    assert md.count("\n| ") == 1 + 5 and "80.5 ± 0.5 vs 80.5 ± 0.5" in md  # fixed-random got the same probes
+    assert md.count("\n| ") == 1 + 5 and "80.50 ± 0.50 vs 80.50 ± 0.50" in md  # fixed-random got the same probes
     assert "loss -0.90 ± 0.00 vs -0.25 ± 0.05" in md and "paired gap +0.65" in md  # its loss stayed higher
     assert "Verdicts: 3 holds, 1 no result, 1 smaller than the paper's." in md
 
@@ -160,8 +161,8 @@ def test_rows_carry_what_reproduce_json_promises_and_a_failed_trial_says_so():
 def test_a_loss_claim_holds_when_the_first_trial_ends_with_the_lower_loss_on_every_seed(a, b, expected):
     claim = Claim("t", "T", "a's loss ends lower", "high", "greater", ("a", "b"), metric="loss")
     _, runs, _ = plan_trials(load_config("reproduce-cpu"), "collapse", 3)
-    results = {r.name: {"probe_top1": 80.0, "knn_top1": 70.0, "z_std_ratio": 0.9, "collapsed": False,
-                        "loss": (a if r.key == "baseline" else b)[r.seed]} for r in runs}
+    results = {r.name: {"probe/top1": 80.0, "knn/final_top1": 70.0, "train/z_std_ratio": 0.9, "collapsed": False,
+                        "train/loss": (a if r.key == "baseline" else b)[r.seed]} for r in runs}
     alias = {"a": "baseline", "b": "fixed_random_predictor"}
     row = claim_rows([claim], runs, alias, results)[0]
     assert row["verdict"] == expected, row["why"]

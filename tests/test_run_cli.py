@@ -104,7 +104,7 @@ def test_killed_simsiam_run_resumes_at_its_checkpoint_and_marks_the_dead_runs(tm
 
         client = MlflowClient(again["where_to_look"]["mlflow_ui"])
         run = client.get_run(dead["mlflow_run_id"])  # the same MLflow run, continued
-        assert run.info.run_id == again["where_to_look"]["run"].rsplit("/", 1)[-1]
+        assert run.info.run_id == again["run_id"] and again["run_id"] in again["where_to_look"]["run"]
         assert run.info.status == "FINISHED" and "simsiam.interrupted" in run.data.tags
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
         assert sorted(steps) == sorted(set(steps)) and max(steps) == 64  # no step logged twice

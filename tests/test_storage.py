@@ -18,6 +18,7 @@ from simsiam.engine import train
 from simsiam.errors import DataError, StorageError
 from simsiam.services import s3_status, start_s3, stop_s3
 from simsiam.storage import S3Settings, StagedSource, list_datasets, open_store, resolve_dataset, stage_dataset
+from simsiam.testing.faults import AfterPut
 
 pytestmark = pytest.mark.integration
 
@@ -183,12 +184,12 @@ def test_crash_mid_staging_then_resume(fmnist_test, tmp_path):
                                       secret_key=svc.secret_key, max_attempts=2, connect_timeout=0.5, read_timeout=5))
         sub = fmnist_test.subset(range(1000))
 
-        def kill_after_second(i, key):
-            if i == 1:
+        def kill_after_second(key):
+            if key.endswith("shard-00001.parquet"):
                 os.kill(svc.pid, signal.SIGKILL)
 
         with pytest.raises(StorageError, match="cannot reach S3 endpoint"):
-            stage_dataset(sub, store, "fm-crash", "test", shard_size=200, progress=False, on_shard=kill_after_second)
+            stage_dataset(sub, AfterPut(store, kill_after_second), "fm-crash", "test", shard_size=200, progress=False)
         svc2 = start_s3(state)
         assert svc2.endpoint_url == svc.endpoint_url and svc2.pid != svc.pid
         store = open_store(S3Settings(endpoint_url=svc2.endpoint_url, access_key=svc2.access_key,

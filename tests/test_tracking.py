@@ -18,7 +18,8 @@ from mlflow import MlflowClient
 
 from conftest import tiny_config, tiny_sets
 from simsiam.engine import train
-from simsiam.evaluation import as_final, evaluate_backbone
+from simsiam.evaluation import evaluate_backbone
+from simsiam.metrics import MEANING as METRIC_MEANING
 from simsiam.reporters import Reporter
 from simsiam.services import start_mlflow, stop_mlflow, stop_s3
 from simsiam.services.process import free_ports, http_answers
@@ -66,7 +67,7 @@ def _tracked_run(server, small, *overrides, experiment="tests", flush_every=4, e
     metrics = None
     if evaluate:
         metrics = evaluate_backbone(result.model.backbone, cfg, train_src, test_src)
-        log_metrics_to_run(server.tracking_uri, rep.run_id, as_final(metrics))
+        log_metrics_to_run(server.tracking_uri, rep.run_id, metrics)
     rep.model_uris = log_models_to_run(server.tracking_uri, rep.run_id, result.model, cfg)
     return cfg, rep, result, metrics
 
@@ -88,7 +89,7 @@ def test_run_is_logged_and_read_back(server, run_a):
     history = client.get_metric_history(rep.run_id, "train/loss")
     assert [m.step for m in history] == list(range(1, result.step + 1))
     assert [m.step for m in client.get_metric_history(rep.run_id, "knn/top1")] == [0, 8, 16]  # init + 2 epochs
-    assert run.data.metrics["knn/final_top1"] == pytest.approx(metrics["knn/top1"])
+    assert run.data.metrics["knn/final_top1"] == pytest.approx(metrics["knn/final_top1"])
     assert run.data.metrics["probe/top1"] == pytest.approx(metrics["probe/top1"])
     assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
     arts = {a.path for d in (None, "figures") for a in client.list_artifacts(rep.run_id, d)}
@@ -197,10 +198,10 @@ def test_gate_champion_challenger_collapsed_and_ui(server, small, run_a, fmnist_
     # The version's description is a model card built from its run.
     card, run = client.get_model_version(name, g1["version"]).description, client.get_run(best.run_id)
     assert card.startswith("**Gate: champion.** probe/top1 71.50 >= floor 10.00")
-    assert f"| linear probe top-1 (%) | {run.data.metrics['probe/top1']:.4g} |" in card
-    assert f"| kNN top-1 (%) | {run.data.metrics['knn/final_top1']:.4g} |" in card
+    for key in ("probe/top1", "knn/final_top1", "train/z_std_ratio"):  # under their keys, 2 decimals
+        assert f"| `{key}` | {METRIC_MEANING[key]} | {run.data.metrics[key]:.2f} |" in card
     assert "`fm-small` version `abc123`, manifest `s3://data/datasets/fm-small/abc123/manifest.json`" in card
-    assert run.data.tags["simsiam.config_hash"] in card and f"runs/{best.run_id})" in card
+    assert run.data.tags["simsiam.config_hash"] in card and f"runs/{best.run_id}?workflowType=machine_learning)" in card
     assert "N x 1 x H x W" in card and f'mlflow.pyfunc.load_model("models:/{name}/{g1["version"]}")' in card
     assert f'mlflow.set_tracking_uri("{server.tracking_uri}")' in card and "refuses other input" in card
     assert f"mlflow models serve -m models:/{name}@champion" in card
@@ -347,7 +348,7 @@ def test_cli_track_register_and_models_ls(server, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
     assert out["registry"]["name"] == "simsiam-fashion-mnist-resnet18_cifar"
-    assert out["registry"]["decision"] in ("champion", "challenger") and out["mlflow_run_url"].startswith("http://")
+    assert out["registry"]["decision"] in ("champion", "challenger") and out["run_url"].startswith("http://")
     r = subprocess.run([*cli, "models", "ls"], capture_output=True, text=True, env=env, timeout=120)
     assert "simsiam-fashion-mnist-resnet18_cifar" in r.stdout
     r = subprocess.run([*cli, "models", "promote", "no-such-model", "1"], capture_output=True, text=True, env=env,

@@ -1,5 +1,5 @@
-"""Where and how Ray runs our work: the cluster to connect to, where checkpoints go (S3 or a local
-path), and the run, scaling and loop configs that a pretraining run and every sweep trial share."""
+"""Where and how Ray runs our work: `RayWorkers`, the cluster to connect to, where checkpoints go (S3
+or a local path), and the run, scaling and loop configs that a pretraining run and every sweep trial share."""
 
 from __future__ import annotations
 
@@ -19,22 +19,27 @@ STATE_API_ENV = "RAY_API_SERVER_ADDRESS"  # read by Ray's State API client befor
 
 
 @dataclass
-class DistSettings:
-    """Where and how to run. `storage` holds Ray's checkpoints (s3://<bucket>/<prefix>/<name>)."""
+class RayWorkers:
+    """The one settings type for Ray: the worker group of a run (or of each sweep trial) and its
+    restarts, set by the user; and where its checkpoints go and what it logs to, which the training
+    step fills in from the run context (`storage`, `state_path`, `tracking_uri`, `experiment`)."""
 
-    num_workers: int = 1
-    use_gpu: bool = False
+    workers: int = 1
+    gpus_per_worker: float = 0.0  # 0: CPU workers
     cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 1.0
-    storage: S3Settings | None = None
-    storage_prefix: str = "ray"
-    local_storage: str | None = None  # a path instead of S3 (tests, single node)
-    max_failures: int = 2
+    max_failures: int = 2  # worker-group restarts from the latest checkpoint
     placement_strategy: str = "PACK"  # SPREAD: workers on different nodes where possible
     num_to_keep: int = 2
+    storage: S3Settings | None = None  # Ray's checkpoints: s3://<bucket>/<storage_prefix>/<run name>
+    storage_prefix: str = "ray"
+    local_storage: str | None = None  # a path instead of S3 (tests, single node)
     state_path: str | None = None  # embedded services' state dir, for workers on this node
     tracking_uri: str | None = None
     experiment: str = "simsiam"
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
 
     @property
     def storage_uri(self) -> str | None:
@@ -42,6 +47,10 @@ class DistSettings:
         if self.storage is not None:
             return f"s3://{self.storage.bucket}/{self.storage_prefix}"
         return self.local_storage
+
+    def checkpoint_uri(self, path: str) -> str:
+        """The checkpoint file of a directory Ray reported (bucket/key on S3, else a local path)."""
+        return f"s3://{path}/checkpoint.pt" if self.storage is not None else f"{path}/checkpoint.pt"
 
 
 def export_credentials(settings: S3Settings | None) -> None:
@@ -105,7 +114,7 @@ def storage_filesystem(settings: S3Settings):
     return pafs.S3FileSystem(**kwargs)
 
 
-def storage_kwargs(dist: DistSettings) -> dict[str, Any]:
+def storage_kwargs(dist: RayWorkers) -> dict[str, Any]:
     """RunConfig storage arguments: `bucket/prefix` on S3 (no s3:// in this form), or a local path."""
     if dist.storage is not None:
         return {"storage_path": f"{dist.storage.bucket}/{dist.storage_prefix}",
@@ -113,36 +122,36 @@ def storage_kwargs(dist: DistSettings) -> dict[str, Any]:
     return {"storage_path": dist.local_storage} if dist.local_storage else {}
 
 
-def run_config(name: str, dist: DistSettings, callbacks: list | None = None) -> RunConfig:
+def run_config(name: str, dist: RayWorkers, callbacks: list | None = None) -> RunConfig:
     """Re-using `name` with the same storage resumes that run from its latest checkpoint."""
     return RunConfig(name=name, checkpoint_config=CheckpointConfig(num_to_keep=dist.num_to_keep),
                      failure_config=FailureConfig(max_failures=dist.max_failures), callbacks=callbacks,
                      **storage_kwargs(dist))
 
 
-def connect(cfg: Config, dist: DistSettings) -> None:
+def connect(cfg: Config, dist: RayWorkers) -> None:
     """Connect to (or start) Ray, then fail in seconds, not hours: workers the cluster can never place,
     storage its nodes cannot reach (Ray's checkpoint storage, and the endpoint of the staged data)."""
     init_ray(storage=dist.storage)
     data_endpoint = None
     if cfg.data.source:
         data_endpoint = settings_from_env(cfg.storage.endpoint_url, state_path=dist.state_path).endpoint_url
-    check_placeable(dist.num_workers, worker_resources(dist.cpus_per_worker,
-                                                       dist.gpus_per_worker if dist.use_gpu else 0))
+    check_placeable(dist.workers, worker_resources(dist.cpus_per_worker, dist.gpus_per_worker))
     for endpoint in {dist.storage.endpoint_url if dist.storage else None, data_endpoint} - {None}:
         check_storage_reachable(endpoint)
 
 
-def scaling_config(dist: DistSettings) -> ScalingConfig:
+def scaling_config(dist: RayWorkers) -> ScalingConfig:
     res = {"CPU": dist.cpus_per_worker}
     if dist.use_gpu:
         res["GPU"] = dist.gpus_per_worker
-    return ScalingConfig(num_workers=dist.num_workers, use_gpu=dist.use_gpu, resources_per_worker=res,
+    return ScalingConfig(num_workers=dist.workers, use_gpu=dist.use_gpu, resources_per_worker=res,
                          placement_strategy=dist.placement_strategy)
 
 
-def loop_config(cfg: Config, dist: DistSettings, **extra: Any) -> dict:
+def loop_config(cfg: Config, dist: RayWorkers, **extra: Any) -> dict:
     """What the workers get. Only non-secret values: Ray may persist this. Workers find S3 credentials
-    in the AWS chain, or in the embedded server's state dir on this node."""
+    in the AWS chain, or in the embedded server's state dir on this node. `extra` may carry
+    `reporters`: the caller's own `Reporter`s, which every rank runs beside ours."""
     return {"cfg": cfg.to_dict(), "state_path": dist.state_path, "tracking_uri": dist.tracking_uri,
             "experiment": dist.experiment, **extra}

@@ -8,103 +8,90 @@ MLflow: one parent run for the sweep, one child run per trial (parent id passed 
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import ray
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
-from simsiam import faults
+from simsiam import metrics as M
 from simsiam.config import Config, override_config, validate_config
 from simsiam.diagnostics import COLLAPSE_RATIO, is_collapsed
-from simsiam.ray.cluster import DistSettings, connect, loop_config, storage_kwargs
+from simsiam.ray.cluster import RayWorkers, connect, loop_config, storage_kwargs
 from simsiam.ray.worker import build_trainer, trial_loop
+from simsiam.reporters import Reporter
+from simsiam.results import SweepResult, TrainedRun
+from simsiam.run_report import format_table
 
 # A data-parallel trial's function only drives its TorchTrainer. It reserves no CPU, so that N one-CPU workers fill
-# N cores; a fractional CPU per driver (0.01) left 0.98 of 2 cores free and serialized 2-trial grids.
+# N cores (a fraction of a CPU per driver leaves a core short, and the trials then run one after another).
 # A bundle needs some resource: a logical 256 MiB of memory (the driver's real RSS is larger).
 TRIAL_DRIVER = {"cpu": 0, "memory": 256 * 2**20}
 SPEC_KEY = "trial_name"  # a named trial's parameter in Tune's config
 
 
 class CollapseStopper(tune.Stopper):
-    """Ends a trial whose `train/z_std_ratio` (z_std * sqrt(d)) is below `threshold` after
+    """Ends a trial whose collapse ratio (`train/z_std_ratio`: z_std * sqrt(d)) is below `threshold` after
     `warmup_epochs`: a collapsed SimSiam never recovers, so its remaining epochs are wasted."""
 
     def __init__(self, threshold: float = COLLAPSE_RATIO, warmup_epochs: int = 1) -> None:
         self.threshold, self.warmup = threshold, warmup_epochs
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        ratio = result.get("train/z_std_ratio")
+        ratio = result.get(M.Z_STD_RATIO)
         return ratio is not None and result.get("epoch", 0) >= self.warmup and is_collapsed(ratio, self.threshold)
 
     def stop_all(self) -> bool:
         return False
 
 
-def _trial(config: dict, base: dict, dist: DistSettings) -> None:
+def _trial(config: dict, base: dict, dist: RayWorkers) -> None:
     """One trial: a grid point (dotted key -> value), or a named spec (name, overrides, MLflow tags)."""
     spec = base["specs"][config[SPEC_KEY]] if SPEC_KEY in config else None
     overrides = spec["overrides"] if spec else [f"{k}={v}" for k, v in config.items()]
     cfg = override_config(validate_config(base["cfg"]), overrides)
     trial_id = tune.get_context().get_trial_id()
     name, parent = (spec["name"] if spec else f"trial-{trial_id}"), base.get("parent_run_id")
-    run = {"parent_run_id": parent, "run_name": name, "final_eval": base.get("final_eval", False)}
+    run = {"parent_run_id": parent, "run_name": name, "final_eval": base["final_eval"], "reporters": base["reporters"]}
     if spec and parent:  # the child run exists (with its tags) before the workers start
         from simsiam.tracking import create_run
 
         run["run_id"] = create_run(dist.tracking_uri, dist.experiment, name, parent, spec.get("tags"))
-    if dist.num_workers == 1:
-        trial_loop(loop_config(cfg, dist, faults=base["faults"], **run), dist.use_gpu)
+    if dist.workers == 1:
+        trial_loop(loop_config(cfg, dist, **run), dist.use_gpu)
     else:
-        build_trainer(cfg, dist, f"{base['name']}-{trial_id}", [TuneReportCallback()], base["faults"], **run).fit()
+        build_trainer(cfg, dist, f"{base['name']}-{trial_id}", [TuneReportCallback()], **run).fit()
 
 
-def _trial_resources(dist: DistSettings) -> dict[str, float]:
+def _trial_resources(dist: RayWorkers) -> dict[str, float]:
     """A one-worker trial trains in its own process and holds its worker's CPU (or GPU); a
     data-parallel trial's TorchTrainer places its workers itself."""
-    if dist.num_workers > 1:
+    if dist.workers > 1:
         return TRIAL_DRIVER
     return {"cpu": dist.cpus_per_worker, **({"gpu": dist.gpus_per_worker} if dist.use_gpu else {})}
 
 
-def _trial_run_config(dist: DistSettings) -> dict[str, Any]:
+def _trial_run_config(dist: RayWorkers) -> dict[str, Any]:
     """Restarts and kept checkpoints are Tune's to manage where the trial itself trains (as
     `run_config` sets them on a TorchTrainer)."""
-    if dist.num_workers > 1:
+    if dist.workers > 1:
         return {}
     return {"failure_config": tune.FailureConfig(max_failures=dist.max_failures),
             "checkpoint_config": tune.CheckpointConfig(num_to_keep=dist.num_to_keep)}
 
 
-@dataclass
-class SweepResult:
-    name: str
-    rows: list[dict[str, Any]]
-    parent_run_id: str | None
-    curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # run name -> per-epoch metrics
-    checkpoints: str | None = None  # where the trials' checkpoints are, with <trial> for a trial's id
-
-    @property
-    def best(self) -> dict | None:
-        ok = [r for r in self.rows if not r["collapsed"] and r["best_knn"] is not None]
-        return max(ok, key=lambda r: r["best_knn"]) if ok else None
-
-
-def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: int = 1, name: str | None = None,
+def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: int = 1, name: str | None = None,
               collapse_threshold: float = COLLAPSE_RATIO, grace_period: int = 1,
-              max_concurrent: int | None = None, early_stop: bool = True,
-              parent_tags: dict[str, str] | None = None, final_eval: bool = False) -> SweepResult:
+              max_concurrent: int | None = None, early_stop: bool = True, parent_tags: dict[str, str] | None = None,
+              final_eval: bool = False, reporters: Sequence[Reporter] = ()) -> SweepResult:
     """Grid over `space` (dotted config keys -> values, e.g. {"optim.base_lr": [...], "train.batch_size": [...]};
     or {"spec": [{"name", "overrides", "tags"}, ...]} for a list of named trials), repeated `samples` times;
     lr follows base_lr x batch/256 through the config. `early_stop=False` runs every trial to its end
-    (no ASHA, collapse recorded but not stopped). `final_eval`: each trial ends with a kNN and linear
-    probe on the full test split (`probe/top1` in its row)."""
+    (no ASHA, collapse recorded but not stopped). `final_eval`: each trial ends with the evaluation
+    after training (`probe/top1` and `knn/final_top1` in its row). `reporters` run in every trial."""
     connect(cfg, dist)
     # ASHA needs the kNN metric in every report; reports happen at epoch ends only.
     cfg = override_config(cfg, ["eval.knn_every_epochs=1", "train.checkpoint_every_steps=null"])
@@ -118,17 +105,15 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
     specs = {spec["name"]: spec for spec in space.get("spec", [])}
     # Named trials go to Tune by name: its live table shows the name, not a truncated dict.
     grid = {SPEC_KEY: list(specs)} if specs else space
-    base = {"cfg": cfg.to_dict(), "name": name, "specs": specs, "parent_run_id": parent,
-            "faults": faults.from_env().to_dict(),  # the driver's: trials run in other processes
-            "final_eval": final_eval}
+    base = {"cfg": cfg.to_dict(), "name": name, "specs": specs, "parent_run_id": parent, "final_eval": final_eval,
+            "reporters": list(reporters)}
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trial, base=base, dist=dist), _trial_resources(dist)),
         param_space={k: tune.grid_search(list(v)) for k, v in grid.items()},
-        tune_config=tune.TuneConfig(metric="knn/top1", mode="max", num_samples=samples,
+        tune_config=tune.TuneConfig(metric=M.KNN_MONITOR, mode="max", num_samples=samples,
                                     scheduler=_asha(cfg.train.epochs, grace_period) if early_stop else None,
                                     max_concurrent_trials=max_concurrent or _fitting_trials(dist),
-                                    # A new trial process imports torch and ours again (5-10 s on 2 cores):
-                                    # 4.2 of the 60 min of `reproduce --suite all` on AVX2 fp32 were gaps.
+                                    # a new trial process imports torch and ours again: reuse the process
                                     reuse_actors=True),
         run_config=tune.RunConfig(name=name, stop=CollapseStopper(collapse_threshold) if early_stop else None,
                                   verbose=1, **storage_kwargs(dist), **_trial_run_config(dist)),
@@ -138,8 +123,20 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: DistSettings, samples: 
     if parent:
         _close_sweep_runs(dist, parent, rows)
     # A TorchTrainer's run directory is named after the trial; Tune keeps its own trials' in the sweep's.
-    where = dist.storage_uri and f"{dist.storage_uri}/{name}{'/' if dist.num_workers == 1 else '-'}<trial>"
-    return SweepResult(name, rows, parent, {row["name"]: _curve(res) for row, res in zip(rows, results)}, where)
+    where = dist.storage_uri and f"{dist.storage_uri}/{name}{'/' if dist.workers == 1 else '-'}<trial>"
+    return SweepResult(name, rows, parent, _best(rows, name, dist), where,
+                       {row["name"]: _curve(res) for row, res in zip(rows, results)})
+
+
+def _best(rows: list[dict[str, Any]], sweep: str, dist: RayWorkers) -> TrainedRun | None:
+    """The healthy trial with the best kNN monitor, as the steps know a trained run."""
+    ok = [r for r in rows if not r["collapsed"] and r[M.KNN_MONITOR_BEST] is not None and r["checkpoint"]]
+    if not ok:
+        return None
+    best = max(ok, key=lambda r: r[M.KNN_MONITOR_BEST])
+    return TrainedRun(checkpoint=dist.checkpoint_uri(best["checkpoint"]), collapsed=False, run_id=best["run_id"],
+                      epochs=best["stopped_at_epoch"], metrics=M.pick(best, M.TRAINING),
+                      where={"sweep": sweep, "trial": best["trial"]})
 
 
 def _asha(epochs: int, grace_period: int) -> ASHAScheduler:
@@ -148,13 +145,13 @@ def _asha(epochs: int, grace_period: int) -> ASHAScheduler:
 
 
 def _curve(res) -> list[dict[str, float]]:
-    """The trial's epoch-end reports: epoch, train/loss, train/z_std_ratio, knn/top1."""
+    """The trial's epoch-end reports: epoch, loss, collapse ratio, kNN monitor."""
     df = res.metrics_dataframe
     if df is None:
         return []
     if "final_eval" in df:  # the report after training repeats the last epoch's values
         df = df[df["final_eval"].isna()]
-    cols = [c for c in ("epoch", "train/loss", "train/z_std_ratio", "knn/top1") if c in df]
+    cols = [c for c in ("epoch", M.LOSS, M.Z_STD_RATIO, M.KNN_MONITOR) if c in df]
     return [{k: float(v) for k, v in rec.items()} for rec in df[cols].dropna().to_dict("records")]
 
 
@@ -168,18 +165,18 @@ def _last_checkpoint(res) -> str | None:
     return str(paths.iloc[-1]) if len(paths) else None
 
 
-def _fitting_trials(dist: DistSettings) -> int:
+def _fitting_trials(dist: RayWorkers) -> int:
     """How many trials the free CPUs (or GPUs) hold at once."""
-    per_trial = dist.num_workers * (dist.gpus_per_worker if dist.use_gpu else dist.cpus_per_worker)
+    per_trial = dist.workers * (dist.gpus_per_worker if dist.use_gpu else dist.cpus_per_worker)
     return max(1, int(ray.available_resources().get("GPU" if dist.use_gpu else "CPU", 1) // per_trial))
 
 
 def _row(res, cfg: Config, space: dict[str, list], threshold: float) -> dict[str, Any]:
     """One trial as a table row: its grid values, effective lr, best kNN, collapse and why it stopped."""
     df = res.metrics_dataframe
-    knn = df["knn/top1"].dropna() if df is not None and "knn/top1" in df else []
+    knn = df[M.KNN_MONITOR].dropna() if df is not None and M.KNN_MONITOR in df else []
     last = res.metrics or {}
-    ratio = last.get("train/z_std_ratio")
+    ratio = last.get(M.Z_STD_RATIO)
     collapsed = ratio is not None and is_collapsed(ratio, threshold)
     stopped_at = int(last.get("epoch", 0))
     early = stopped_at < cfg.train.epochs
@@ -191,24 +188,26 @@ def _row(res, cfg: Config, space: dict[str, list], threshold: float) -> dict[str
         **grid,
         "lr": res.config.get("optim.base_lr", cfg.optim.base_lr)
         * res.config.get("train.batch_size", cfg.train.batch_size) / 256,
-        "best_knn": float(max(knn)) if len(knn) else None,
-        "last_knn": float(knn.iloc[-1]) if len(knn) else None,
-        "probe_top1": last.get("probe/top1"),
-        "last_loss": last.get("train/loss"),
-        "knn_final": last.get("knn/final_top1"),
+        M.KNN_MONITOR_BEST: float(max(knn)) if len(knn) else None,
+        M.KNN_MONITOR: float(knn.iloc[-1]) if len(knn) else None,
+        M.KNN_FINAL: last.get(M.KNN_FINAL),
+        M.PROBE: last.get(M.PROBE),
+        M.LOSS: last.get(M.LOSS),
+        M.Z_STD_RATIO: ratio,
         "collapsed": collapsed,
-        "z_std_ratio": ratio,
         "stopped_at_epoch": stopped_at,
         "stopped_by": "collapse" if collapsed and early else "asha" if early else "completed",
         "time_s": last.get("time_total_s"),  # Tune's wall time for the trial, start-up included
         "pid": last.get("pid"),  # the trial's process: trials reuse one (reuse_actors)
         "checkpoint": _last_checkpoint(res),
         "error": repr(res.error)[:200] if res.error else None,
+        "run_id": None,  # its MLflow child run, filled in when the sweep is tracked
     }
 
 
-def _close_sweep_runs(dist: DistSettings, parent: str, rows: list[dict]) -> None:
-    """Children of trials that Tune stopped are still RUNNING: end them, tag collapse, log the table."""
+def _close_sweep_runs(dist: RayWorkers, parent: str, rows: list[dict]) -> None:
+    """Children of trials that Tune stopped are still RUNNING: end them, tag collapse, log the table;
+    each row gets its child run's id."""
     from mlflow import MlflowClient
 
     from simsiam.tracking import child_runs
@@ -219,6 +218,7 @@ def _close_sweep_runs(dist: DistSettings, parent: str, rows: list[dict]) -> None
     for run in child_runs(dist.tracking_uri, parent):
         row = by_name.get(run.data.tags.get("mlflow.runName", run.info.run_name or ""))
         if row is not None:
+            row["run_id"] = run.info.run_id
             client.set_tag(run.info.run_id, "simsiam.collapsed", str(row["collapsed"]).lower())
             client.set_tag(run.info.run_id, "simsiam.stopped_at_epoch", str(row["stopped_at_epoch"]))
         if run.info.status == "RUNNING":
@@ -226,19 +226,7 @@ def _close_sweep_runs(dist: DistSettings, parent: str, rows: list[dict]) -> None
     client.log_text(parent, format_table(rows), "sweep_results.md")
     if (fig := sweep_heatmap(rows)) is not None:
         client.log_figure(parent, fig, "figures/sweep_heatmap.png")
-    best = [r["best_knn"] for r in rows if r["best_knn"] is not None and not r["collapsed"]]
+    best = [r[M.KNN_MONITOR_BEST] for r in rows if r[M.KNN_MONITOR_BEST] is not None and not r["collapsed"]]
     if best:
-        client.log_metric(parent, "sweep/best_knn_top1", max(best))
+        client.log_metric(parent, M.SWEEP_BEST_KNN, max(best))
     client.set_terminated(parent, "FINISHED")
-
-
-def format_table(rows: list[dict]) -> str:
-    """The trial rows as a markdown table (CLI output, `sweep_results.md`, the Prefect report)."""
-    if not rows:
-        return "(no trials)"
-    keys = [k for k in rows[0] if k not in ("error", "checkpoint", "pid")]
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for r in rows:
-        cells = [f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v) for v in (r[k] for k in keys)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)

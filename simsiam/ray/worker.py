@@ -17,12 +17,11 @@ import ray.train.torch
 from ray.train import Checkpoint
 from ray.train.torch import TorchTrainer
 
-from simsiam import faults
 from simsiam.checkpoint import CHECKPOINT_NAME
 from simsiam.config import Config, override_config, validate_config
 from simsiam.engine import train
 from simsiam.library_env import apply_library_defaults
-from simsiam.ray.cluster import DistSettings, loop_config, run_config, scaling_config
+from simsiam.ray.cluster import RayWorkers, loop_config, run_config, scaling_config
 from simsiam.reporters import Reporter
 from simsiam.storage.sources import open_sources
 
@@ -101,30 +100,21 @@ def _mlflow_reporter(config: dict, cfg) -> Reporter:
 
 
 def _final_eval(result, cfg: Config, train_src, test_src, device, tracker) -> dict[str, float]:
-    """kNN and linear probe of the trained backbone on the full test split (`evaluate_backbone`), as
-    `knn/final_top1` and `probe/top1`, with the features under the training's autocast (bf16 halves
-    a reproduce trial's evaluation); logged to the trial's MLflow run too."""
-    from simsiam.engine import STREAM_KNN_BANK
-    from simsiam.evaluation import as_final, evaluate_backbone
-    from simsiam.runtime import resolve_precision
-    from simsiam.streaming import ShardStream
+    """The evaluation after training (`evaluate_after_training`, as the pipeline's evaluate step
+    runs it) on the trained backbone in memory; logged to the trial's MLflow run too."""
+    from simsiam.evaluation import evaluate_after_training
 
-    if isinstance(train_src, ShardStream):  # a seeded sample of whole shards, as for the kNN monitor
-        train_src = train_src.sample_source(cfg.eval.probe_train_samples or STREAM_KNN_BANK, 0)
-    amp = resolve_precision(cfg.train.amp, cfg.train.channels_last, device)[0]  # features as in training
-    metrics = as_final(evaluate_backbone(result.model.backbone, cfg, train_src, test_src, device, amp=amp))
+    metrics, _ = evaluate_after_training(result.model.backbone, cfg, train_src, test_src, device)
     if tracker is not None:
         tracker.log_final(result.step, metrics)
     return metrics
 
 
-def build_trainer(cfg: Config, dist: DistSettings, name: str, callbacks: list | None = None,
-                  injected: dict | None = None, **run: Any) -> TorchTrainer:
+def build_trainer(cfg: Config, dist: RayWorkers, name: str, callbacks: list | None = None, **run: Any) -> TorchTrainer:
     """The one way our Ray Train workers are built, for a pretraining run and for each sweep trial:
     `worker_loop` on `dist`'s workers, checkpoints under `name` in its storage. `run`: the MLflow run
-    to log to (run_id, parent_run_id, run_name). `injected`: the driver's fault settings
-    (`simsiam.faults.from_env()`), which workers on other nodes cannot read from their environment."""
-    return TorchTrainer(worker_loop, train_loop_config=loop_config(cfg, dist, faults=injected or {}, **run),
+    to log to (run_id, parent_run_id, run_name) and the caller's `reporters`, pickled to every rank."""
+    return TorchTrainer(worker_loop, train_loop_config=loop_config(cfg, dist, **run),
                         scaling_config=scaling_config(dist), run_config=run_config(name, dist, callbacks))
 
 
@@ -142,7 +132,7 @@ def trial_loop(config: dict, use_gpu: bool) -> None:
 def _use_assigned_cpus() -> None:
     """Torch threads = the CPUs Ray gave this process. Ray sets OMP_NUM_THREADS so only where the
     driver's environment has none; a driver's own value (2 on a 2-core machine) in each of two
-    one-CPU trials oversubscribes the cores, which made trials several times slower (measured)."""
+    one-CPU trials oversubscribes the cores."""
     import math
 
     import torch
@@ -166,17 +156,14 @@ def run_loop(config: dict, session: LoopSession) -> None:
     tracker = _mlflow_reporter(config, cfg) if rank == 0 and config.get("tracking_uri") else None
     # log before reporting: a stopped trial may not return from report
     ray_reporter = RayReportReporter(session)
-    reporters = ([tracker] if tracker else []) + [ray_reporter]
+    reporters = [*config.get("reporters", []), *([tracker] if tracker else []), ray_reporter]
     wrap = ray.train.torch.prepare_model if world > 1 else None
-    injected = faults.FaultSettings(**config.get("faults", {})).under(config.get("run_name"))
     try:
         result = train(cfg, reporters, out_dir=local, resume=resume, train_source=train_src, test_source=test_src,
-                       rank=rank, world_size=world, wrap_model=wrap, injected=injected)
+                       rank=rank, world_size=world, wrap_model=wrap)
         if final_eval:
             final = _final_eval(result, cfg, train_src, test_src, device, tracker) if rank == 0 else {}
             session.report({**ray_reporter.metrics, **final, "final_eval": 1.0})  # every rank reports
-        faults.write_weights_digest(injected, result.model, rank, result.targets)
-        faults.write_reads(injected, rank, train_src, ray.get_runtime_context().get_node_id())
     finally:
         if tracker is not None:
             tracker.finish(end_run=False)

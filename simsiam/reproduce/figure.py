@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from simsiam import metrics as M
 from simsiam.diagnostics import COLLAPSE_RATIO
 
 Curve = list[dict[str, float]]
-PANELS = (("train/loss", "training loss (min -1)"), ("train/z_std_ratio", "z_std * sqrt(d) (1 healthy, 0 collapsed)"),
-          ("knn/top1", "kNN top-1 (%)"))
+PANELS = ((M.LOSS, "training loss (min -1)"), (M.Z_STD_RATIO, "z_std * sqrt(d) (1 healthy, 0 collapsed)"),
+          (M.KNN_MONITOR, "kNN monitor top-1 (%)"))
 
 
 def fig2(curves: dict[str, list[Curve]], path: Path) -> Path:
@@ -27,7 +28,7 @@ def fig2(curves: dict[str, list[Curve]], path: Path) -> Path:
                 if pts:
                     ax.plot(*zip(*pts), color=color, alpha=0.9 if i == 0 else 0.45, marker="o", ms=3,
                             label=label if i == 0 else None)
-        if key == "train/z_std_ratio":
+        if key == M.Z_STD_RATIO:
             ax.axhline(COLLAPSE_RATIO, color="grey", ls="--", lw=0.8, label=f"collapse threshold {COLLAPSE_RATIO}")
         ax.set(title=title, xlabel="epoch")
         ax.legend(fontsize=7)

@@ -24,6 +24,7 @@ import statistics
 from collections import Counter
 from typing import Any, Literal
 
+from simsiam import metrics as M
 from simsiam.reproduce.suites import Claim, TrialRun
 
 Verdict = Literal["holds", "holds but smaller than the paper's", "smaller than the paper's",
@@ -72,7 +73,7 @@ def paired_test(a: dict[int, float], b: dict[int, float],
         return "inconclusive at this budget", f"{len(diffs)} paired seed(s): no spread to test the gap with"
     mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
     t = mean / (sd / math.sqrt(len(diffs))) if sd > 0 else math.copysign(math.inf, mean) if mean else 0.0
-    why = f"paired gap {mean:+.2f}; per seed {', '.join(f'{d:+.1f}' for d in diffs)}; t = {t:.1f}"
+    why = f"paired gap {mean:+.2f}; per seed {', '.join(f'{d:+.2f}' for d in diffs)}; t = {t:.2f}"
     crit = t95(len(diffs) - 1)
     smaller = False
     if paper is not None:
@@ -105,7 +106,7 @@ def verdict(claim: Claim, scores: Scores, collapsed: dict[str, list[bool]]) -> t
     return paired_test(scores[claim.trials[0]], scores[claim.trials[1]], paper_size(claim))
 
 
-FIELD = {"probe": "probe_top1", "loss": "loss"}  # a claim's metric -> its field in a trial's result
+FIELD = {"probe": M.PROBE, "loss": M.LOSS}  # a claim's metric -> its key in a trial's result
 
 
 def _scores(per_key: dict[str, list[dict[str, Any]]], metric: str) -> Scores:
@@ -117,12 +118,12 @@ def _scores(per_key: dict[str, list[dict[str, Any]]], metric: str) -> Scores:
 
 def claim_rows(claims: list[Claim], runs: list[TrialRun], alias: dict[str, str],
                results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per claim: the fields of reproduce.json. `results`: run name -> probe_top1, knn_top1,
-    loss (the last step's), z_std_ratio, collapsed (and optionally run_id)."""
+    """One row per claim: the fields of reproduce.json. `results`: run name -> the trial's probe,
+    final kNN, last loss and collapse ratio under their metric keys, and `collapsed`."""
     trials: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         res = results.get(run.name)
-        if res is not None and _finite(res.get("probe_top1")):
+        if res is not None and _finite(res.get(M.PROBE)):
             trials.setdefault(run.key, []).append({"trial": run.name, "seed": run.seed, **res})
     per_key = {k: trials.get(alias[k], []) for k in alias}
     scores = {m: _scores(per_key, m) for m in FIELD}
@@ -135,7 +136,7 @@ def claim_rows(claims: list[Claim], runs: list[TrialRun], alias: dict[str, str],
         row = {"claim": c.words, "table": c.table, "suite": c.suite, "kind": c.kind, "metric": c.metric,
                "paper": c.paper,
                "ours_mean": mean, "ours_spread": spread, "seeds": len(first),
-               "knn_mean": _stats([t["knn_top1"] for t in first if _finite(t.get("knn_top1"))])[0],
+               "knn_mean": _stats([t[M.KNN_FINAL] for t in first if _finite(t.get(M.KNN_FINAL))])[0],
                "collapsed": [bool(t["collapsed"]) for t in first] if c.kind == "greater" else
                [f for k in c.trials for f in collapsed.get(k, [])], "verdict": v, "why": why,
                "trials": [t for k in c.trials for t in per_key.get(k, [])]}
@@ -149,8 +150,8 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def _num(mean: float | None, spread: float | None, digits: int = 1) -> str:
-    return "-" if mean is None else f"{mean:.{digits}f} ± {spread:.{digits}f}"
+def _num(mean: float | None, spread: float | None) -> str:
+    return "-" if mean is None else f"{mean:.2f} ± {spread:.2f}"
 
 
 def verdict_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -163,10 +164,9 @@ def render_markdown(rows: list[dict[str, Any]], title: str, notes: list[str]) ->
              "| table | claim | paper (ImageNet linear %) | ours (linear probe %, mean ± half-range) | verdict |",
              "|---|---|---|---|---|"]
     for r in rows:
-        digits = 2 if r.get("metric") == "loss" else 1
-        ours = ("loss " if digits == 2 else "") + _num(r["ours_mean"], r["ours_spread"], digits)
+        ours = ("loss " if r.get("metric") == "loss" else "") + _num(r["ours_mean"], r["ours_spread"])
         if r["kind"] == "greater":
-            ours += f" vs {_num(r.get('vs_mean'), r.get('vs_spread'), digits)}"
+            ours += f" vs {_num(r.get('vs_mean'), r.get('vs_spread'))}"
         if r["kind"] in ("healthy", "collapses", "measured"):
             ours += f"; collapsed: {sum(r['collapsed'])}/{len(r['collapsed'])}"
         lines.append(f"| {r['table']} | {r['claim']} | {r['paper']} | {ours} | {r['verdict']} ({r['why']}) |")

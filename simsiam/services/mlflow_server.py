@@ -61,8 +61,13 @@ def _start_mlflow(state: Path, s3, info: dict, backend_store_uri: str | None, ar
     env = {**os.environ, "MLFLOW_S3_ENDPOINT_URL": s3.endpoint_url, "AWS_ACCESS_KEY_ID": s3.access_key,
            "AWS_SECRET_ACCESS_KEY": s3.secret_key, "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required", "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
-           # job execution spawns helper processes worth ~2 GB RSS that a local run does not need
-           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+           # job execution spawns helper processes (GBs of memory) that a local run does not need
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           # no usage data leaves a local server: the server sends none, tells the UI's telemetry worker
+           # `disable_ui_telemetry` and drops what a browser posts. (MLflow 3.17's Home page still shows its
+           # "Information about UI telemetry" banner: the UI hides it only by a per-browser localStorage
+           # flag, set when the user closes it; no server setting reaches it.)
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
     private_dir(state / "mlflow")
 
     def start(port: int):

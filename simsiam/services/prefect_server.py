@@ -49,7 +49,7 @@ def prefect_env(state_path: str | Path | None = None) -> dict[str, str]:
     state = state_dir(state_path)
     auth = prefect_auth_string(state)
     env = {"PREFECT_HOME": str(state / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           # the ephemeral API migrates a fresh database first: ~19 s on 2 busy cores, Prefect waits 20 s
+           # the ephemeral API migrates a fresh database first, which can outlast Prefect's own 20 s wait
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
            **_locked_down(auth, "http://127.0.0.1"), CLIENT_AUTH: auth}  # the ephemeral API has no UI
     info = prefect_status(state)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from simsiam import faults
 from simsiam.config import Config, override_config
 from simsiam.errors import ConfigError, DataError
+from simsiam.results import Staged
+from simsiam.steps.context import RunContext
 
 if TYPE_CHECKING:
     from simsiam.data import ImageSource
@@ -40,13 +40,6 @@ def check_local_data(cfg: Config, subset: int | None = None, batch_size: int | N
                               "no full batch can be formed")
 
 
-def dataset_version(cfg: Config, split: str, subset: int | None = None) -> str:
-    """The content-hash version staging would give this source (cheap: no upload)."""
-    from simsiam.storage.staging import source_fingerprint
-
-    return source_fingerprint(local_source(cfg, split, subset), cfg.storage.shard_size)
-
-
 def stage_name(cfg: Config, split: str = "train", name: str | None = None) -> str:
     """The name a staging of `split` goes under, checked: a bad one is one line, before any service."""
     from simsiam.storage.staging import check_dataset_name
@@ -54,45 +47,38 @@ def stage_name(cfg: Config, split: str = "train", name: str | None = None) -> st
     return check_dataset_name(name or f"{cfg.data.dataset}-{split}")
 
 
-def stage(cfg: Config, split: str = "train", name: str | None = None, subset: int | None = None,
-          state: str | Path | None = None, progress: bool = False, source: ImageSource | None = None) -> dict[str, Any]:
-    """Stage one split of `cfg.data` to S3 (idempotent: a staged version uploads nothing). `source`:
-    the split's `local_source`, when the caller already read it."""
-    from simsiam.storage import stage_dataset, store_for
+def stage(ctx: RunContext, split: str = "train", name: str | None = None, subset: int | None = None,
+          source: ImageSource | None = None) -> Staged:
+    """Stage one split of `cfg.data` to the store as a content-addressed version. Idempotent: a
+    version already complete uploads nothing (`cached`), and an interrupted one resumes, skipping
+    the shards already stored. `source`: the split's `local_source`, when the caller already read it."""
+    from simsiam.storage import stage_dataset
 
+    cfg = ctx.cfg
     name = stage_name(cfg, split, name)
     source = local_source(cfg, split, subset) if source is None else source
-    store = store_for(cfg, state)
-    before, root = store.puts, cfg.data.root
-    ref, manifest = stage_dataset(source, store, name, split, cfg.storage.shard_size,
+    before, root = ctx.store.puts, cfg.data.root
+    ref, manifest = stage_dataset(source, ctx.store, name, split, cfg.storage.shard_size,
                                   source_desc=f"{cfg.data.dataset}:{split}" + (f":{root}" if root else ""),
-                                  progress=progress, on_shard=lambda i, key: faults.io_fault("stage"))
-    return {"uri": ref.uri, "manifest": ref.manifest_uri, "name": ref.name, "version": ref.version,
-            "spec": f"{ref.name}@{ref.version}", "split": split, "samples": manifest["num_samples"],
-            "shards": len(manifest["shards"]), "bytes": manifest["total_bytes"],
-            "uploaded_objects": store.puts - before}
+                                  progress=ctx.progress)
+    uploaded = ctx.store.puts - before
+    return Staged(uri=ref.uri, manifest=ref.manifest_uri, name=ref.name, version=ref.version, split=split,
+                  samples=manifest["num_samples"], shards=len(manifest["shards"]), bytes=manifest["total_bytes"],
+                  uploaded_objects=uploaded, cached=uploaded == 0)
 
 
-def is_staged(cfg: Config, staged: dict, state: str | Path | None = None) -> bool:
-    """Does the store still hold this staged version's manifest? (A cached staging result may
-    outlive the data, e.g. after the state dir was wiped.)"""
-    from simsiam.storage import store_for
-
-    store = store_for(cfg, state)
-    return store.head(staged["manifest"].removeprefix(f"s3://{store.bucket}/")) is not None
-
-
-def with_staged(cfg: Config, train: dict | None, test: dict | None) -> Config:
+def with_staged(cfg: Config, train: Staged | None, test: Staged | None) -> Config:
     """The config pointed at staged versions (data.source / data.test_source)."""
-    sets = ([f"data.source={train['spec']}"] if train else []) + ([f"data.test_source={test['spec']}"] if test else [])
+    sets = ([f"data.source={train.spec}"] if train else []) + ([f"data.test_source={test.spec}"] if test else [])
     return override_config(cfg, sets) if sets else cfg
 
 
-def on_staged_data(cfg: Config, state: str | Path | None = None, test: bool = True) -> Config:
+def on_staged_data(ctx: RunContext, test: bool = True) -> RunContext:
     """Ray workers read staged data from S3, on any node, as in `simsiam run`: without a `data.source`,
     stage the local train split (and with `test` the test split, for the kNN monitor) first; a
     version already staged uploads nothing."""
-    if cfg.data.source:
-        return cfg
-    train = stage(cfg, "train", state=state)
-    return with_staged(cfg, train, stage(cfg, "test", state=state) if test and not cfg.data.test_source else None)
+    if ctx.cfg.data.source:
+        return ctx
+    train = stage(ctx, "train")
+    return ctx.with_config(with_staged(ctx.cfg, train, stage(ctx, "test") if test and not ctx.cfg.data.test_source
+                                       else None))

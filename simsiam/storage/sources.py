@@ -27,19 +27,18 @@ def streams(data: DataConfig, manifest: dict) -> bool:
 
 
 def open_sources(cfg: Config, need_test: bool, state: str | Path | None = None,
-                 for_training: bool = True) -> tuple[ImageSource | ShardStream, ImageSource | None]:
+                 store: ObjectStore | None = None) -> tuple[ImageSource | ShardStream, ImageSource | None]:
     """(train, test) sources; test is None unless `need_test`. A staged training version may come
-    with a local test split (no `data.test_source`). For training, the train split is a ShardStream
-    when `streams()` says so; an evaluation (`for_training=False`) reads every split whole."""
+    with a local test split (no `data.test_source`); the train split is a ShardStream when
+    `streams()` says so. `store`: the bucket of `cfg.storage`, when the caller holds it open."""
     if cfg.data.source is None:
-        if cfg.data.stream is True and for_training:
+        if cfg.data.stream is True:
             raise ConfigError("data.stream=true streams a staged version: set data.source (stage it with "
                               "`simsiam stage`)")
         return load_source(cfg.data, "train"), (load_source(cfg.data, "test") if need_test else None)
-    store = store_for(cfg, state)
+    store = store or store_for(cfg, state)
     ref, manifest = resolve_dataset(store, cfg.data.source)
-    stream = for_training and streams(cfg.data, manifest)
-    train = shard_stream(store, ref, manifest) if stream else StagedSource(store, ref.uri)
+    train = shard_stream(store, ref, manifest) if streams(cfg.data, manifest) else StagedSource(store, ref.uri)
     if not need_test:
         return train, None
     return train, StagedSource(store, cfg.data.test_source) if cfg.data.test_source else load_source(cfg.data, "test")

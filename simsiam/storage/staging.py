@@ -9,7 +9,6 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 from tqdm.auto import tqdm
 
@@ -49,10 +48,9 @@ class DatasetRef:
 
 
 def stage_dataset(source, store: ObjectStore, name: str, split: str = "train", shard_size: int = 10_000,
-                  source_desc: str = "", progress: bool = True,
-                  on_shard: Callable[[int, str], None] | None = None) -> tuple[DatasetRef, dict]:
-    """Upload `source` (an ImageSource) as a versioned dataset; returns (ref, manifest).
-    `on_shard(i, key)` is called after shard i is stored and verified (tests use it to inject faults)."""
+                  source_desc: str = "", progress: bool = True) -> tuple[DatasetRef, dict]:
+    """Upload `source` (an ImageSource) as a versioned dataset; returns (ref, manifest). `progress`:
+    a bar on a terminal (none in a log)."""
     if shard_size < 1:
         raise StorageError(f"shard_size must be >= 1, got {shard_size}")
     check_dataset_name(name)
@@ -65,7 +63,7 @@ def stage_dataset(source, store: ObjectStore, name: str, split: str = "train", s
     n = len(source)
     starts = list(range(0, n, shard_size))
     shards = []
-    bar = tqdm(total=n, desc=f"stage {name}", unit="img", disable=not progress)
+    bar = tqdm(total=n, desc=f"stage {name}", unit="img", disable=None if progress else True)
     for i, start in enumerate(starts):
         idx = range(start, min(n, start + shard_size))
         key = f"{ref.prefix}shard-{i:05d}.parquet"
@@ -78,8 +76,6 @@ def stage_dataset(source, store: ObjectStore, name: str, split: str = "train", s
                 raise StorageError(f"shard s3://{store.bucket}/{key} read back with different bytes; staging stopped")
         shards.append({"key": key, "size": len(data), "sha256": digest, "count": len(idx)})
         bar.update(len(idx))
-        if on_shard is not None:
-            on_shard(i, key)
     bar.close()
 
     first = source.image(0)

@@ -18,7 +18,7 @@ from simsiam.tracking.logged_models import (
     logged_models,
     registered_version,
 )
-from simsiam.tracking.mlflow_reporter import MlflowReporter
+from simsiam.tracking.mlflow_reporter import MlflowReporter, dataset_info
 from simsiam.tracking.registry import CHALLENGER, CHAMPION, list_models, promote, register_and_gate, registered_name
 from simsiam.tracking.runs import (
     TrackingError,
@@ -27,6 +27,7 @@ from simsiam.tracking.runs import (
     create_run,
     end_run,
     kill_if_running,
+    log_files_to_run,
     log_metrics_to_run,
     model_version_url,
     run_url,
@@ -34,6 +35,8 @@ from simsiam.tracking.runs import (
 )
 
 __all__ = ["CHALLENGER", "CHAMPION", "MlflowReporter", "TrackingError", "check_server", "child_runs", "create_run",
-           "end_run", "kill_if_running", "list_models", "load_registered", "load_registered_net", "log_metrics_to_run",
+           "dataset_info",
+           "end_run", "kill_if_running", "list_models", "load_registered", "load_registered_net", "log_files_to_run",
+           "log_metrics_to_run",
            "log_models_to_run", "logged_models", "model_version_url", "promote", "register_and_gate",
            "registered_name", "registered_version", "run_url", "tag_existing_run"]

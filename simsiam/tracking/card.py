@@ -5,26 +5,22 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
+from simsiam import metrics as M
 from simsiam.redact import redact
 from simsiam.tracking.runs import run_url
 
-METRICS = (("kNN top-1 (%)", "knn/final_top1"), ("linear probe top-1 (%)", "probe/top1"),
-           ("collapse ratio z_std*sqrt(d) (~1 healthy, <0.1 collapsed)", "train/z_std_ratio"))
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+CARD_METRICS = (M.KNN_FINAL, M.PROBE, M.Z_STD_RATIO)
 
 
 def model_card(tracking_uri: str, run_id: str, name: str, version: str, decision: str, reasons: list[str]) -> str:
     run = MlflowClient(tracking_uri).get_run(run_id)
     metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
     channels = 1 if params.get("data.dataset") == "fashion-mnist" else 3
-    rows = "\n".join(f"| {label} | {_fmt(metrics.get(key))} |" for label, key in METRICS)
+    rows = "\n".join(f"| `{key}` | {M.MEANING[key]} | {M.fmt(metrics.get(key))} |" for key in CARD_METRICS)
     return f"""**Gate: {decision}.** {'; '.join(reasons)}
 
-| metric | value |
-|---|---|
+| key | metric | value |
+|---|---|---|
 {rows}
 
 **Data:** `{tags.get('dataset.name', params.get('data.dataset', '-'))}` version `{tags.get('dataset.version', '-')}`, \

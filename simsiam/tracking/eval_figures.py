@@ -96,17 +96,32 @@ def confusion_figure(y_true: torch.Tensor, y_pred: torch.Tensor, classes: list[s
     ax.set_yticks(range(n), [f"{c} ({100 * rates[i, i]:.0f}%)" for i, c in enumerate(names)], fontsize=8)
     ax.set_xticks(range(n), names, fontsize=8, rotation=45, ha="right")
     ax.set_ylabel("true class (its accuracy)"), ax.set_xlabel("predicted class")
-    ax.set_title(f"Linear probe: {100 * rates.diagonal().mul(cm.sum(1)).sum() / cm.sum():.1f}% top-1", fontsize=9)
+    ax.set_title(f"Linear probe: {100 * rates.diagonal().mul(cm.sum(1)).sum() / cm.sum():.2f}% top-1", fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def log_evaluation_figures(tracking_uri: str, run_id: str, kept: dict, train_src, test_src,
-                           init_train: tuple[torch.Tensor, torch.Tensor] | None) -> list[str]:
-    """embedding.png, neighbors.png and probe_confusion.png into the run; returns their paths."""
+def init_features(cfg, train_src, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kNN bank's features under the architecture at its init (the training's seed): the "before"
+    of the embedding figure."""
+    from simsiam.evaluation import features_for
+    from simsiam.models import build_model
+    from simsiam.runtime import seed_everything
+
+    seed_everything(cfg.train.seed)
+    init = build_model(cfg.model).backbone.to(device).eval()
+    return features_for(init, cfg, train_src, torch.arange(min(BANK, len(train_src))), device)
+
+
+def log_evaluation_figures(tracking_uri: str, run_id: str, kept: dict, test_src, init_of=None,
+                           device=None) -> list[str]:
+    """embedding.png, neighbors.png and probe_confusion.png into the run, from what the evaluation
+    kept (`simsiam.evaluation.evaluate_after_training`); with `init_of` (the config the backbone was
+    built from) the embedding figure shows its features at init too. Returns the figures' paths."""
+    train_src = kept["train_source"]
     plt, client, classes = _plt(), MlflowClient(tracking_uri), list(train_src.classes)
-    stages = ({"at init": init_train} if init_train is not None else {}) | {"trained": kept["train"]}
-    figs = {"figures/embedding.png": embedding_figure(stages, classes),
+    init = {"at init": init_features(init_of, train_src, device)} if init_of is not None else {}
+    figs = {"figures/embedding.png": embedding_figure(init | {"trained": kept["train"]}, classes),
             "figures/neighbors.png": neighbors_figure(train_src, test_src, kept["train"], kept["test"],
                                                       classes=classes),
             "figures/probe_confusion.png": confusion_figure(kept["test"][1], kept["probe_pred"], classes)}

@@ -7,6 +7,7 @@ import math
 
 import mlflow
 
+from simsiam import metrics as M
 from simsiam.config import Config
 
 History = dict[str, list[tuple[int, float]]]
@@ -34,17 +35,17 @@ def training_figures(history: History, cfg: Config) -> dict:
     """{artifact path: Figure}: z_std.png (collapse diagnostic vs 1/sqrt(d) and 0), loss.png (vs the
     -1 minimum), knn.png (per epoch); those whose metric is in `history`."""
     dim, figs = cfg.model.dim, {}
-    if "train/z_std" in history:
+    if M.Z_STD in history:
         figs["figures/z_std.png"] = _line(
-            *zip(*history["train/z_std"]), "step", "z std", "Collapse diagnostic",
+            *zip(*history[M.Z_STD]), "step", "z std", "Collapse diagnostic",
             [(1 / math.sqrt(dim), "g", f"1/sqrt(d), d={dim}: healthy"), (0, "r", "0: collapsed")],
             label="std of z/||z|| (per-channel mean)")
-    if "train/loss" in history:
-        figs["figures/loss.png"] = _line(*zip(*history["train/loss"]), "step", "loss", "SimSiam loss",
+    if M.LOSS in history:
+        figs["figures/loss.png"] = _line(*zip(*history[M.LOSS]), "step", "loss", "SimSiam loss",
                                          [(-1, "r", "-1: minimum (collapse if reached fast)")])
-    if "knn/top1" in history:
-        knn = [v for _, v in history["knn/top1"]]
-        epochs = [e for _, e in history.get("train/epoch", [])]
+    if M.KNN_MONITOR in history:
+        knn = [v for _, v in history[M.KNN_MONITOR]]
+        epochs = [e for _, e in history.get(M.EPOCH, [])]
         xs = epochs[-len(knn):] if len(epochs) >= len(knn) else list(range(len(knn)))
         figs["figures/knn.png"] = _line(xs, knn, "epoch", "kNN top-1 (%)",
                                         f"kNN monitor (k={cfg.eval.knn_k}, t={cfg.eval.knn_t})", [], marker="o")
@@ -123,8 +124,8 @@ def sweep_heatmap(rows: list[dict]):
     collapsed = np.zeros_like(best, dtype=bool)
     for r in rows:
         i, j = batches.index(r[BATCH_KEY]), lrs.index(r[LR_KEY])
-        if r["best_knn"] is not None:
-            best[i, j] = np.nanmax([best[i, j], r["best_knn"]])
+        if r[M.KNN_MONITOR_BEST] is not None:
+            best[i, j] = np.nanmax([best[i, j], r[M.KNN_MONITOR_BEST]])
         collapsed[i, j] |= bool(r["collapsed"])
     fig, ax = plt.subplots(figsize=(1.3 * len(lrs) + 2.5, 0.9 * len(batches) + 1.8))
     # A fixed 0-100 % scale, not the cells' own min-max: with autoscaling, a sweep whose cells all sit
@@ -133,7 +134,7 @@ def sweep_heatmap(rows: list[dict]):
     im = ax.imshow(best, cmap="viridis", vmin=0, vmax=100)
     for i in range(len(batches)):
         for j in range(len(lrs)):
-            label = "-" if np.isnan(best[i, j]) else f"{best[i, j]:.1f}"
+            label = "-" if np.isnan(best[i, j]) else f"{best[i, j]:.2f}"
             cell = ax.get_facecolor() if np.isnan(best[i, j]) else im.cmap(im.norm(best[i, j]))
             ax.text(j, i, label + ("\nX collapsed" if collapsed[i, j] else ""), ha="center", va="center",
                     fontsize=8, color=text_colour(cell), fontweight="bold" if collapsed[i, j] else "normal")
@@ -141,7 +142,7 @@ def sweep_heatmap(rows: list[dict]):
                 ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, edgecolor="red", lw=2.5))
     ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs]), ax.set_xlabel("optim.base_lr")
     ax.set_yticks(range(len(batches)), [str(v) for v in batches]), ax.set_ylabel("train.batch_size")
-    ax.set_title("Sweep: best kNN top-1 (%) per cell\nred frame: a trial collapsed", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, label="best kNN top-1 (%)")
+    ax.set_title(f"Sweep: {M.KNN_MONITOR_BEST} (%) per cell\nred frame: a trial collapsed", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, label=f"{M.KNN_MONITOR_BEST} (%)")
     fig.tight_layout()
     return fig

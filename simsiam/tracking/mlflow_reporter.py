@@ -22,12 +22,21 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from simsiam import metrics as M
 from simsiam.config import Config
 from simsiam.redact import redact
 from simsiam.reporters import Reporter, TrainResult
 from simsiam.tracking.figures import History, log_training_figures, log_views_figure
 from simsiam.tracking.registry import registered_name
 from simsiam.tracking.runs import check_server, ensure_experiment, git_commit, tracking_uri_scope
+
+
+def dataset_info(cfg: Config, source) -> dict:
+    """What a run trained on, for its tags and MLflow dataset input: a staged version, or local files."""
+    ref = getattr(source, "ref", None)
+    if ref is not None:
+        return {"name": ref.name, "version": ref.version, "uri": ref.uri, "manifest_uri": ref.manifest_uri}
+    return {"name": cfg.data.dataset, "source": "local files", "samples": len(source)}
 
 
 class MetricBuffer:
@@ -99,7 +108,7 @@ class MlflowReporter(Reporter):
         if self.system_metrics:
             mlflow.set_system_metrics_sampling_interval(self.system_metrics_every_s)
         if self.run_id is not None:
-            history = self.client.get_metric_history(self.run_id, "train/loss")
+            history = self.client.get_metric_history(self.run_id, M.LOSS)
             self.skip_through = max((m.step for m in history), default=0)
             run = mlflow.start_run(run_id=self.run_id, log_system_metrics=self.system_metrics)
         else:
@@ -142,8 +151,8 @@ class MlflowReporter(Reporter):
             self.flush()
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        extra = {k: v for k, v in metrics.items() if k.startswith("knn/")}
-        extra["train/epoch"] = float(epoch)
+        extra = M.pick(metrics, (M.KNN_MONITOR, M.KNN_MONITOR_BEST))
+        extra[M.EPOCH] = float(epoch)
         self._record(self.step, extra)
 
     def on_checkpoint(self, path: Path | None, step: int) -> None:
@@ -151,12 +160,12 @@ class MlflowReporter(Reporter):
         self.flush()
 
     def on_end(self, result: TrainResult) -> None:
-        self._record(result.step, {"train/steps": float(result.step)})
+        self._record(result.step, {M.STEPS: float(result.step)})
         self.flush()
         self._safe(lambda: log_training_figures(self.history, self.cfg))
         if result.collapsed:
-            ratio = result.last_metrics.get("train/z_std_ratio", float("nan"))
-            note = (f"COLLAPSED: z_std*sqrt(d) = {ratio:.3f} at the last step (healthy is ~1, collapsed ~0). "
+            ratio = result.last_metrics.get(M.Z_STD_RATIO, float("nan"))
+            note = (f"COLLAPSED: z_std*sqrt(d) = {ratio:.2f} at the last step (healthy is ~1, collapsed ~0). "
                     "The encoder maps all images to nearly one point; it will not be promoted.")
             self._safe(lambda: self.client.set_tag(self.run_id, "simsiam.collapsed", "true"))
             self._safe(lambda: self.client.set_tag(self.run_id, "mlflow.note.content", note))

@@ -11,7 +11,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from simsiam import faults
+from simsiam import metrics as M
 from simsiam.config import Config
 from simsiam.tracking.card import model_card
 from simsiam.tracking.runs import TrackingError, tracking_uri_scope
@@ -38,7 +38,7 @@ def gate_decision(probe_top1: float, collapsed: bool, floor: float, champ_probe:
     compared: such a version stays challenger until re-evaluated on the champion's set or promoted
     by hand (`simsiam models promote`)."""
     if champ_probe is not None and measured_on != champ_measured_on:
-        return False, [f"probe/top1 {probe_top1:.2f} not compared with champion v{champ_version} "
+        return False, [f"{M.PROBE} {probe_top1:.2f} not compared with champion v{champ_version} "
                        f"({champ_probe:.2f}): measured on {measured_on or 'an unrecorded set'}, the champion on "
                        f"{champ_measured_on or 'an unrecorded set'}"]
     reasons, promote = [], True
@@ -47,12 +47,12 @@ def gate_decision(probe_top1: float, collapsed: bool, floor: float, champ_probe:
         reasons.append("collapsed (z_std*sqrt(d) below threshold)")
     if probe_top1 < floor:
         promote = False
-        reasons.append(f"probe/top1 {probe_top1:.2f} < floor {floor:.2f}")
+        reasons.append(f"{M.PROBE} {probe_top1:.2f} < floor {floor:.2f}")
     if champ_probe is not None and not probe_top1 > champ_probe:
         promote = False
-        reasons.append(f"probe/top1 {probe_top1:.2f} does not beat champion v{champ_version} ({champ_probe:.2f})")
+        reasons.append(f"{M.PROBE} {probe_top1:.2f} does not beat champion v{champ_version} ({champ_probe:.2f})")
     if promote:
-        reasons.append(f"probe/top1 {probe_top1:.2f} >= floor {floor:.2f}, not collapsed, "
+        reasons.append(f"{M.PROBE} {probe_top1:.2f} >= floor {floor:.2f}, not collapsed, "
                        + (f"beats champion v{champ_version} ({champ_probe:.2f})" if champ_probe is not None
                           else "no previous champion"))
     return promote, reasons
@@ -61,8 +61,10 @@ def gate_decision(probe_top1: float, collapsed: bool, floor: float, champ_probe:
 def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: str, probe_top1: float,
                       collapsed: bool, floor: float = 0.0, eval_set: dict[str, str] | None = None) -> dict:
     """Register the run's backbone and gate it; `eval_set` (simsiam.evaluation.eval_set) says what the
-    probe was measured on and goes onto the version. Idempotent per run: a gated version is returned
-    as is (`noop`), and a version registered by an attempt that died before its gate is gated now."""
+    probe was measured on and goes onto the version. A version holds one role: `champion` when promoted
+    (and not `challenger` too), else `challenger`. Idempotent per run: a gated version is returned as is
+    (`noop`), and a version registered by an attempt that died before its gate is gated now. The
+    decision tag is written last, so a version that has one has its alias."""
     try:
         existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except MlflowException:
@@ -71,28 +73,38 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
         v = existing[0]
         return {"name": name, "version": v.version, "decision": v.tags.get("gate.decision"), "noop": True,
                 "reasons": v.tags.get("gate.reasons", "")}
+    mv = existing[0] if existing else None
     champ = _champion(client, name)
-    champ_probe = float(champ.tags.get("probe/top1", "nan")) if champ else None
     eval_set = eval_set or {}
-    promote, reasons = gate_decision(probe_top1, collapsed, floor, champ_probe, champ.version if champ else None,
-                                     eval_set.get("eval.set"), champ.tags.get("eval.set") if champ else None)
-    decision = CHAMPION if promote else CHALLENGER
-    if existing:
-        mv = existing[0]
+    if mv is not None and champ is not None and str(champ.version) == str(mv.version):
+        # an attempt that died after crowning this version: it is not compared with itself, it stays champion
+        promote, reasons = True, [mv.tags.get("gate.reasons") or "crowned by an earlier attempt of this run"]
     else:
+        champ_probe = float(champ.tags.get(M.PROBE, "nan")) if champ else None
+        promote, reasons = gate_decision(probe_top1, collapsed, floor, champ_probe, champ.version if champ else None,
+                                         eval_set.get("eval.set"), champ.tags.get("eval.set") if champ else None)
+    decision = CHAMPION if promote else CHALLENGER
+    if mv is None:
         with tracking_uri_scope(client.tracking_uri):
             mv = mlflow.register_model(model_uri, name, tags={
-                "probe/top1": repr(float(probe_top1)), "collapsed": str(collapsed).lower(), "run_id": run_id,
+                M.PROBE: repr(float(probe_top1)), "collapsed": str(collapsed).lower(), "run_id": run_id,
                 **eval_set})
-    faults.io_fault("register")
-    client.set_model_version_tag(name, mv.version, "gate.decision", decision)
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(reasons))
     client.update_model_version(name, mv.version, description=model_card(client.tracking_uri, run_id, name,
                                                                           mv.version, decision, reasons))
-    client.set_registered_model_alias(name, CHALLENGER, mv.version)
-    if promote:
-        client.set_registered_model_alias(name, CHAMPION, mv.version)
+    client.set_registered_model_alias(name, decision, mv.version)
+    if promote and _alias_version(client, name, CHALLENGER) == str(mv.version):
+        client.delete_registered_model_alias(name, CHALLENGER)  # set by an earlier attempt of this run
+    client.set_model_version_tag(name, mv.version, "gate.decision", decision)
     return {"name": name, "version": mv.version, "decision": decision, "noop": False, "reasons": "; ".join(reasons)}
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version `alias` points at, None when it is not set."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
 
 
 def promote(client: MlflowClient, name: str, version: str, who: str | None = None) -> dict:
@@ -106,6 +118,8 @@ def promote(client: MlflowClient, name: str, version: str, who: str | None = Non
     client.set_model_version_tag(name, mv.version, "gate.decision", "champion (manual)")
     client.set_model_version_tag(name, mv.version, "gate.reasons", reason)
     client.set_registered_model_alias(name, CHAMPION, mv.version)
+    if _alias_version(client, name, CHALLENGER) == str(mv.version):  # a version holds one role
+        client.delete_registered_model_alias(name, CHALLENGER)
     return {"name": name, "version": mv.version, "decision": "champion (manual)", "reasons": reason}
 
 
@@ -117,7 +131,7 @@ def list_models(client: MlflowClient) -> list[dict]:
             aliases.setdefault(str(version), []).append(alias)
         for mv in client.search_model_versions(f"name='{rm.name}'"):
             rows.append({"name": rm.name, "version": mv.version, "aliases": sorted(aliases.get(str(mv.version), [])),
-                         "probe/top1": mv.tags.get("probe/top1"), "decision": mv.tags.get("gate.decision"),
+                         M.PROBE: mv.tags.get(M.PROBE), "decision": mv.tags.get("gate.decision"),
                          "run_id": mv.run_id})
     rows.sort(key=lambda r: (r["name"], -int(r["version"])))
     return rows

@@ -1,4 +1,4 @@
-"""Runs on a tracking server: health check, runs created up front so distributed workers (and their
+"""Runs on a tracking server: runs created up front so distributed workers (and their
 restarts) log into one history, metrics logged into an existing run, child runs, UI links."""
 
 from __future__ import annotations
@@ -7,8 +7,6 @@ import json
 import math
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,12 +16,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Run, RunTag
 from mlflow.exceptions import MlflowException
 
-from simsiam.errors import SimSiamError
-from simsiam.redact import redact
-
-
-class TrackingError(SimSiamError):
-    """The tracking server is unreachable, or a model/alias does not exist."""
+from simsiam.errors import TrackingError  # noqa: F401 - where the tracking modules import it from
+from simsiam.services.endpoints import check_server
 
 
 @contextmanager
@@ -40,20 +34,6 @@ def tracking_uri_scope(tracking_uri: str | None) -> Iterator[None]:
         yield
     finally:
         mlflow.set_tracking_uri(before)
-
-
-def check_server(tracking_uri: str, timeout: float = 5.0) -> None:
-    """Raise TrackingError unless an HTTP tracking server answers /health (file/sqlite URIs pass)."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    try:
-        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout) as resp:
-            if resp.status == 200:
-                return
-    except (urllib.error.URLError, OSError) as exc:
-        raise TrackingError(f"MLflow tracking server {redact(tracking_uri)} is unreachable ({exc}); "
-                            "start it with `simsiam up` or set MLFLOW_TRACKING_URI") from None
-    raise TrackingError(f"MLflow tracking server {redact(tracking_uri)} is not healthy")
 
 
 def git_commit() -> str | None:
@@ -145,6 +125,13 @@ def log_metrics_to_run(tracking_uri: str, run_id: str, metrics: dict[str, float]
                                          tags=[RunTag(k, v) for k, v in (tags or {}).items()])
 
 
+def log_files_to_run(tracking_uri: str, run_id: str, files: dict[str, str | None]) -> None:
+    """Local files into the run's artifacts: {path: artifact directory, None for the top}."""
+    client = MlflowClient(tracking_uri)
+    for path, where in files.items():
+        client.log_artifact(run_id, path, where)
+
+
 def child_runs(tracking_uri: str, parent_run_id: str, run_name: str | None = None) -> list[Run]:
     """The runs nested under `parent_run_id` (sweep trials), optionally only the one named `run_name`."""
     client = MlflowClient(tracking_uri)
@@ -156,8 +143,15 @@ def child_runs(tracking_uri: str, parent_run_id: str, run_name: str | None = Non
 
 
 def run_url(tracking_uri: str, run_id: str) -> str:
+    """The run's page in the classic (model training) view: its Overview with metrics and params, and
+    the Model metrics and Artifacts tabs. MLflow 3.17's UI picks its view from `?workflowType=` in the
+    page's own (hash) URL, else from the browser's last choice (localStorage, GenAI when none); it does
+    not read the experiment's `mlflow.experimentKind` tag on a run page, so without the parameter a
+    fresh browser opens the run among GenAI "Evaluation runs". The tabs keep the parameter; a tab's
+    URL puts its name before it (`.../runs/<run_id>/artifacts?workflowType=machine_learning`)."""
     run = MlflowClient(tracking_uri).get_run(run_id)
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+    return (f"{tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+            "?workflowType=machine_learning")
 
 
 def model_version_url(tracking_uri: str, name: str, version: str) -> str:

@@ -62,3 +62,13 @@ def test_the_storage_getters_start_no_server_and_name_the_entry_point(tmp_path, 
             lookup()
     assert {p.pid for p in psutil.Process().children(recursive=True)} == before
     assert not (state / "s3").exists() and not (state / "services").exists()
+
+
+def test_the_cli_starts_without_torch_or_the_services_libraries():
+    """`simsiam --help`, `simsiam config` and bad-input errors answer at once: the CLI module imports
+    no torch, boto3, mlflow, prefect or ray (the steps import them when they run)."""
+    probe = ("import sys, simsiam.cli; print(sorted(m for m in ('torch', 'boto3', 'mlflow', 'prefect', 'ray') "
+             "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]"

@@ -109,7 +109,7 @@ def test_prefect_ui_logs_in_and_lists_the_pipeline_run(demo_run, page):
     page.locator("input").first.fill(demo_run["auth"])
     page.keyboard.press("Enter")
     page.wait_for_url("**/dashboard**", timeout=60_000)
-    body = _text(page, demo_run["ui_url"] + "/runs", "pipeline-cpu-demo-pretrain-", "Completed", "5 Task runs")
+    body = _text(page, demo_run["ui_url"] + "/runs", "pipeline-cpu-demo-pretrain-", "Completed")
     assert "Can't connect" not in body and "Completed" in body
     # its steps are its task runs, each named for what it did
     tasks = _text(page, demo_run["ui_url"] + "/runs?tab=task-runs", "stage-train", "register")

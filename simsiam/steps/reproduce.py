@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from simsiam import metrics as M
-from simsiam.reproduce.outputs import write_report
 from simsiam.results import Reproduction
 from simsiam.steps.context import RunContext
 from simsiam.steps.train import on_ray
@@ -28,6 +27,7 @@ def reproduce(ctx: RunContext, suite: str, seeds: int, out: str | Path, workers:
     (`workers` per trial: one, no restarts, by default), then the claim-by-claim report."""
     from simsiam.ray import RayWorkers, run_sweep
     from simsiam.reproduce import plan_trials
+    from simsiam.reproduce.outputs import write_report
 
     cfg, tracking_uri = ctx.cfg, ctx.tracking_uri
     claims, runs, alias = plan_trials(cfg, suite, seeds)  # bad suite/seeds/switch: an error before any service

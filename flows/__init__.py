@@ -1,8 +1,4 @@
-"""Prefect 3 flows: each opens one run context and runs `simsiam.steps` as its tasks (`tasks.py`).
-
-    pipeline:  stage-train, stage-test  ->  train (or ray-tune-sweep)  ->  evaluate  ->  register
-
-Entry points for prefect.yaml: flows/stage.py:stage_data, flows/pretrain_flow.py:pretrain,
-flows/sweep_flow.py:sweep, flows/evaluate_flow.py:evaluate, flows/pipeline.py:pipeline,
-flows/embed_flow.py:embed, flows/reproduce_flow.py:reproduce (the paper's claims as a grid).
-"""
+"""Prefect 3 flows: each opens one run context and runs `simsiam.steps` as its tasks (`tasks.py`); the
+pipeline: stage-train, stage-test -> train (or ray-tune-sweep) -> evaluate -> register. Entry points:
+flows/stage.py:stage_data, pretrain_flow.py:pretrain, sweep_flow.py:sweep, evaluate_flow.py:evaluate,
+pipeline.py:pipeline, embed_flow.py:embed, reproduce_flow.py:reproduce (the paper's claims)."""

@@ -15,8 +15,8 @@ DEFAULT_PRESET = "cpu-demo"
 
 
 def resolve_config(preset: str, overrides: list[str] | None, config: Config | None) -> Config:
-    """An explicit `config` (a form in the Prefect UI) wins over the preset; `key=value` overrides
-    apply on top. A flow is an entry point, so this is also where it sets the libraries' environment."""
+    """An explicit `config` (a form in the Prefect UI), else the preset, with `key=value` overrides on top;
+    and, a flow being an entry point, the libraries' environment."""
     apply_library_defaults()
     return override_config(config, list(overrides or [])) if config is not None else \
         load_config(preset, list(overrides or []))

@@ -11,10 +11,11 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from flows import tasks
 from flows.common import DEFAULT_PRESET, open_context, ray_workers, resolve_config, run_name
 from simsiam import metrics as M
-from simsiam.config import Config
+from simsiam.config import Config, sweep_space
 from simsiam.errors import SimSiamError
+from simsiam.results import Staged
 from simsiam.run_report import log_lines, run_report, trial_table
-from simsiam.steps import RunContext, sweep_space, with_staged
+from simsiam.steps import RunContext, with_staged
 
 REPORT_KEY = "simsiam-pipeline-report"
 RUN_LINK_KEY = "simsiam-mlflow-run"
@@ -46,10 +47,7 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     """
     cfg = context.cfg if context else resolve_config(preset, overrides, config)
     space = sweep_space(cfg, sweep_lr, sweep_batch, sweep_grid) if mode == "sweep" else None
-    ctx = open_context(cfg, state, mlflow_uri, context=context)
-    staged = {split: tasks.stage(ctx, split, subset=subset) for split in ("train", "test")}
-    _log(staged=staged)
-    ctx = ctx.with_config(with_staged(ctx.cfg, staged["train"], staged["test"]))
+    ctx, staged = _staged(open_context(cfg, state, mlflow_uri, context=context), subset)
     rows = None
     if mode == "pretrain":
         trained = tasks.pretrain(ctx, workers=ray_workers(workers, gpus_per_worker))
@@ -60,17 +58,33 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
         if trained is None:
             raise SimSiamError(f"sweep {swept.name}: no trial finished without collapse; nothing to register")
     _log(trained=trained, mode=mode)
-    evaluation = tasks.evaluate(ctx, checkpoint=trained.checkpoint, run_id=trained.run_id)
-    _log(evaluation=evaluation)
+    evaluation = tasks.evaluate(ctx, checkpoint=trained.checkpoint, run_id=trained.run_id) \
+        if ctx.cfg.has_eval_data else None
+    _log(evaluation=evaluation, unjudged=evaluation is None)
     gate = tasks.register(ctx, trained, evaluation) if registry and trained.run_id else None
     _log(gate=gate, registered=True)
     where = _publish(ctx, mode, staged, trained, evaluation, gate, rows)
     return {"where_to_look": where, "run_id": trained.run_id, "registered": gate.to_dict() if gate else None,
-            "metrics": {**trained.metrics, **evaluation.metrics}, "eval_set": evaluation.eval_set["eval.set"],
+            "metrics": {**trained.metrics, **(evaluation.metrics if evaluation else {})},
+            "eval_set": evaluation.eval_set["eval.set"] if evaluation else None,
             "collapsed": trained.collapsed, "resumed_from_step": trained.resumed_from_step,
             "staged": {k: v.uri for k, v in staged.items()},
             "uploaded_objects": sum(v.uploaded_objects for v in staged.values()),
             **({"sweep_trials": rows} if rows else {})}
+
+
+def _staged(ctx: RunContext, subset: int | None) -> tuple[RunContext, dict[str, Staged]]:
+    """Stage the training data (a labelled dataset's train and test splits, or an image collection)
+    and the labelled evaluation data eval.dataset names; the context then names the versions."""
+    splits = ["train"] if ctx.cfg.data.dataset == "images" else ["train", "test"]
+    staged = {split: tasks.stage(ctx, split, subset=subset) for split in splits}
+    cfg = with_staged(ctx.cfg, staged["train"], staged.get("test"))
+    if cfg.eval.dataset:
+        judged = {split: tasks.stage(ctx, split, subset=subset, of="eval") for split in ("train", "test")}
+        cfg = with_staged(cfg, judged["train"], judged["test"], of="eval")
+        staged |= {f"eval-{split}": s for split, s in judged.items()}
+    _log(staged=staged)
+    return ctx.with_config(cfg), staged
 
 
 def _log(**what) -> None:
@@ -92,7 +106,8 @@ def _publish(ctx: RunContext, mode: str, staged, trained, evaluation, gate, rows
     verdict = ("collapsed" if trained.collapsed else "healthy") + (f", {gate.decision}" if gate else "")
     report_id = create_markdown_artifact(
         key=REPORT_KEY, markdown=run_report(ctx.cfg, staged, trained, evaluation, gate, mode, rows, runs_url),
-        description=f"SimSiam {mode} report for {ctx.cfg.name}: {M.PROBE} {M.fmt(evaluation.metrics[M.PROBE])} "
+        description=f"SimSiam {mode} report for {ctx.cfg.name}: {M.PROBE} "
+                    f"{M.fmt(evaluation.metrics[M.PROBE]) if evaluation else 'not measured (no labelled data)'} "
                     f"({verdict}); data versions, metrics, collapse verdict, registry gate, links")
     if rows:
         create_table_artifact(key="simsiam-sweep-trials", table=trial_table(rows), description="one row per trial")

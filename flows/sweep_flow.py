@@ -7,10 +7,9 @@ from prefect.artifacts import create_table_artifact
 
 from flows import tasks
 from flows.common import DEFAULT_PRESET, open_context, ray_workers, resolve_config, run_name
-from simsiam.config import Config
+from simsiam.config import Config, sweep_space
 from simsiam.results import SweepResult
 from simsiam.run_report import trial_table
-from simsiam.steps import sweep_space
 
 
 @flow(name="sweep", flow_run_name=run_name("sweep"), log_prints=True)

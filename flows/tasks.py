@@ -1,10 +1,6 @@
-"""The pipeline's Prefect tasks: the `simsiam.steps` functions themselves, wrapped by `task()`.
-
-Steps that are safe to repeat retry after 2, 10 and 30 s when the failure is an I/O one (a dropped
-connection, S3, the tracking server), not bad input or a bug: staging resumes its upload,
-registration reuses the models and version already made, and evaluation and embedding start
-over. Training and sweeps do not retry: Ray restarts failed workers from their last checkpoint,
-and a failed in-process run is worth a look (re-running the pipeline resumes it)."""
+"""The pipeline's Prefect tasks: the `simsiam.steps` functions themselves, wrapped by `task()`. Steps
+safe to repeat (staging resumes, registration reuses what it made) retry on I/O failures; training
+does not: Ray restarts its workers, and re-running the pipeline resumes an in-process run."""
 
 from __future__ import annotations
 
@@ -32,7 +28,8 @@ def _transient(task, task_run, state) -> bool:
 ONCE = dict(cache_policy=NONE)
 RETRIED = dict(ONCE, retries=3, retry_delay_seconds=[2, 10, 30], retry_condition_fn=_transient)
 
-stage = task(steps.stage, task_run_name="stage-{split}", **RETRIED)
+stage = task(steps.stage, task_run_name=lambda parameters: f"stage-{'eval-' * (parameters.get('of') == 'eval')}"
+                                                          f"{parameters['split']}", **RETRIED)
 pretrain = task(steps.pretrain, task_run_name="train-{ctx.cfg.name}", **ONCE)
 sweep = task(steps.sweep, task_run_name="ray-tune-sweep", **ONCE)
 evaluate = task(steps.evaluate, task_run_name="evaluate", **RETRIED)

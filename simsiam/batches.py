@@ -81,10 +81,11 @@ def preview(dataset: DeviceViews | ViewsDataset | StreamViews, n: int = 8) -> to
     return preview_with_originals(dataset, n)[0]
 
 
-def preview_with_originals(dataset: DeviceViews | ViewsDataset | StreamViews,
-                           n: int = 8) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def preview_with_originals(dataset: DeviceViews | ViewsDataset | StreamViews, n: int = 8,
+                           norm: str | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """`preview`'s views and the n source images they were drawn from, each C x H x W in [0, 1] at its
-    own size (before the crop and resize): what the augmentation started from."""
+    own size (before the crop and resize): what the augmentation started from. `norm`: the dataset
+    whose statistics normalised the views (default: the source's own)."""
     if isinstance(dataset, StreamViews):
         dataset = ViewsDataset(dataset.stream.sample_source(n, dataset.seed), dataset.transform, seed=dataset.seed)
     n = min(n, len(dataset))
@@ -92,9 +93,9 @@ def preview_with_originals(dataset: DeviceViews | ViewsDataset | StreamViews,
         index = dataset.indices[:n]
         views = dataset.views(index, 0)
         originals = dataset.images[index.to(dataset.images.device)].cpu().float().div(255)
-        return torch.stack([denormalise(v, dataset.augment.dataset) for v in views], 1), list(originals)
+        return torch.stack([denormalise(v, norm or dataset.augment.dataset) for v in views], 1), list(originals)
     epoch, dataset.epoch = dataset.epoch, 0
     rows = [torch.stack(dataset[i][0]) for i in range(n)]
     dataset.epoch = epoch
     originals = [dataset.source.image(int(dataset.indices[i])).float().div(255) for i in range(n)]
-    return denormalise(torch.stack(rows), dataset.source.name), originals
+    return denormalise(torch.stack(rows), norm or dataset.source.name), originals

@@ -13,10 +13,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from simsiam import steps
-from simsiam.config import Config, load_config, override_config, validate_config
+from simsiam.config import Config, load_config, override_config, sweep_space, validate_config
 from simsiam.errors import DiskFullError, SimSiamError
 from simsiam.library_env import apply_library_defaults
 from simsiam.metrics import fmt
+from simsiam.run_report import staged_line
 from simsiam.steps import RunContext
 
 app = typer.Typer(
@@ -35,6 +36,8 @@ PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="preset name (see
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a config key, e.g. optim.base_lr=0.05 (repeatable)")]
 StateOpt = Annotated[Optional[Path], typer.Option("--state", help="state dir of the embedded services [default: $SIMSIAM_STATE or ./.simsiam]")]
 TrackingUriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow server [default: $MLFLOW_TRACKING_URI or the embedded one]")]
+DataOpt = Annotated[Optional[str], typer.Option("--data", help="train on your own images: a folder (any depth, no class folders needed) or s3://<bucket>/<prefix>/")]
+EvalOpt = Annotated[Optional[str], typer.Option("--eval", help="labelled data that judges the encoder: fashion-mnist, cifar10[:DIR] or imagefolder:DIR (with train/ and test/ class folders)")]
 ProgressOpt = Annotated[bool, typer.Option(help="show a progress bar")]
 GpusOpt = Annotated[float, typer.Option(min=0.0, help="GPUs per Ray worker (0 = CPU workers)")]
 CpusOpt = Annotated[float, typer.Option(min=0.01, help="CPUs per Ray worker")]
@@ -64,6 +67,18 @@ def parse_values(text: str | None, option: str, cast: Any = None) -> list | None
         return [cast(v) if cast else yaml.safe_load(v) for v in text.split(",") if v.strip()]
     except (ValueError, yaml.YAMLError):
         raise SimSiamError(f"{option} takes a comma list of values, got {text!r}") from None
+
+
+def data_sets(data: str | None, evaluation: str | None) -> list[str]:
+    """`--data DIR_OR_S3` and `--eval NAME[:DIR]` as config overrides."""
+    sets = []
+    if data:
+        root = data if data.startswith("s3://") else str(Path(data).expanduser().resolve())
+        sets += ["data.dataset=images", f"data.root={root}"]
+    if evaluation:
+        name, _, root = evaluation.partition(":")
+        sets += [f"eval.dataset={name}", *([f"eval.root={Path(root).expanduser().resolve()}"] if root else [])]
+    return sets
 
 
 def parse_grid(axes: list[str] | None) -> dict[str, list]:
@@ -127,6 +142,8 @@ def run(
     batch: Annotated[Optional[str], typer.Option(help="sweep: comma list of train.batch_size")] = None,
     grid: Annotated[Optional[list[str]], typer.Option(help="sweep: extra grid axis key=v1,v2; repeatable")] = None,
     max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="sweep: trials at once [default: as many as free CPUs/GPUs hold]")] = None,
+    data: DataOpt = None,
+    evaluation: EvalOpt = None,
     tracking_uri: TrackingUriOpt = None,
     state: StateOpt = None,
 ) -> None:
@@ -135,16 +152,17 @@ def run(
     local Ray when needed), stage the data (a second run uploads nothing), pretrain or sweep,
     evaluate (kNN + linear probe), register the encoder and gate `champion`. Prints where to look:
     MLflow UI, run, registered version and alias, Prefect artifact."""
+    from simsiam.data import check_local_data
     from simsiam.services import use_local_prefect
 
     if mode not in ("pretrain", "sweep"):
         raise SimSiamError(f"--mode must be pretrain or sweep, got {mode!r}")
     sweep_lr, sweep_batch = parse_values(lr, "--lr", float), parse_values(batch, "--batch", int)
-    cfg, sweep_grid = load_config(preset, set_ or []), parse_grid(grid)
+    cfg, sweep_grid = load_config(preset, [*data_sets(data, evaluation), *(set_ or [])]), parse_grid(grid)
     if mode == "sweep":
-        steps.sweep_space(cfg, sweep_lr, sweep_batch, sweep_grid)  # a bad axis or value: one line, now
+        sweep_space(cfg, sweep_lr, sweep_batch, sweep_grid)  # a bad axis or value: one line, now
     smallest = min(sweep_batch) if mode == "sweep" and sweep_batch else None
-    steps.check_local_data(cfg, subset, smallest)  # bad input fails here, before any service starts
+    check_local_data(cfg, subset, smallest)  # bad input fails here, before any service starts
     ctx = RunContext.open(cfg, state, tracking_uri=tracking_uri, progress=True)
     use_local_prefect(ctx.state)  # before Prefect is imported: it reads its settings from the environment
 
@@ -162,29 +180,42 @@ def run(
 
 @app.command()
 def stage(
-    dataset: Annotated[str, typer.Argument(help="fashion-mnist | cifar10 | imagefolder")],
-    split: Annotated[str, typer.Option(help="train or test")] = "train",
-    name: Annotated[Optional[str], typer.Option(help="dataset name in the store [default: DATASET-SPLIT]")] = None,
+    dataset: Annotated[str, typer.Argument(help="fashion-mnist | cifar10 | imagefolder, or your own images: a folder (any depth, no labels) or s3://<bucket>/<prefix>/")],
+    split: Annotated[str, typer.Option(help="train or test (a labelled dataset's)")] = "train",
+    name: Annotated[Optional[str], typer.Option(help="dataset name in the store [default: DATASET-SPLIT; a folder's name; BUCKET-LAST for s3://BUCKET/.../LAST/]")] = None,
     root: Annotated[Optional[str], typer.Option(help="directory with the source files (data.root)")] = None,
-    subset: Annotated[Optional[int], typer.Option(min=1, help="stage only the first N samples")] = None,
+    subset: Annotated[Optional[int], typer.Option(min=1, help="stage only the first N samples (files)")] = None,
     preset: PresetOpt = "cpu-demo",
     set_: SetOpt = None,
     state: StateOpt = None,
     progress: ProgressOpt = True,
 ) -> None:
-    """Stage a dataset split to S3 as a content-addressed version (Parquet shards + manifest.json).
-    Re-staging the same data uploads nothing; an interrupted staging resumes."""
-    cfg = load_config(preset, [*(set_ or []), f"data.dataset={dataset}", *([f"data.root={root}"] if root else [])])
-    steps.stage_name(cfg, split, name)
-    source = steps.local_source(cfg, split, subset)  # bad input: an error before any service starts
+    """Stage a dataset split, or a folder or S3 prefix of images, to S3 as a content-addressed version
+    (Parquet shards + manifest.json, written last). Re-staging the same data uploads nothing, a grown
+    collection uploads only what is new, an interrupted staging resumes. Files that are not images
+    are skipped and counted. Prints JSON, and a summary line on stderr."""
+    from simsiam.data import check_local_data, local_source
+    from simsiam.storage.staging import stage_name
+
+    images = "/" in dataset or dataset.startswith(".") or Path(dataset).is_dir()
+    sets = data_sets(dataset, None) if images else [f"data.dataset={dataset}", *([f"data.root={root}"] if root else [])]
+    cfg = load_config(preset, [*(set_ or []), *sets])
+    stage_name(cfg, split, name)
+    source = None if images else local_source(cfg, split, subset)  # bad input: an error before any service
+    if images:
+        check_local_data(cfg)
     out = steps.stage(RunContext.open(cfg, state, tracking=False, progress=progress), split, name, subset, source)
+    typer.echo(f"staged {staged_line(out)}", err=True)
     _echo_json({k: v for k, v in out.to_dict().items() if k != "split"})
 
 
 def _evaluated(ctx: RunContext, trained, summary: dict) -> None:
-    """With a tracked run: the evaluation after training, registration and the gate, into `summary`."""
-    evaluation = steps.evaluate(ctx, checkpoint=trained.checkpoint, run_id=trained.run_id)
-    summary.update(metrics={**trained.metrics, **evaluation.metrics}, eval_set=evaluation.eval_set["eval.set"],
+    """With a tracked run: the evaluation after training (when there is labelled data), registration
+    and the gate, into `summary`."""
+    evaluation = steps.evaluate(ctx, checkpoint=trained.checkpoint, run_id=trained.run_id) \
+        if ctx.cfg.has_eval_data else None
+    summary.update(metrics={**trained.metrics, **(evaluation.metrics if evaluation else {})},
+                   eval_set=evaluation.eval_set["eval.set"] if evaluation else None,
                    registry=steps.register(ctx, trained, evaluation).to_dict())
 
 
@@ -249,7 +280,7 @@ def sweep(
     from simsiam.ray import RayWorkers, format_table
 
     cfg = load_config(preset, set_ or [])
-    space = steps.sweep_space(cfg, parse_values(lr, "--lr"), parse_values(batch, "--batch"), parse_grid(grid))
+    space = sweep_space(cfg, parse_values(lr, "--lr"), parse_values(batch, "--batch"), parse_grid(grid))
     ctx = steps.on_staged_data(RunContext.open(cfg, state, tracking=track, tracking_uri=tracking_uri))  # trials read S3
     res = steps.sweep(ctx, space, RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, 0), samples=samples,
                       max_concurrent=max_concurrent, collapse_threshold=collapse_threshold)

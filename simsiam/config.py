@@ -19,7 +19,8 @@ from simsiam.errors import ConfigError
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 Backbone = Literal["resnet18", "resnet50", "resnet18_cifar"]
-DatasetName = Literal["fashion-mnist", "cifar10", "imagefolder"]
+DatasetName = Literal["fashion-mnist", "cifar10", "imagefolder", "images"]
+LabelledName = Literal["fashion-mnist", "cifar10", "imagefolder"]
 
 
 class _Section(BaseModel):
@@ -82,8 +83,12 @@ class OptimConfig(_Section):
 
 
 class DataConfig(_Section):
+    """What the encoder trains on: a labelled dataset (its labels only evaluate), or `images`, an
+    unlabelled collection at `root`: a folder (flat or nested) or an S3 prefix (s3://bucket/prefix/)."""
+
     dataset: DatasetName = "fashion-mnist"
-    root: str | None = Field(None, description="directory with the dataset files; None = standard places")
+    root: str | None = Field(None, description="directory with the dataset files (None = standard places); for "
+                                               "dataset images: a folder or s3://<bucket>/<prefix>/")
     download: bool = Field(True, description="fetch the dataset when no local copy exists and the network allows")
     train_subset: int | None = Field(None, ge=2, description="use the first N training images (seeded shuffle)")
     image_size: int = Field(28, ge=8, description="crop size fed to the network")
@@ -104,6 +109,14 @@ class DataConfig(_Section):
     source: str | None = Field(None, description="staged training data: s3://<bucket>/datasets/<name>/<version>, "
                                                   "<name>@<version> or <name>@latest (overrides dataset/root)")
     test_source: str | None = Field(None, description="staged test data for the kNN monitor / probe (same forms)")
+    normalize: Literal["auto", "fashion-mnist", "cifar10", "imagenet"] = Field(
+        "auto", description="the channel statistics the encoder's input is normalised with, in training and "
+                            "in every later use; auto: the dataset's own (ImageNet's for imagefolder and images)")
+
+    @property
+    def norm(self) -> str:
+        """The key of the input statistics (`simsiam.augment.NORM_STATS`)."""
+        return self.dataset if self.normalize == "auto" else self.normalize
 
 
 class StorageConfig(_Section):
@@ -115,6 +128,8 @@ class StorageConfig(_Section):
     bucket: str = Field("data", min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
     region: str = "us-east-1"
     shard_size: int = Field(10_000, ge=1, description="samples per Parquet shard")
+    max_image_side: int = Field(256, ge=8, description="an image collection is staged with its images shrunk to "
+                                                       "this longer side at most (never enlarged)")
 
 
 class TrackingConfig(_Section):
@@ -144,6 +159,15 @@ class TrainConfig(_Section):
 
 
 class EvalConfig(_Section):
+    """The labelled data that judges an encoder (kNN monitor, probe), named apart from the training
+    data. Unset: the training data's own labelled splits; none for an image collection, where
+    training runs without the monitor and the encoder is registered without being promoted."""
+
+    dataset: LabelledName | None = Field(None, description="labelled evaluation data, with its own train and "
+                                                           "test splits (None = the training data's)")
+    root: str | None = Field(None, description="directory with the evaluation dataset's files")
+    source: str | None = Field(None, description="staged evaluation train split (same forms as data.source)")
+    test_source: str | None = Field(None, description="staged evaluation test split")
     knn_every_epochs: int = Field(1, ge=0, description="0 disables the kNN monitor during training")
     knn_at_start: bool = Field(False, description="also run the monitor before step 0 (random-init baseline)")
     knn_k: int = Field(200, ge=1)
@@ -187,6 +211,17 @@ class Config(_Section):
             )
         return self
 
+    def eval_as_data(self) -> "Config":
+        """This config with the evaluation data as its `data` (to read or stage it as training data is)."""
+        data = self.data.model_copy(update={"dataset": self.eval.dataset, "root": self.eval.root, "source": None,
+                                            "test_source": None})
+        return self.model_copy(update={"data": data})
+
+    @property
+    def has_eval_data(self) -> bool:
+        """Is there labelled data to judge the encoder: eval.* names some, or the training data has labels."""
+        return bool(self.eval.dataset or self.eval.source) or self.data.dataset != "images"
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -194,7 +229,7 @@ class Config(_Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def config_hash(self) -> str:
-        """What the run computes (fault injection is not config: see `simsiam.faults`)."""
+        """What the run computes (fault injection is not config: tests inject it from outside)."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
     def flat(self) -> dict[str, Any]:
@@ -210,6 +245,25 @@ class Config(_Section):
 
         walk("", self.to_dict())
         return out
+
+
+def sweep_space(cfg: Config, lr: list[float] | None = None, batch: list[int] | None = None,
+                grid: dict[str, list] | None = None) -> dict[str, list]:
+    """The grid: base lr (default the preset's x 0.5, 1, 2) x batch (default the preset's) x `grid`
+    axes. Every key and value is checked against the config before any trial starts, and that there
+    is labelled data to rank the trials by."""
+    if not cfg.has_eval_data:
+        raise ConfigError("a sweep ranks its trials by the kNN monitor, which needs labelled evaluation data: name "
+                          "some with eval.dataset (--eval fashion-mnist, cifar10[:DIR] or imagefolder:DIR)")
+    base = cfg.optim.base_lr
+    space = {"optim.base_lr": list(lr or [base / 2, base, base * 2]),
+             "train.batch_size": list(batch or [cfg.train.batch_size]), **(grid or {})}
+    for key, values in space.items():
+        if not values:
+            raise ConfigError(f"sweep axis {key} has no values")
+        for v in values:
+            override_config(cfg, [f"{key}={v}"])
+    return space
 
 
 def list_presets() -> list[str]:

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from simsiam.config import DataConfig
-from simsiam.errors import DataError
+from simsiam.config import Config, DataConfig
+from simsiam.errors import ConfigError, DataError
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+NO_LABEL = -1  # the label of an image in an unlabelled collection
 
 
 def cache_dir() -> Path:
@@ -78,7 +79,7 @@ class FolderSource(ImageSource):
         try:
             folder = ImageFolder(str(root), loader=lambda p: p)
         except (FileNotFoundError, OSError) as exc:
-            raise DataError(f"image folder {root}: {exc}") from None
+            raise DataError(f"image folder {root}: {exc}; {UNLABELLED_HINT}") from None
         self.name = "imagefolder"
         self.root = root
         self.classes = list(folder.classes)
@@ -210,6 +211,8 @@ def load_cifar10(split: str, root: str | None = None, download: bool = True) -> 
 
 # --------------------------------------------------------------------------- ImageFolder
 
+UNLABELLED_HINT = "images without class folders train with `simsiam stage DIR` or `simsiam run --data DIR`"
+
 
 def load_imagefolder(split: str, root: str | None) -> FolderSource:
     if not root:
@@ -218,7 +221,8 @@ def load_imagefolder(split: str, root: str | None) -> FolderSource:
     candidates = [base / split] + ([base / "val"] if split == "test" else [])
     folder = next((c for c in candidates if c.is_dir()), None)
     if folder is None:
-        raise DataError(f"image folder split {split!r} not found: tried {', '.join(str(c) for c in candidates)}")
+        tried = ", ".join(str(c) for c in candidates)
+        raise DataError(f"image folder split {split!r} not found: tried {tried}; {UNLABELLED_HINT}")
     return FolderSource(folder)
 
 
@@ -249,11 +253,48 @@ def load_source(cfg: DataConfig, split: str) -> ImageSource:
         # The core does not talk to object storage; adapters (CLI, flows) open staged data.
         raise DataError(f"data.source={cfg.source!r} is a staged dataset: open it with "
                         "simsiam.storage.StagedSource and pass train_source=..., as `simsiam pretrain` does")
+    if cfg.dataset == "images":
+        raise DataError(f"data.dataset=images ({cfg.root}) is read once staged: `simsiam stage {cfg.root}` then "
+                        "data.source=<name>@latest, or `simsiam run --data <folder or s3:// prefix>`, which stages it")
     if cfg.dataset == "fashion-mnist":
         return load_fashion_mnist(split, cfg.root, cfg.download)
     if cfg.dataset == "cifar10":
         return load_cifar10(split, cfg.root, cfg.download)
     return load_imagefolder(split, cfg.root)
+
+
+def local_source(cfg: Config, split: str, subset: int | None = None) -> ImageSource:
+    """The local files of `cfg.data` (dataset/root), optionally the first `subset` samples."""
+    if subset is not None and subset < 1:
+        raise ConfigError(f"subset must be at least 1 sample, got {subset}")
+    source = load_source(cfg.data.model_copy(update={"source": None, "test_source": None}), split)
+    if subset is None:
+        return source
+    if not hasattr(source, "subset"):
+        raise DataError("a subset works for in-memory datasets (fashion-mnist, cifar10), not imagefolder")
+    return source.subset(range(min(subset, len(source))))
+
+
+def check_local_data(cfg: Config, subset: int | None = None, batch_size: int | None = None) -> None:
+    """The training data and the evaluation data can be read, and the training split fills a batch
+    (`batch_size`: the smallest a sweep tries, default the config's): bad data fails here with one
+    line, before any service starts. An S3 prefix is read once the store is open."""
+    batch_size = batch_size or cfg.train.batch_size
+    if cfg.eval.dataset:
+        local_source(cfg.eval_as_data(), "test", subset)
+    if cfg.data.dataset == "images":
+        root = cfg.data.root or ""
+        if not root.startswith("s3://") and not Path(root).is_dir():
+            raise DataError(f"image folder {root or '(data.root unset)'} not found: give --data a folder of images "
+                            "(any depth) or an s3://<bucket>/<prefix>/")
+        return
+    for split in ("train", "test"):
+        n = len(local_source(cfg, split, subset))
+        n = min(n, cfg.data.train_subset or n)
+        if split == "train" and n < batch_size:
+            what = f"--subset {subset} leaves" if subset else "the training split has"
+            raise ConfigError(f"{what} {n} training samples, fewer than train.batch_size={batch_size}: "
+                              "no full batch can be formed")
 
 
 def subset_indices(n: int, k: int | None, seed: int) -> torch.Tensor:

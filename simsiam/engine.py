@@ -76,7 +76,8 @@ def _build_data(cfg: Config, source: ImageSource | ShardStream, rank: int, world
     if cfg.train.batch_size % world_size:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world_size} workers")
     batch = cfg.train.batch_size // world_size
-    args = (cfg.data.recipe, source.name, cfg.data.image_size, cfg.model.in_channels, cfg.data.crop_min_scale)
+    # normalised with the training data's statistics, as every later use of the encoder is
+    args = (cfg.data.recipe, cfg.data.norm, cfg.data.image_size, cfg.model.in_channels, cfg.data.crop_min_scale)
     if isinstance(source, ShardStream):
         dataset, per_rank, where, why = _stream_views(cfg, source, rank, world_size, n_views, args, batch)
     else:
@@ -254,7 +255,8 @@ def _start(state: TrainState, cfg: Config, plan: Plan, device: torch.device, mon
 def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path | None = None,
           resume: bool = False, stop_after_steps: int | None = None,
           train_source: ImageSource | ShardStream | None = None, test_source: ImageSource | None = None,
-          rank: int = 0, world_size: int = 1, wrap_model: WrapModel | None = None) -> TrainResult:
+          rank: int = 0, world_size: int = 1, wrap_model: WrapModel | None = None,
+          eval_sources: tuple[ImageSource, ImageSource] | None = None) -> TrainResult:
     """Pretrain SimSiam per `cfg`. With `out_dir`, checkpoints go to out_dir/checkpoint.pt each epoch
     (and every `train.checkpoint_every_steps`); `resume` continues from it. `stop_after_steps`
     ends the process early as if interrupted (the schedule still spans the full run).
@@ -262,7 +264,11 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     Data-parallel use (one call per rank, e.g. in Ray Train workers): `train.batch_size` is the
     global batch, split over `world_size` ranks that read disjoint samples; `wrap_model` wraps the
     model for the forward/backward (DDP); only rank 0 writes checkpoints and runs the kNN monitor,
-    while every rank calls `on_checkpoint` (path None off rank 0) at the same steps."""
+    while every rank calls `on_checkpoint` (path None off rank 0) at the same steps.
+
+    The kNN monitor measures on `eval_sources` (labelled data apart from the training data: its train
+    split as the bank, its test split as the queries); without them, on the training data's own
+    labelled splits; for an image collection without them it is off."""
     t0, reporters = time.perf_counter(), list(reporters)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.train.seed)
@@ -276,10 +282,11 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
         state.model.compile()
     state.net = wrap_model(state.model) if wrap_model is not None else state.model
     start_step = state.step
-    monitor = _knn_monitor(cfg, train_source, test_source) if cfg.eval.knn_every_epochs > 0 and rank == 0 else None
+    monitor = _knn_monitor(cfg, train_source, test_source, eval_sources) \
+        if cfg.eval.knn_every_epochs > 0 and rank == 0 else None
     _start(state, cfg, plan, device, monitor, reporters, rank, world_size)
     if rank == 0 and reporters:
-        views, originals = preview_with_originals(dataset)
+        views, originals = preview_with_originals(dataset, norm=cfg.data.norm)
         for r in reporters:
             r.on_views(views, originals)
     checkpoint = Checkpointer(ckpt_path, rank == 0, cfg, plan, reporters)
@@ -296,7 +303,11 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     return _finish(state, plan, start_step, ckpt_path, time.perf_counter() - t0, reporters, train_source)
 
 
-def _knn_monitor(cfg: Config, train_source, test_source) -> KnnMonitor:
+def _knn_monitor(cfg: Config, train_source, test_source, eval_sources) -> KnnMonitor | None:
+    if eval_sources is not None:
+        return KnnMonitor(cfg, *eval_sources)
+    if cfg.data.dataset == "images":  # no labels to measure with
+        return None
     bank = train_source
     if isinstance(train_source, ShardStream):  # a seeded sample of whole shards, not the whole version
         bank = train_source.sample_source(cfg.eval.knn_train_samples or STREAM_KNN_BANK, cfg.train.seed + 1)

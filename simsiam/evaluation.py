@@ -114,10 +114,11 @@ def linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, test_fea
 
 def features_for(backbone: nn.Module, cfg, source, indices: torch.Tensor | None = None,
                  device: str | torch.device = "cpu", progress: Callable | None = None):
-    """Features of `source` under the config's deterministic eval transform."""
+    """Features of `source` under the config's deterministic eval transform, normalised with the
+    training data's statistics (`data.norm`) whatever `source` is: the encoder's own input."""
     from simsiam.augment import eval_transform
 
-    tf = eval_transform(cfg.data.recipe, source.name, cfg.data.image_size, cfg.model.in_channels)
+    tf = eval_transform(cfg.data.recipe, cfg.data.norm, cfg.data.image_size, cfg.model.in_channels)
     return extract_features(backbone, source, tf, indices, cfg.eval.feature_batch_size, device, progress)
 
 

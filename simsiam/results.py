@@ -22,7 +22,9 @@ def _plain(value):
 
 @dataclass
 class Staged(_Result):
-    """One split staged as a content-addressed version (`cached`: it was already complete)."""
+    """One split, or an image collection, staged as a content-addressed version (`cached`: it was
+    already complete). A collection's files that are not readable images are `skipped` (the first
+    few named), and its staging keeps the shards of the version before it that did not change."""
 
     uri: str
     manifest: str
@@ -34,10 +36,25 @@ class Staged(_Result):
     bytes: int
     uploaded_objects: int
     cached: bool
+    labelled: bool = True
+    uploaded_bytes: int | None = None
+    reused_shards: int = 0
+    skipped: int = 0
+    skipped_first: list[str] = field(default_factory=list)
 
     @property
     def spec(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @classmethod
+    def of(cls, manifest: dict, manifest_uri: str, uploaded_objects: int, **staging) -> "Staged":
+        """A staged version as its manifest describes it; `staging`: what the staging did, besides."""
+        skipped = manifest.get("skipped", {"count": 0, "first": []})
+        return cls(uri=manifest_uri.rsplit("/", 1)[0], manifest=manifest_uri, name=manifest["name"],
+                   version=manifest["version"], split=manifest["split"], samples=manifest["num_samples"],
+                   shards=len(manifest["shards"]), bytes=manifest["total_bytes"], uploaded_objects=uploaded_objects,
+                   cached=uploaded_objects == 0, labelled=manifest.get("labels", True), skipped=skipped["count"],
+                   skipped_first=skipped["first"], **staging)
 
 
 @dataclass

@@ -9,6 +9,8 @@ from simsiam.config import Config
 from simsiam.redact import redact as _redact
 from simsiam.results import Evaluation, Registration, Staged, TrainedRun
 
+NO_EVAL = "no labelled evaluation data (name some with --eval or eval.dataset), so no kNN monitor and no probe"
+
 
 def run_report(cfg: Config, staged: dict[str, Staged], train: TrainedRun, evaluation: Evaluation | None,
                gate: Registration | None, mode: str = "pretrain", sweep_rows: list[dict] | None = None,
@@ -27,7 +29,8 @@ def run_report(cfg: Config, staged: dict[str, Staged], train: TrainedRun, evalua
     lines += ["## Data", "| split | staged version | samples | shards | uploaded objects |", "|---|---|---|---|---|"]
     lines += [f"| {s.split} | `{s.uri}` | {s.samples} | {s.shards} | {s.uploaded_objects} |" for s in staged.values()]
     lines += ["", "## Result", f"{train.steps} steps, {train.epochs} epochs, {M.fmt(train.wall_s)} s of training"
-              + (f"; measured on: {evaluation.eval_set['eval.set']}" if evaluation else "") + ".", "",
+              + (f"; measured on: {evaluation.eval_set['eval.set']}" if evaluation else f"; not evaluated: {NO_EVAL}")
+              + ".", "",
               "| key | metric | value |", "|---|---|---|"]
     values = {**train.metrics, **(evaluation.metrics if evaluation else {})}
     lines += [f"| `{k}` | {M.MEANING.get(k, k)} | {M.fmt(v)} |" for k, v in values.items()]
@@ -43,13 +46,10 @@ def run_report(cfg: Config, staged: dict[str, Staged], train: TrainedRun, evalua
 
 def log_lines(staged: dict[str, Staged] | None = None, trained: TrainedRun | None = None, mode: str = "pretrain",
               evaluation: Evaluation | None = None, gate: Registration | None = None, registered: bool = False,
-              where: dict[str, str | None] | None = None) -> list[str]:
+              where: dict[str, str | None] | None = None, unjudged: bool = False) -> list[str]:
     """What the pipeline flow's run log says after each stage (stage, train, evaluate, register, where
     to look): one line each, so the flow run's Logs tab tells what happened."""
-    lines = []
-    for split, s in (staged or {}).items():
-        how = "cache hit, 0 objects uploaded" if s.cached else f"uploaded {s.uploaded_objects} objects"
-        lines.append(f"stage {split}: {s.spec}: {s.samples} samples in {s.shards} shard(s); {how}")
+    lines = [f"stage {split}: {staged_line(s)}" for split, s in (staged or {}).items()]
     if trained is not None:
         start = f"resumed from step {s}" if (s := trained.resumed_from_step) else "started from scratch"
         lines.append(f"train ({mode}): MLflow run {trained.run_id}: {trained.steps} steps, {trained.epochs} epochs "
@@ -57,6 +57,8 @@ def log_lines(staged: dict[str, Staged] | None = None, trained: TrainedRun | Non
                      + ("COLLAPSED" if trained.collapsed else "healthy"))
     if evaluation is not None:
         lines.append(f"evaluate: {_values(evaluation.metrics)} (eval set: {evaluation.eval_set['eval.set']})")
+    elif unjudged:
+        lines.append(f"evaluate: skipped: {NO_EVAL}")
     if gate is not None:
         lines.append(f"register: {gate.name} v{gate.version} -> {gate.decision}"
                      + (" (already gated)" if gate.noop else "") + f"; reasons: {gate.reasons or '-'}")
@@ -65,6 +67,16 @@ def log_lines(staged: dict[str, Staged] | None = None, trained: TrainedRun | Non
     if where:
         lines.append("where to look: " + "; ".join(f"{k} {_redact(v)}" for k, v in where.items() if v))
     return lines
+
+
+def staged_line(s: Staged) -> str:
+    """One line on a staging: what it holds, what it uploaded, what it kept and what it skipped."""
+    how = "cache hit, 0 objects uploaded" if s.cached else f"uploaded {s.uploaded_objects} objects"
+    if s.uploaded_bytes:
+        how += f" ({s.uploaded_bytes / 2**20:.2f} MiB)"
+    kept = f", {s.reused_shards} shard(s) kept from the version before" if s.reused_shards else ""
+    skipped = f"; {s.skipped} file(s) skipped, not images: {'; '.join(s.skipped_first[:3])}" if s.skipped else ""
+    return f"{s.spec}: {s.samples} {'samples' if s.labelled else 'images'} in {s.shards} shard(s); {how}{kept}{skipped}"
 
 
 def _values(metrics: dict[str, float]) -> str:

@@ -135,3 +135,13 @@ def test_reproduce_verdicts_rejudges_a_written_report_from_its_trials_numbers(tm
     fixed = next(r for r in out["rows"] if r["claim"].startswith("A predictor fixed"))
     assert fixed["verdict"] == "smaller than the paper's" and "paired gap +0.17" in fixed["why"]
     assert out["claims_dropped_since"] == ["a claim since dropped"] and out["claims_added_since"] == []
+
+
+@pytest.mark.integration
+def test_stage_scale_bench_measures_a_prefix_that_grows_by_one_percent():
+    """bench/stage_scale.py on 500 objects (the note's run: 100,000): a grown prefix uploads about 1%."""
+    out = _json(["bench/stage_scale.py", "--objects", "500", "--shard-size", "50"])
+    first, grown, same = out["first"], out["grown_by_1_percent"], out["unchanged"]
+    assert first["samples"] == 500 and first["shards"] == 10 and first["peak_rss_mib"] > 0
+    assert grown["samples"] == 505 and grown["reused_shards"] == 10 and grown["uploaded_share_of_bytes"] < 0.05
+    assert same["cached"] and same["uploaded_bytes"] == 0

@@ -75,6 +75,16 @@ def test_up_status_down(tmp_path):
     assert not after["s3"]["running"] and not after["mlflow"]["running"]
 
 
+def test_data_and_eval_options_become_config_overrides(tmp_path):
+    from simsiam.cli import data_sets
+
+    assert data_sets(str(tmp_path / "p"), "fashion-mnist") == ["data.dataset=images", f"data.root={tmp_path / 'p'}",
+                                                               "eval.dataset=fashion-mnist"]
+    assert data_sets("s3://b/photos/", "imagefolder:/data/l") == ["data.dataset=images", "data.root=s3://b/photos/",
+                                                                  "eval.dataset=imagefolder", "eval.root=/data/l"]
+    assert data_sets(None, None) == []
+
+
 def test_sweep_grid_parsing():
     from simsiam.cli import parse_grid, parse_values
 
@@ -149,6 +159,12 @@ def test_an_unreachable_ray_address_is_one_line_before_any_service_starts(tmp_pa
     (["pretrain", "--out", "{tmp}/t", "--track", "--tracking-uri", "htp:/bad uri", "--state", "{tmp}/s", *TINY],
      "--tracking-uri 'htp:/bad uri' is not an MLflow tracking URI"),
     (["status", "--state", "{tmp}/a-file"], "a-file is a file, not a directory"),
+    (["stage", "imagefolder", "--root", "{tmp}", "--state", "{tmp}/s"], "without class folders train with `simsiam stage"),
+    (["run", "--data", "{tmp}/no-photos", "--state", "{tmp}/s", *TINY], "no-photos not found"),
+    (["run", "--data", "{tmp}", "--eval", "mnist", "--state", "{tmp}/s", *TINY], "eval.dataset='mnist' is not allowed"),
+    (["run", "--data", "{tmp}", "--eval", "cifar10:{tmp}/none", "--state", "{tmp}/s", *TINY],
+     "CIFAR-10 test batches (test_batch) not found"),
+    (["run", "--data", "{tmp}", "--mode", "sweep", "--state", "{tmp}/s", *TINY], "a sweep ranks its trials"),
 ])
 def test_bad_names_uris_and_sizes_exit_2_with_one_line(tmp_path, args, needle):
     (tmp_path / "a-file").write_text("")

@@ -83,10 +83,13 @@ def test_prefect_yaml_deploys_and_worker_runs_stage_data(tmp_path):
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
         deps = {d["name"]: d for d in _post(info["api_url"] + "/deployments/filter", {}, auth)}
-        assert set(deps) >= {"nightly-pipeline", "weekly-sweep", "stage-data", "reproduce-paper"}
+        assert set(deps) >= {"nightly-pipeline", "nightly-images", "weekly-sweep", "stage-data", "reproduce-paper"}
         crons = {n: [s["schedule"].get("cron") for s in d["schedules"]] for n, d in deps.items()}
         assert crons["nightly-pipeline"] == ["0 2 * * *"] and crons["weekly-sweep"] == ["0 3 * * 0"]
         assert crons["stage-data"] == [] and crons["reproduce-paper"] == []  # on demand
+        # a growing prefix of your own images, every night; deployed paused until it names your prefix
+        assert crons["nightly-images"] == ["30 2 * * *"] and not deps["nightly-images"]["schedules"][0]["active"]
+        assert "data.root=s3://photos/incoming/" in deps["nightly-images"]["parameters"]["overrides"]
         assert deps["reproduce-paper"]["entrypoint"] == "flows/reproduce_flow.py:reproduce"
         assert deps["nightly-pipeline"]["work_pool_name"] == "local"
         assert deps["weekly-sweep"]["parameters"]["mode"] == "sweep"

@@ -210,3 +210,46 @@ def test_retries_are_for_io_failures_not_bad_input(exc, transient):
            "mlflow": MlflowException("503"), "config": ConfigError("unknown key"),
            "data": DataError("corrupt checkpoint")}.get(exc, exc) if isinstance(exc, str) else exc
     assert _transient(None, None, Failed(data=exc)) is transient
+
+
+def test_own_images_train_without_labels_register_unpromoted_then_with_eval_data_are_judged(services, harness,
+                                                                                          tmp_path, fmnist_test):
+    """`simsiam run --data <folder>`: without labelled evaluation data the encoder trains without the
+    kNN monitor and is registered, not promoted, saying why; with --eval fashion-mnist it is judged."""
+    from PIL import Image
+
+    from flows.pipeline import pipeline
+
+    state, _, ml = services
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(256):
+        Image.fromarray(fmnist_test.images[i, 0].numpy()).save(photos / f"{i:03d}.png")
+    own = [*FLOW, "data.dataset=images", f"data.root={photos}", "eval.knn_every_epochs=1",
+           "eval.knn_train_samples=256", "eval.knn_test_samples=128", "tracking.experiment=own-images"]
+    ctx = RunContext.open(load_config("cpu-demo", own), state, tracking_uri=ml.tracking_uri)
+    out = pipeline(context=ctx)
+    gate = out["registered"]
+    assert gate["name"] == "simsiam-images-resnet18_cifar" and gate["decision"] == "challenger"
+    assert gate["reasons"].startswith("not promoted: no labelled evaluation data")
+    assert set(out["metrics"]) == {"train/loss", "train/z_std_ratio"} and out["eval_set"] is None
+    assert "knn/top1" not in MlflowClient(ml.tracking_uri).get_run(out["run_id"]).data.metrics  # monitor off
+
+    judged = pipeline(context=RunContext.open(load_config("cpu-demo", [*own, "eval.dataset=fashion-mnist"]), state,
+                                              tracking_uri=ml.tracking_uri), subset=512)
+    assert judged["registered"]["decision"] == "champion"  # the first version that could be judged
+    assert {"knn/top1", "knn/final_top1", "probe/top1"} <= set(judged["metrics"])
+    assert judged["eval_set"].startswith("probe trained on fashion-mnist-train@")
+    assert set(judged["staged"]) == {"train", "eval-train", "eval-test"}
+
+    # the champion's features of the collection join back to the user's files by origin
+    import io
+
+    import pyarrow.parquet as pq
+
+    from simsiam.steps import embed
+
+    emb = embed(ctx, f"models:/{gate['name']}@champion", "photos@latest")
+    part = next(o["Key"] for o in ctx.store.list_keys(emb.uri.removeprefix("s3://data/")) if "part-" in o["Key"])
+    table = pq.read_table(io.BytesIO(ctx.store.get_bytes(part)))
+    assert emb.num_rows == 256 and table.column("origin").to_pylist() == [f"{i:03d}.png" for i in range(256)]

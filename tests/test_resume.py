@@ -55,9 +55,9 @@ def test_a_run_whose_process_lives_is_refused(tmp_path):
 
 
 def test_subset_check_uses_the_smallest_sweep_batch_and_local_paths_are_tracking_uris():
+    from simsiam.data import check_local_data
     from simsiam.errors import ConfigError
     from simsiam.services.endpoints import check_tracking_uri
-    from simsiam.steps import check_local_data
 
     cfg = load_config("cpu-demo", ["data.download=false"])  # batch 128
     assert check_local_data(cfg, 100, batch_size=32) is None  # a sweep over --batch 32,64 fits 100 images

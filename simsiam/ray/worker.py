@@ -23,7 +23,7 @@ from simsiam.engine import train
 from simsiam.library_env import apply_library_defaults
 from simsiam.ray.cluster import RayWorkers, loop_config, run_config, scaling_config
 from simsiam.reporters import Reporter
-from simsiam.storage.sources import open_sources
+from simsiam.storage.sources import eval_sources, open_sources
 
 
 @dataclass
@@ -99,12 +99,14 @@ def _mlflow_reporter(config: dict, cfg) -> Reporter:
                           system_metrics=cfg.tracking.system_metrics, flush_every=cfg.tracking.flush_every_steps)
 
 
-def _final_eval(result, cfg: Config, train_src, test_src, device, tracker) -> dict[str, float]:
+def _final_eval(result, cfg: Config, judged_on: tuple, device, tracker) -> dict[str, float]:
     """The evaluation after training (`evaluate_after_training`, as the pipeline's evaluate step
     runs it) on the trained backbone in memory; logged to the trial's MLflow run too."""
     from simsiam.evaluation import evaluate_after_training
 
-    metrics, _ = evaluate_after_training(result.model.backbone, cfg, train_src, test_src, device)
+    if cfg.data.dataset == "images" and judged_on[1] is None:  # an image collection, no labelled eval data
+        return {}
+    metrics, _ = evaluate_after_training(result.model.backbone, cfg, *judged_on, device)
     if tracker is not None:
         tracker.log_final(result.step, metrics)
     return metrics
@@ -151,8 +153,9 @@ def run_loop(config: dict, session: LoopSession) -> None:
     local = Path(tempfile.mkdtemp(prefix=f"simsiam-rank{rank}-"))
     resume = _restore_into(local, session)
     final_eval = bool(config.get("final_eval"))
-    train_src, test_src = open_sources(cfg, need_test=rank == 0 and (cfg.eval.knn_every_epochs > 0 or final_eval),
-                                       state=config.get("state_path"))
+    judging = rank == 0 and (cfg.eval.knn_every_epochs > 0 or final_eval)
+    train_src, test_src = open_sources(cfg, need_test=judging, state=config.get("state_path"))
+    judged_on = eval_sources(cfg, config.get("state_path")) if judging else None  # labelled data apart, if any
     tracker = _mlflow_reporter(config, cfg) if rank == 0 and config.get("tracking_uri") else None
     # log before reporting: a stopped trial may not return from report
     ray_reporter = RayReportReporter(session)
@@ -160,9 +163,9 @@ def run_loop(config: dict, session: LoopSession) -> None:
     wrap = ray.train.torch.prepare_model if world > 1 else None
     try:
         result = train(cfg, reporters, out_dir=local, resume=resume, train_source=train_src, test_source=test_src,
-                       rank=rank, world_size=world, wrap_model=wrap)
+                       rank=rank, world_size=world, wrap_model=wrap, eval_sources=judged_on)
         if final_eval:
-            final = _final_eval(result, cfg, train_src, test_src, device, tracker) if rank == 0 else {}
+            final = _final_eval(result, cfg, judged_on or (train_src, test_src), device, tracker) if rank == 0 else {}
             session.report({**ray_reporter.metrics, **final, "final_eval": 1.0})  # every rank reports
     finally:
         if tracker is not None:

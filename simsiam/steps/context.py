@@ -52,6 +52,14 @@ class RunContext(BaseModel):
             self._store = store_for(self.cfg, self.state)
         return self._store
 
+    def bucket(self, name: str):
+        """Another bucket on the store's endpoint, with its credentials (a user's images); never created."""
+        from dataclasses import replace
+
+        from simsiam.storage import ObjectStore
+
+        return self.store if name == self.store.bucket else ObjectStore(replace(self.store.settings, bucket=name))
+
     @property
     def mlflow(self):
         """An MLflow client of `tracking_uri`."""

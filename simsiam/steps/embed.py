@@ -38,7 +38,8 @@ def embed(ctx: RunContext, model_uri: str, data: str) -> Embeddings:
     feats, labels = features_for(net.to(device), model_cfg, source, None, device, bar)
     meta = {"model_uri": f"models:/{name}/{version}", "model_name": name, "model_version": version,
             "part": info["part"], "data": {"name": ref.name, "version": ref.version, "uri": ref.uri}}
-    manifest = write_embeddings(store, prefix, labels.numpy().astype(np.int64), feats.float().numpy(), meta)
+    manifest = write_embeddings(store, prefix, labels.numpy().astype(np.int64), feats.float().numpy(), meta,
+                                source.origins())
     return _result(manifest, False)
 
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from simsiam import metrics as M
-from simsiam.config import Config, override_config
+from simsiam.config import Config
 from simsiam.errors import SimSiamError
 from simsiam.results import Evaluation, Registration, TrainedRun
 from simsiam.steps.context import RunContext
@@ -24,9 +24,7 @@ def read_checkpoint(location: str | Path, ctx: RunContext | None = None) -> dict
     if ctx is None:
         raise SimSiamError(f"reading {location} needs the object store: open a run context first")
     bucket, _, key = location[len("s3://"):].partition("/")
-    store = ctx.store if bucket == ctx.store.bucket else \
-        ctx.with_config(override_config(ctx.cfg, [f"storage.bucket={bucket}"])).store
-    return checkpoint_from_bytes(store.get_bytes(key), location)
+    return checkpoint_from_bytes(ctx.bucket(bucket).get_bytes(key), location)
 
 
 def evaluate(ctx: RunContext, checkpoint: str | None = None, model_uri: str | None = None, run_id: str | None = None,
@@ -38,7 +36,7 @@ def evaluate(ctx: RunContext, checkpoint: str | None = None, model_uri: str | No
     from simsiam.checkpoint import model_from_checkpoint
     from simsiam.evaluation import evaluate_after_training
     from simsiam.runtime import resolve_device, seed_everything
-    from simsiam.steps.train import sources
+    from simsiam.storage import evaluation_sources
 
     if (checkpoint is None) == (model_uri is None):
         raise SimSiamError("evaluate needs exactly one of a checkpoint or a model URI")
@@ -53,7 +51,7 @@ def evaluate(ctx: RunContext, checkpoint: str | None = None, model_uri: str | No
         model, trained_cfg = model_from_checkpoint(ckpt, checkpoint, weights=not random_init)
         backbone, step = model.backbone, 0 if random_init else ckpt["step"]  # untrained: 0 steps, whatever the file
     device = resolve_device(cfg.train.device)
-    train_src, test_src = sources(ctx, need_test=True)
+    train_src, test_src = evaluation_sources(cfg, store=ctx.store if cfg.data.source or cfg.eval.source else None)
     t0, kept = time.perf_counter(), {}
     metrics, measured_on = evaluate_after_training(backbone, cfg, train_src, test_src, device, keep=kept)
     if run_id and ctx.tracking_uri:
@@ -81,17 +79,19 @@ def log_models(ctx: RunContext, trained: TrainedRun, evaluation: Evaluation | No
     return log_models_to_run(ctx.tracking_uri, trained.run_id, model, trained_cfg), trained_cfg
 
 
-def register(ctx: RunContext, trained: TrainedRun, evaluation: Evaluation) -> Registration:
+def register(ctx: RunContext, trained: TrainedRun, evaluation: Evaluation | None) -> Registration:
     """Log the trained models into the run, register the backbone and run the champion gate on the
-    probe and the set it was measured on. Safe to retry: models already logged and a version
-    already registered are reused."""
+    probe and the set it was measured on; without an evaluation (no labelled data) the version is
+    registered and not promoted. Safe to retry: models already logged and a version already
+    registered are reused."""
     from simsiam.tracking import model_version_url, register_and_gate, registered_name
 
     if not trained.run_id:
         raise SimSiamError("registering needs the MLflow run of the training (track it)")
     uris, trained_cfg = log_models(ctx, trained, evaluation)
     name = registered_name(trained_cfg)
-    gate = register_and_gate(ctx.mlflow, trained.run_id, uris["backbone"], name, evaluation.metrics[M.PROBE],
-                             trained.collapsed, ctx.cfg.tracking.promote_floor, evaluation.eval_set)
+    gate = register_and_gate(ctx.mlflow, trained.run_id, uris["backbone"], name,
+                             evaluation.metrics[M.PROBE] if evaluation else None, trained.collapsed,
+                             ctx.cfg.tracking.promote_floor, evaluation.eval_set if evaluation else None)
     return Registration(**gate, model_uri=uris["backbone"], alias_uri=f"models:/{name}@{gate['decision']}",
                         url=model_version_url(ctx.tracking_uri, name, gate["version"]))

@@ -138,10 +138,7 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def _alive_here(record: dict[str, Any]) -> bool:
-    if record.get("host") != socket.gethostname() or not record.get("pid") or record["pid"] == os.getpid():
-        return False
-    try:
-        os.kill(record["pid"], 0)
-    except OSError:
-        return False
-    return True
+    from simsiam.services.process import pid_alive
+
+    mine = record.get("host") == socket.gethostname() and record.get("pid") != os.getpid()
+    return mine and pid_alive(record.get("pid"))

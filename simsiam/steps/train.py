@@ -8,15 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from simsiam import metrics as M
-from simsiam.config import Config, override_config
-from simsiam.errors import ConfigError
-from simsiam.reporters import Reporter
 from simsiam.results import SweepResult, TrainedRun
 from simsiam.steps import resume as R
 from simsiam.steps.context import RunContext
 
 if TYPE_CHECKING:
     from simsiam.ray import RayWorkers
+    from simsiam.reporters import Reporter
 
 
 def pretrain(ctx: RunContext, out: str | Path | None = None, resume: bool = False,
@@ -53,9 +51,11 @@ def pretrain(ctx: RunContext, out: str | Path | None = None, resume: bool = Fals
 def _here(ctx: RunContext, attempt: R.Attempt, run_id: str | None, reporters: Sequence[Reporter]) -> TrainedRun:
     from simsiam.engine import train
     from simsiam.reporters import JsonlReporter, ProgressReporter
+    from simsiam.storage import eval_sources
 
     cfg, out = ctx.cfg, attempt.out
     train_src, test_src = sources(ctx, need_test=cfg.eval.knn_every_epochs > 0)
+    judged_on = eval_sources(cfg, store=ctx.store if cfg.eval.source else None) if cfg.eval.knn_every_epochs else None
     mine, tracker = [JsonlReporter(out / "metrics.jsonl"), ProgressReporter(ctx.progress)], None
     if run_id:
         from simsiam.tracking import MlflowReporter, dataset_info
@@ -66,7 +66,7 @@ def _here(ctx: RunContext, attempt: R.Attempt, run_id: str | None, reporters: Se
         mine.append(tracker)
     try:
         result = train(cfg, [*reporters, *mine], out_dir=out, resume=attempt.resume, train_source=train_src,
-                       test_source=test_src)
+                       test_source=test_src, eval_sources=judged_on)
     except BaseException:
         if tracker is not None:
             tracker.finish("FAILED")
@@ -91,21 +91,6 @@ def on_ray(ctx: RunContext, workers: RayWorkers) -> RayWorkers:
     storage = None if workers.local_storage else ctx.store.settings
     return replace(workers, storage=storage, state_path=str(ctx.state), tracking_uri=ctx.tracking_uri,
                    experiment=ctx.cfg.tracking.experiment)
-
-
-def sweep_space(cfg: Config, lr: list[float] | None = None, batch: list[int] | None = None,
-                grid: dict[str, list] | None = None) -> dict[str, list]:
-    """The grid: base lr (default the preset's x 0.5, 1, 2) x batch (default the preset's) x `grid`
-    axes. Every key and value is checked against the config before any trial starts."""
-    base = cfg.optim.base_lr
-    space = {"optim.base_lr": list(lr or [base / 2, base, base * 2]),
-             "train.batch_size": list(batch or [cfg.train.batch_size]), **(grid or {})}
-    for key, values in space.items():
-        if not values:
-            raise ConfigError(f"sweep axis {key} has no values")
-        for v in values:
-            override_config(cfg, [f"{key}={v}"])
-    return space
 
 
 def sweep(ctx: RunContext, space: dict[str, list], workers: RayWorkers | None = None, samples: int = 1,

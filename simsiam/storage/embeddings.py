@@ -27,9 +27,12 @@ def embeddings_prefix(model: str, version: str, data: DatasetRef) -> str:
     return f"embeddings/{model}/v{version}/{data.name}/{data.version}/"
 
 
-def _part(index: np.ndarray, labels: np.ndarray, feats: np.ndarray) -> bytes:
+def _part(index: np.ndarray, labels: np.ndarray, feats: np.ndarray, origins: list[str] | None = None) -> bytes:
     emb = pa.FixedSizeListArray.from_arrays(pa.array(feats.reshape(-1), pa.float32()), feats.shape[1])
-    table = pa.table({"index": pa.array(index, pa.int64()), "label": pa.array(labels, pa.int64()), "embedding": emb})
+    columns = {"index": pa.array(index, pa.int64()), "label": pa.array(labels, pa.int64()), "embedding": emb}
+    if origins is not None:  # an image collection: each row's file or object key, to join back to the user's files
+        columns["origin"] = pa.array(origins, pa.string())
+    table = pa.table(columns)
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
@@ -39,13 +42,15 @@ def existing_embeddings(store: ObjectStore, prefix: str) -> dict | None:
     return json.loads(store.get_bytes(prefix + MANIFEST)) if store.head(prefix + MANIFEST) is not None else None
 
 
-def write_embeddings(store: ObjectStore, prefix: str, labels: np.ndarray, feats: np.ndarray, meta: dict) -> dict:
+def write_embeddings(store: ObjectStore, prefix: str, labels: np.ndarray, feats: np.ndarray, meta: dict,
+                     origins: list[str] | None = None) -> dict:
     """Parts, each read back and checked, then the manifest; returns the manifest."""
     parts = []
     for i, start in enumerate(range(0, len(feats), ROWS_PER_PART)):
         stop = min(len(feats), start + ROWS_PER_PART)
         key = f"{prefix}part-{i:05d}.parquet"
-        data = _part(np.arange(start, stop), labels[start:stop], feats[start:stop])
+        data = _part(np.arange(start, stop), labels[start:stop], feats[start:stop],
+                     origins[start:stop] if origins is not None else None)
         store.put_bytes(key, data, metadata={"sha256": sha256(data)})
         if sha256(store.get_bytes(key)) != sha256(data):
             raise StorageError(f"s3://{store.bucket}/{key} read back with different bytes; embedding stopped")

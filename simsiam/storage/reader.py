@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simsiam.data import ImageSource, cache_dir
+from simsiam.data import NO_LABEL, ImageSource, cache_dir
 from simsiam.errors import DataError
 from simsiam.storage.client import ObjectStore
 from simsiam.storage.shards import decode_image, read_shard, sha256
@@ -110,7 +110,7 @@ class StagedSource(ImageSource):
         self.classes = list(self.manifest["classes"])
         self.cache = Path(cache) if cache else cache_dir() / "shards"
         self.channels = self.manifest["channels"]
-        self._blobs = None
+        self._blobs, self._store = None, store
         decoded = self._load_decoded()
         if decoded is not None:
             self.images, self.labels = decoded
@@ -120,7 +120,7 @@ class StagedSource(ImageSource):
             table = read_shard(fetch_shard(store, shard, self.cache), shard["key"])
             blobs += table.column("image").to_pylist()
             labels += table.column("label").to_pylist()
-        self.labels = torch.tensor(labels, dtype=torch.long)
+        self.labels = torch.tensor([NO_LABEL if y is None else y for y in labels], dtype=torch.long)
         if self.manifest.get("image_shape"):
             self.images = torch.stack([decode_image(b, self.channels) for b in blobs])
             self._save_decoded()
@@ -157,6 +157,15 @@ class StagedSource(ImageSource):
             return self.images[index]
         return decode_image(self._blobs[index], self.channels)
 
+    def origins(self) -> list[str] | None:
+        """Each image's file or object key, in order, for a staged collection (None for a dataset
+        staged with labels): what joins features back to the user's files."""
+        if self.manifest.get("labels", True):
+            return None
+        return [o for shard in self.manifest["shards"]
+                for o in read_shard(fetch_shard(self._store, shard, self.cache), shard["key"]).column("origin")
+                .to_pylist()]
+
 
 def shard_stream(store: ObjectStore, ref: DatasetRef, manifest: dict) -> ShardStream:
     """A staged version read shard by shard straight from the store (no disk cache: a node needs no
@@ -164,9 +173,13 @@ def shard_stream(store: ObjectStore, ref: DatasetRef, manifest: dict) -> ShardSt
     entries = {s["key"]: s for s in manifest["shards"]}
 
     def fetch(shard: Shard) -> list[tuple[int, int, bytes]]:
-        table = read_shard(download_shard(store, entries[shard.key]), shard.key)
-        return list(zip(table.column("index").to_pylist(), table.column("label").to_pylist(),
-                        table.column("image").to_pylist()))
+        entry = entries[shard.key]
+        table = read_shard(download_shard(store, entry), shard.key)
+        # a collection's shard is shared by versions: its samples' places come from the manifest
+        index = [entry["offset"] + i for i in range(table.num_rows)] if "offset" in entry else \
+            table.column("index").to_pylist()
+        labels = [NO_LABEL if y is None else y for y in table.column("label").to_pylist()]
+        return list(zip(index, labels, table.column("image").to_pylist()))
 
     return ShardStream(manifest["dataset"], list(manifest["classes"]), manifest["channels"],
                        [Shard(s["key"], s["count"], s["size"]) for s in manifest["shards"]], fetch,

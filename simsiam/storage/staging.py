@@ -28,6 +28,16 @@ def check_dataset_name(name: str) -> str:
     return name
 
 
+def stage_name(cfg, split: str = "train", name: str | None = None) -> str:
+    """The name a staging of `cfg.data`'s `split` goes under, checked: `<dataset>-<split>`, or an image
+    collection's folder or prefix name."""
+    if cfg.data.dataset == "images":
+        from simsiam.storage.unlabelled import collection_name
+
+        return check_dataset_name(name or collection_name(cfg.data.root or ""))
+    return check_dataset_name(name or f"{cfg.data.dataset}-{split}")
+
+
 @dataclass(frozen=True)
 class DatasetRef:
     bucket: str

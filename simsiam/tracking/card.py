@@ -15,7 +15,7 @@ CARD_METRICS = (M.KNN_FINAL, M.PROBE, M.Z_STD_RATIO)
 def model_card(tracking_uri: str, run_id: str, name: str, version: str, decision: str, reasons: list[str]) -> str:
     run = MlflowClient(tracking_uri).get_run(run_id)
     metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
-    channels = 1 if params.get("data.dataset") == "fashion-mnist" else 3
+    channels = params.get("model.in_channels", "C")  # what the served model checks
     rows = "\n".join(f"| `{key}` | {M.MEANING[key]} | {M.fmt(metrics.get(key))} |" for key in CARD_METRICS)
     return f"""**Gate: {decision}.** {'; '.join(reasons)}
 

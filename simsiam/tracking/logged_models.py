@@ -15,7 +15,6 @@ from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 
-from simsiam.augment import NORM_STATS
 from simsiam.batch_augment import normalise
 from simsiam.config import Config
 from simsiam.tracking.net_files import part_of, read_net_files, write_net_files
@@ -48,15 +47,14 @@ def _log_models(model: torch.nn.Module, cfg: Config, names: list[str]) -> dict[s
     """Log `names` to the active run as pyfuncs from code (`served_model.py`) over plain weight
     files: nothing is pickled, and `mlflow models serve` serves them."""
     model = copy.deepcopy(model).float().cpu().eval().to(memory_format=torch.contiguous_format)
-    channels = len(NORM_STATS[cfg.data.dataset][0])
-    example = torch.rand(2, channels, cfg.data.image_size, cfg.data.image_size)
+    example = torch.rand(2, cfg.model.in_channels, cfg.data.image_size, cfg.data.image_size)  # what it checks
     reqs = [f"torch=={torch.__version__.split('+')[0]}", "torchvision==0.29.1", "numpy", "pydantic", "pyyaml"]
     uris = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             files = write_net_files(model, cfg, name, Path(tmp))
             with torch.no_grad():
-                out_dim = part_of(model, name)(normalise(example, cfg.data.dataset, cfg.model.in_channels)).shape[1]
+                out_dim = part_of(model, name)(normalise(example, cfg.data.norm, cfg.model.in_channels)).shape[1]
             info = mlflow.pyfunc.log_model(name=name, python_model=str(SERVED_MODEL), artifacts=files,
                                            code_paths=[str(PACKAGE_DIR)], signature=_signature(out_dim),
                                            input_example=example.numpy(), pip_requirements=reqs)

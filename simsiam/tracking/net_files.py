@@ -24,9 +24,9 @@ def write_net_files(model: torch.nn.Module, cfg: Config, part: str, out: Path) -
     weights, meta = out / f"{part}-weights.npz", out / f"{part}-net.json"
     np.savez(weights, **{k: v.detach().float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy()
                          for k, v in net.state_dict().items()})
-    mean, std = NORM_STATS[cfg.data.dataset]
+    mean, std = NORM_STATS[cfg.data.norm]
     meta.write_text(json.dumps({"part": part, "config": cfg.model_dump(mode="json"),
-                                "input": {"channels": len(mean), "mean": list(mean), "std": list(std),
+                                "input": {"channels": cfg.model.in_channels, "mean": list(mean), "std": list(std),
                                           "range": [0.0, 1.0]}}, indent=1))
     return {"weights": str(weights), "net": str(meta)}
 

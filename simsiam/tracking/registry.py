@@ -30,13 +30,20 @@ def _champion(client: MlflowClient, name: str):
         return None
 
 
-def gate_decision(probe_top1: float, collapsed: bool, floor: float, champ_probe: float | None,
+NOT_JUDGED = ("not promoted: no labelled evaluation data judged it (name some with eval.dataset, e.g. "
+              "--eval fashion-mnist)")
+
+
+def gate_decision(probe_top1: float | None, collapsed: bool, floor: float, champ_probe: float | None,
                   champ_version: str | None, measured_on: str | None = None,
                   champ_measured_on: str | None = None) -> tuple[bool, list[str]]:
     """(promote?, reasons): not collapsed, probe >= floor, and strictly better than the champion on
     the same eval set. Probes measured on different sets (or one on a recorded set, one not) are not
     compared: such a version stays challenger until re-evaluated on the champion's set or promoted
-    by hand (`simsiam models promote`)."""
+    by hand (`simsiam models promote`). A version with no probe (no labelled evaluation data) is
+    registered, never promoted."""
+    if probe_top1 is None:
+        return False, [NOT_JUDGED]
     if champ_probe is not None and measured_on != champ_measured_on:
         return False, [f"{M.PROBE} {probe_top1:.2f} not compared with champion v{champ_version} "
                        f"({champ_probe:.2f}): measured on {measured_on or 'an unrecorded set'}, the champion on "
@@ -58,7 +65,7 @@ def gate_decision(probe_top1: float, collapsed: bool, floor: float, champ_probe:
     return promote, reasons
 
 
-def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: str, probe_top1: float,
+def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: str, probe_top1: float | None,
                       collapsed: bool, floor: float = 0.0, eval_set: dict[str, str] | None = None) -> dict:
     """Register the run's backbone and gate it; `eval_set` (simsiam.evaluation.eval_set) says what the
     probe was measured on and goes onto the version. A version holds one role: `champion` when promoted
@@ -86,9 +93,9 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
     decision = CHAMPION if promote else CHALLENGER
     if mv is None:
         with tracking_uri_scope(client.tracking_uri):
-            mv = mlflow.register_model(model_uri, name, tags={
-                M.PROBE: repr(float(probe_top1)), "collapsed": str(collapsed).lower(), "run_id": run_id,
-                **eval_set})
+            probe = {M.PROBE: repr(float(probe_top1))} if probe_top1 is not None else {}
+            mv = mlflow.register_model(model_uri, name, tags={**probe, "collapsed": str(collapsed).lower(),
+                                                              "run_id": run_id, **eval_set})
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(reasons))
     client.update_model_version(name, mv.version, description=model_card(client.tracking_uri, run_id, name,
                                                                           mv.version, decision, reasons))

@@ -159,7 +159,7 @@ def test_an_unreachable_ray_address_is_one_line_before_any_service_starts(tmp_pa
     (["pretrain", "--out", "{tmp}/t", "--track", "--tracking-uri", "htp:/bad uri", "--state", "{tmp}/s", *TINY],
      "--tracking-uri 'htp:/bad uri' is not an MLflow tracking URI"),
     (["status", "--state", "{tmp}/a-file"], "a-file is a file, not a directory"),
-    (["stage", "imagefolder", "--root", "{tmp}", "--state", "{tmp}/s"], "without class folders train with `simsiam stage"),
+    (["stage", "imagefolder", "--root", "{tmp}", "--state", "{tmp}/s"], "without class folders train with `simsiam"),
     (["run", "--data", "{tmp}/no-photos", "--state", "{tmp}/s", *TINY], "no-photos not found"),
     (["run", "--data", "{tmp}", "--eval", "mnist", "--state", "{tmp}/s", *TINY], "eval.dataset='mnist' is not allowed"),
     (["run", "--data", "{tmp}", "--eval", "cifar10:{tmp}/none", "--state", "{tmp}/s", *TINY],

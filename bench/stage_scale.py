@@ -83,13 +83,15 @@ def main() -> None:
         client = _client(svc)
         client.create_bucket(Bucket="scale")
         n, grown = args.objects, args.objects // 100
-        keys = [f"img/{i // 1000:03d}/{i:07d}.png" for i in range(n)]
+        per_folder = max(1, n // 100)  # 100 folders (of 1,000 at 100k objects)
+        folders = -(-n // per_folder)
+        keys = [f"img/{i // per_folder:03d}/{i:07d}.png" for i in range(n)]
         out = {"bench": "stage_scale", "objects": n, "shard_size": args.shard_size,
                "upload_s": _upload(client, "scale", keys, images)}
         shard = ["--set", f"storage.shard_size={args.shard_size}"]
         out["first"] = _stage(state, "s3://scale/img/", *shard)
-        # 1% new objects, spread over the key order (a new file in every folder of 1000)
-        new = [f"img/{i % (n // 1000):03d}/{i:07d}b.png" for i in range(grown)]
+        # 1% new objects, spread over the key order (new files in every folder, round robin)
+        new = [f"img/{i % folders:03d}/{i:07d}b.png" for i in range(grown)]
         out["upload_new_s"] = _upload(client, "scale", new, images)
         out["grown_by_1_percent"] = _stage(state, "s3://scale/img/", *shard)
         g = out["grown_by_1_percent"]

@@ -76,7 +76,7 @@ def test_an_s3_prefix_in_another_bucket_written_with_plain_boto3_is_staged(s3, t
     client.put_object(Bucket="team-photos", Key="cam/2026/", Body=b"")  # a folder marker
     client.put_object(Bucket="team-photos", Key="other/skip.png", Body=buf.read_bytes())  # outside the prefix
     out = stage_images(_ctx(state), "s3://team-photos/cam/")
-    assert out.name == "cam" and out.samples == 12 and out.skipped == 0
+    assert out.name == "team-photos-cam" and out.samples == 12 and out.skipped == 0
     src = StagedSource(_ctx(state).store, out.spec, cache=tmp_path / "cache")
     assert src.origins() == [f"cam/2026/{i:02d}.png" for i in range(12)]  # object keys
     assert torch.equal(src.image(5), fmnist_test.images[5])

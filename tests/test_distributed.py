@@ -171,6 +171,31 @@ def test_reproduce_flow_reaches_the_collapse_verdicts_tracks_4_children_and_publ
     assert arts[0].data == (tmp_path / "rep" / "reproduce.md").read_text()
 
 
+def test_a_ray_worker_trains_on_an_unlabelled_folder_with_the_knn_monitor_on_the_eval_data(stack, harness, tmp_path,
+                                                                                             fmnist_test):
+    """`simsiam run --data DIR --eval fashion-mnist --workers 1`: the Ray worker streams the staged
+    collection (no labels), its kNN monitor reads the staged evaluation data, and the run is judged."""
+    from PIL import Image
+
+    from flows.pipeline import pipeline
+
+    state, _, ml = stack
+    photos = tmp_path / "photos"
+    (photos / "a").mkdir(parents=True)
+    for i in range(256):
+        Image.fromarray(fmnist_test.images[i, 0].numpy()).save(photos / ("a" if i % 2 else "") / f"{i:03d}.png")
+    own = [*TINY, *PIPELINE, "data.dataset=images", f"data.root={photos}", "eval.dataset=fashion-mnist",
+           "eval.knn_every_epochs=1", "eval.knn_train_samples=256", "eval.knn_test_samples=128",
+           "tracking.experiment=ray-own-images"]
+    out = pipeline(overrides=own, subset=512, workers=1, mlflow_uri=ml.tracking_uri, state=str(state))
+    assert out["staged"]["train"].startswith("s3://data/datasets/photos/")
+    assert out["registered"]["decision"] == "champion"
+    history = MlflowClient(ml.tracking_uri).get_metric_history(out["run_id"], "knn/top1")
+    assert [m.step for m in history] == [0, 4]  # at the random init, and after the one epoch of 4 steps
+    assert out["metrics"]["knn/top1"] == pytest.approx(history[-1].value)
+    assert out["eval_set"].startswith("probe trained on fashion-mnist-train@")
+
+
 def test_a_one_cpu_ray_worker_trains_on_one_thread_whatever_the_drivers_omp_setting(stack):
     """Two one-CPU trials on two cores, each on the driver's OMP_NUM_THREADS=2, oversubscribe the
     cores; the loop sets torch's threads to the CPUs that Ray assigned to its process."""

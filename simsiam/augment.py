@@ -16,12 +16,13 @@ import torch
 from torchvision.transforms import v2
 
 # Per-dataset channel statistics for Normalize.
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 NORM_STATS = {
     "fashion-mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "images": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # a user's collection: ImageNet's, as usual
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagefolder": IMAGENET_STATS,
+    "images": IMAGENET_STATS,  # a user's collection: ImageNet's, as usual
+    "imagenet": IMAGENET_STATS,
 }
 
 

@@ -26,7 +26,8 @@ import numpy as np
 
 from simsiam.errors import DataError
 
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+WIDE_GREY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # 16/32-bit integer and float grey
+GREY_MODES = {"1", "L", "LA"} | WIDE_GREY_MODES
 KEPT_FORMATS = {"JPEG", "PNG"}
 JPEG_QUALITY = 90
 ORIENTATION = 0x0112  # the EXIF tag
@@ -83,7 +84,7 @@ def _to_8bit(im):
     """`L` for grey modes, RGB for the rest; alpha over white; 16-bit and float grey scaled to 8 bits."""
     from PIL import Image
 
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if im.mode in WIDE_GREY_MODES:
         arr = np.asarray(im, dtype=np.float64)
         if im.mode == "F":  # floats: [0, 1], or already on the 8-bit scale
             scale = 255.0 if arr.max() <= 1 else 1.0

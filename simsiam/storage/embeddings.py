@@ -13,9 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simsiam.errors import StorageError
 from simsiam.storage.client import ObjectStore
-from simsiam.storage.shards import sha256
+from simsiam.storage.shards import put_verified, sha256
 from simsiam.storage.staging import MANIFEST, DatasetRef, check_dataset_name
 
 FORMAT = "parquet-embeddings/1"
@@ -51,9 +50,7 @@ def write_embeddings(store: ObjectStore, prefix: str, labels: np.ndarray, feats:
         key = f"{prefix}part-{i:05d}.parquet"
         data = _part(np.arange(start, stop), labels[start:stop], feats[start:stop],
                      origins[start:stop] if origins is not None else None)
-        store.put_bytes(key, data, metadata={"sha256": sha256(data)})
-        if sha256(store.get_bytes(key)) != sha256(data):
-            raise StorageError(f"s3://{store.bucket}/{key} read back with different bytes; embedding stopped")
+        put_verified(store, key, data, sha256(data), "part", "embedding")
         parts.append({"key": key, "rows": stop - start, "size": len(data), "sha256": sha256(data)})
     manifest = {"format": FORMAT, **meta, "num_rows": int(len(feats)), "dim": int(feats.shape[1]), "parts": parts,
                 "uri": f"s3://{store.bucket}/{prefix.rstrip('/')}",

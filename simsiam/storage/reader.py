@@ -33,18 +33,24 @@ def _manifest(store: ObjectStore, ref: DatasetRef) -> dict | None:
         raise DataError(f"manifest {ref.manifest_uri} is not valid JSON") from None
 
 
+def versions(store: ObjectStore, name: str) -> list[tuple[DatasetRef, dict]]:
+    """The complete (manifest-bearing) versions of `name` with their manifests, newest first."""
+    prefix, found = f"datasets/{name}/", []
+    for vprefix in store.list_prefixes(prefix):
+        ref = DatasetRef(store.bucket, name, vprefix[len(prefix):].rstrip("/"))
+        m = _manifest(store, ref)
+        if m is not None:
+            found.append((ref, m))
+    return sorted(found, key=lambda rm: rm[1]["created_at"], reverse=True)
+
+
 def list_datasets(store: ObjectStore) -> list[dict]:
-    """Every complete (manifest-bearing) version in the bucket, newest first per name."""
-    rows = []
-    for name_prefix in store.list_prefixes("datasets/"):
-        name = name_prefix[len("datasets/"):].rstrip("/")
-        for vprefix in store.list_prefixes(name_prefix):
-            ref = DatasetRef(store.bucket, name, vprefix[len(name_prefix):].rstrip("/"))
-            m = _manifest(store, ref)
-            if m is not None:
-                rows.append({"name": name, "version": ref.version, "uri": ref.uri, "split": m["split"],
-                             "samples": m["num_samples"], "shards": len(m["shards"]), "bytes": m["total_bytes"],
-                             "created_at": m["created_at"], "dataset": m["dataset"]})
+    """Every complete version in the bucket, newest first per name."""
+    rows = [{"name": ref.name, "version": ref.version, "uri": ref.uri, "split": m["split"],
+             "samples": m["num_samples"], "shards": len(m["shards"]), "bytes": m["total_bytes"],
+             "created_at": m["created_at"], "dataset": m["dataset"]}
+            for name_prefix in store.list_prefixes("datasets/")
+            for ref, m in versions(store, name_prefix[len("datasets/"):].rstrip("/"))]
     rows.sort(key=lambda r: (r["name"], r["created_at"]), reverse=True)
     return rows
 

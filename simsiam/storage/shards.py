@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from simsiam.errors import DataError
+from simsiam.errors import DataError, StorageError
 
 FORMAT = "parquet-png/1"
 
@@ -69,6 +69,15 @@ def read_shard(data: bytes, name: str) -> pa.Table:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def put_verified(store, key: str, data: bytes, digest: str, what: str, work: str,
+                 content_type: str = "application/octet-stream") -> None:
+    """Upload `data` with its sha256 and read it back: bytes changed on the way stop `work` rather
+    than leave a version whose manifest vouches for them."""
+    store.put_bytes(key, data, metadata={"sha256": digest}, content_type=content_type)
+    if sha256(store.get_bytes(key)) != digest:
+        raise StorageError(f"{what} s3://{store.bucket}/{key} read back with different bytes; {work} stopped")
 
 
 def source_fingerprint(source, shard_size: int) -> str:

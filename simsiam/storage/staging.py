@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from simsiam.errors import StorageError
 from simsiam.storage.client import ObjectStore
-from simsiam.storage.shards import FORMAT, sha256, source_fingerprint, write_shard
+from simsiam.storage.shards import FORMAT, put_verified, sha256, source_fingerprint, write_shard
 
 MANIFEST = "manifest.json"
 # One path segment under datasets/: a slash would hide the version from `data ls`, '..' would escape it.
@@ -81,9 +81,7 @@ def stage_dataset(source, store: ObjectStore, name: str, split: str = "train", s
         digest = sha256(data)
         existing = store.head(key)
         if not (existing and existing["size"] == len(data) and existing["metadata"].get("sha256") == digest):
-            store.put_bytes(key, data, metadata={"sha256": digest})
-            if sha256(store.get_bytes(key)) != digest:
-                raise StorageError(f"shard s3://{store.bucket}/{key} read back with different bytes; staging stopped")
+            put_verified(store, key, data, digest, "shard", "staging")
         shards.append({"key": key, "size": len(data), "sha256": digest, "count": len(idx)})
         bar.update(len(idx))
     bar.close()

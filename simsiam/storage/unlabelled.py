@@ -33,11 +33,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from simsiam.errors import DataError, StorageError
+from simsiam.errors import DataError
 from simsiam.images import Item, Prepared, prepare, walk_folder
 from simsiam.storage.client import ObjectStore
-from simsiam.storage.reader import list_datasets
-from simsiam.storage.shards import sha256
+from simsiam.storage.reader import versions
+from simsiam.storage.shards import put_verified, sha256
 from simsiam.storage.staging import MANIFEST, DatasetRef, check_dataset_name
 
 FORMAT = "parquet-images/1"
@@ -54,7 +54,6 @@ class Staging:
     uploaded_objects: int = 0
     uploaded_bytes: int = 0
     reused_shards: int = 0
-    new_shards: int = 0
 
 
 def s3_items(store: ObjectStore, prefix: str) -> Iterator[Item]:
@@ -117,21 +116,18 @@ def stage_collection(items: Iterable[Item], store: ObjectStore, name: str, sourc
         _put(store, ref.prefix + SKIPPED, _parquet(skipped, ("origin", "token", "skipped")), done)
     manifest = _manifest(ref, source_desc, shard_size, max_side, shards, skipped, len(listing))
     _put(store, ref.prefix + MANIFEST, json.dumps(manifest, indent=2).encode(), done)
-    done.reused_shards, done.new_shards = len(reused), len(new)
+    done.reused_shards = len(reused)
     return ref, manifest, done
 
 
 def _previous(store: ObjectStore, name: str) -> tuple[list[dict], dict[str, list[dict]], list[dict]]:
     """The newest complete version of `name` staged this way: (its shards, each shard's files by
     sha256, its skipped files); all empty when there is none."""
-    for row in list_datasets(store):  # newest first per name
-        manifest = json.loads(store.get_bytes(f"datasets/{name}/{row['version']}/{MANIFEST}")) \
-            if row["name"] == name else {}
+    for ref, manifest in versions(store, name):
         if manifest.get("format") == FORMAT:
             files = {s["sha256"]: _read_parquet(store, s["key"].removesuffix(".parquet") + FILES)
                      for s in manifest["shards"]}
-            skipped = _read_parquet(store, f"datasets/{name}/{row['version']}/{SKIPPED}") \
-                if manifest["skipped"]["count"] else []
+            skipped = _read_parquet(store, ref.prefix + SKIPPED) if manifest["skipped"]["count"] else []
             return manifest["shards"], files, skipped
     return [], {}, []
 
@@ -209,10 +205,11 @@ def _write_shard(batch: list[tuple[Item, Prepared]], store: ObjectStore, name: s
 
 
 def _put(store: ObjectStore, key: str, data: bytes, done: Staging, digest: str | None = None) -> None:
-    store.put_bytes(key, data, metadata={"sha256": digest} if digest else None,
-                    content_type="application/json" if key.endswith(".json") else "application/octet-stream")
-    if digest and sha256(store.get_bytes(key)) != digest:
-        raise StorageError(f"shard s3://{store.bucket}/{key} read back with different bytes; staging stopped")
+    if digest:
+        put_verified(store, key, data, digest, "shard", "staging")
+    else:
+        store.put_bytes(key, data, content_type="application/json" if key.endswith(".json") else
+                        "application/octet-stream")
     done.uploaded_objects += 1
     done.uploaded_bytes += len(data)
 

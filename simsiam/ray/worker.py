@@ -104,8 +104,6 @@ def _final_eval(result, cfg: Config, judged_on: tuple, device, tracker) -> dict[
     runs it) on the trained backbone in memory; logged to the trial's MLflow run too."""
     from simsiam.evaluation import evaluate_after_training
 
-    if cfg.data.dataset == "images" and judged_on[1] is None:  # an image collection, no labelled eval data
-        return {}
     metrics, _ = evaluate_after_training(result.model.backbone, cfg, *judged_on, device)
     if tracker is not None:
         tracker.log_final(result.step, metrics)
@@ -154,8 +152,8 @@ def run_loop(config: dict, session: LoopSession) -> None:
     resume = _restore_into(local, session)
     final_eval = bool(config.get("final_eval"))
     judging = rank == 0 and (cfg.eval.knn_every_epochs > 0 or final_eval)
-    train_src, test_src = open_sources(cfg, need_test=judging, state=config.get("state_path"))
     judged_on = eval_sources(cfg, config.get("state_path")) if judging else None  # labelled data apart, if any
+    train_src, test_src = open_sources(cfg, need_test=judging and judged_on is None, state=config.get("state_path"))
     tracker = _mlflow_reporter(config, cfg) if rank == 0 and config.get("tracking_uri") else None
     # log before reporting: a stopped trial may not return from report
     ray_reporter = RayReportReporter(session)
@@ -165,7 +163,8 @@ def run_loop(config: dict, session: LoopSession) -> None:
         result = train(cfg, reporters, out_dir=local, resume=resume, train_source=train_src, test_source=test_src,
                        rank=rank, world_size=world, wrap_model=wrap, eval_sources=judged_on)
         if final_eval:
-            final = _final_eval(result, cfg, judged_on or (train_src, test_src), device, tracker) if rank == 0 else {}
+            final = _final_eval(result, cfg, judged_on or (train_src, test_src), device, tracker) \
+                if rank == 0 and cfg.has_eval_data else {}
             session.report({**ray_reporter.metrics, **final, "final_eval": 1.0})  # every rank reports
     finally:
         if tracker is not None:

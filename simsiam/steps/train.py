@@ -51,11 +51,12 @@ def pretrain(ctx: RunContext, out: str | Path | None = None, resume: bool = Fals
 def _here(ctx: RunContext, attempt: R.Attempt, run_id: str | None, reporters: Sequence[Reporter]) -> TrainedRun:
     from simsiam.engine import train
     from simsiam.reporters import JsonlReporter, ProgressReporter
-    from simsiam.storage import eval_sources
+    from simsiam.storage import eval_sources, open_sources
 
     cfg, out = ctx.cfg, attempt.out
-    train_src, test_src = sources(ctx, need_test=cfg.eval.knn_every_epochs > 0)
     judged_on = eval_sources(cfg, store=ctx.store if cfg.eval.source else None) if cfg.eval.knn_every_epochs else None
+    train_src, test_src = open_sources(cfg, need_test=cfg.eval.knn_every_epochs > 0 and judged_on is None,
+                                       store=ctx.store if cfg.data.source else None)
     mine, tracker = [JsonlReporter(out / "metrics.jsonl"), ProgressReporter(ctx.progress)], None
     if run_id:
         from simsiam.tracking import MlflowReporter, dataset_info
@@ -77,13 +78,6 @@ def _here(ctx: RunContext, attempt: R.Attempt, run_id: str | None, reporters: Se
     return TrainedRun(checkpoint=str(result.checkpoint.resolve()), collapsed=result.collapsed, run_id=run_id,
                       steps=result.step, epochs=result.epoch, resumed_from_step=result.start_step,
                       wall_s=round(result.wall_s, 1), metrics=M.pick(last, M.TRAINING))
-
-
-def sources(ctx: RunContext, need_test: bool):
-    """(train, test) sources of the context's config, read through its store."""
-    from simsiam.storage import open_sources
-
-    return open_sources(ctx.cfg, need_test, store=ctx.store if ctx.cfg.data.source else None)
 
 
 def on_ray(ctx: RunContext, workers: RayWorkers) -> RayWorkers:

@@ -58,23 +58,21 @@ def eval_sources(cfg: Config, state: str | Path | None = None,
         store = store or store_for(cfg, state)
         return tuple(_labelled(StagedSource(store, spec), spec) for spec in (cfg.eval.source, cfg.eval.test_source))
     if cfg.eval.dataset:
-        data = DataConfig(dataset=cfg.eval.dataset, root=cfg.eval.root, download=cfg.data.download)
+        data = cfg.eval_as_data().data
         return load_source(data, "train"), load_source(data, "test")
     return None
 
 
-def evaluation_sources(cfg: Config, state: str | Path | None = None, store: ObjectStore | None = None,
-                       training: tuple | None = None) -> tuple[ImageSource | ShardStream, ImageSource]:
+def evaluation_sources(cfg: Config, state: str | Path | None = None,
+                       store: ObjectStore | None = None) -> tuple[ImageSource | ShardStream, ImageSource]:
     """What the evaluation after training measures on: the data eval.* names, else the training data's
-    own splits (`training`: the (train, test) sources already open). An image collection with no
-    evaluation data is a ConfigError: there is nothing to measure on."""
+    own splits. An image collection with no evaluation data is a ConfigError: there is nothing to
+    measure on."""
     named = eval_sources(cfg, state, store)
     if named is None and cfg.data.dataset == "images":
         raise ConfigError(f"no labelled data to evaluate an encoder trained on {cfg.data.root or cfg.data.source} "
                           "on: name some with eval.dataset (--eval fashion-mnist, cifar10[:DIR] or imagefolder:DIR)")
-    if named is not None:
-        return named
-    return training if training is not None and training[1] is not None else open_sources(cfg, True, state, store)
+    return named if named is not None else open_sources(cfg, True, state, store)
 
 
 def _labelled(source: StagedSource, spec: str) -> StagedSource:

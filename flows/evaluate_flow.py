@@ -21,9 +21,8 @@ def evaluate(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     metrics are logged to that MLflow run."""
     ctx = open_context(resolve_config(preset, overrides, config), state, mlflow_uri, bool(model_uri or run_id))
     ev = tasks.evaluate(ctx, checkpoint=checkpoint, model_uri=model_uri, run_id=run_id)
-    rows = "\n".join(f"| `{k}` | {M.MEANING[k]} | {M.fmt(v)} |" for k, v in ev.metrics.items())
+    rows = "\n".join(M.table(ev.metrics))
     create_markdown_artifact(
         key="simsiam-evaluation", description="kNN and linear probe of a frozen backbone",
-        markdown=f"# Evaluation of `{model_uri or checkpoint}`\n\n| key | metric | value |\n|---|---|---|\n{rows}"
-                 f"\n\nMeasured on: {ev.eval_set['eval.set']}.")
+        markdown=f"# Evaluation of `{model_uri or checkpoint}`\n\n{rows}\n\nMeasured on: {ev.eval_set['eval.set']}.")
     return ev

@@ -13,9 +13,9 @@ from flows.common import DEFAULT_PRESET, open_context, ray_workers, resolve_conf
 from simsiam import metrics as M
 from simsiam.config import Config, sweep_space
 from simsiam.errors import SimSiamError
-from simsiam.results import Staged
+from simsiam.results import outcome
 from simsiam.run_report import log_lines, run_report, trial_table
-from simsiam.steps import RunContext, with_staged
+from simsiam.steps import RunContext, on_staged_data
 
 REPORT_KEY = "simsiam-pipeline-report"
 RUN_LINK_KEY = "simsiam-mlflow-run"
@@ -47,7 +47,8 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     """
     cfg = context.cfg if context else resolve_config(preset, overrides, config)
     space = sweep_space(cfg, sweep_lr, sweep_batch, sweep_grid) if mode == "sweep" else None
-    ctx, staged = _staged(open_context(cfg, state, mlflow_uri, context=context), subset)
+    ctx, staged = on_staged_data(open_context(cfg, state, mlflow_uri, context=context), subset, stage=tasks.stage)
+    _log(staged=staged)
     rows = None
     if mode == "pretrain":
         trained = tasks.pretrain(ctx, workers=ray_workers(workers, gpus_per_worker))
@@ -65,26 +66,11 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     _log(gate=gate, registered=True)
     where = _publish(ctx, mode, staged, trained, evaluation, gate, rows)
     return {"where_to_look": where, "run_id": trained.run_id, "registered": gate.to_dict() if gate else None,
-            "metrics": {**trained.metrics, **(evaluation.metrics if evaluation else {})},
-            "eval_set": evaluation.eval_set["eval.set"] if evaluation else None,
+            **outcome(trained, evaluation),
             "collapsed": trained.collapsed, "resumed_from_step": trained.resumed_from_step,
             "staged": {k: v.uri for k, v in staged.items()},
             "uploaded_objects": sum(v.uploaded_objects for v in staged.values()),
             **({"sweep_trials": rows} if rows else {})}
-
-
-def _staged(ctx: RunContext, subset: int | None) -> tuple[RunContext, dict[str, Staged]]:
-    """Stage the training data (a labelled dataset's train and test splits, or an image collection)
-    and the labelled evaluation data eval.dataset names; the context then names the versions."""
-    splits = ["train"] if ctx.cfg.data.dataset == "images" else ["train", "test"]
-    staged = {split: tasks.stage(ctx, split, subset=subset) for split in splits}
-    cfg = with_staged(ctx.cfg, staged["train"], staged.get("test"))
-    if cfg.eval.dataset:
-        judged = {split: tasks.stage(ctx, split, subset=subset, of="eval") for split in ("train", "test")}
-        cfg = with_staged(cfg, judged["train"], judged["test"], of="eval")
-        staged |= {f"eval-{split}": s for split, s in judged.items()}
-    _log(staged=staged)
-    return ctx.with_config(cfg), staged
 
 
 def _log(**what) -> None:

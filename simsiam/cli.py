@@ -17,6 +17,7 @@ from simsiam.config import Config, load_config, override_config, sweep_space, va
 from simsiam.errors import DiskFullError, SimSiamError
 from simsiam.library_env import apply_library_defaults
 from simsiam.metrics import fmt
+from simsiam.results import outcome
 from simsiam.run_report import staged_line
 from simsiam.steps import RunContext
 
@@ -214,9 +215,7 @@ def _evaluated(ctx: RunContext, trained, summary: dict) -> None:
     and the gate, into `summary`."""
     evaluation = steps.evaluate(ctx, checkpoint=trained.checkpoint, run_id=trained.run_id) \
         if ctx.cfg.has_eval_data else None
-    summary.update(metrics={**trained.metrics, **(evaluation.metrics if evaluation else {})},
-                   eval_set=evaluation.eval_set["eval.set"] if evaluation else None,
-                   registry=steps.register(ctx, trained, evaluation).to_dict())
+    summary.update(**outcome(trained, evaluation), registry=steps.register(ctx, trained, evaluation).to_dict())
 
 
 @app.command()
@@ -277,11 +276,12 @@ def sweep(
 ) -> None:
     """Ray Tune sweep over base lr x batch (and --grid axes): ASHA on the kNN monitor (knn/top1),
     collapsed trials stopped early. Prints the trial table, then JSON with every trial and the best one."""
-    from simsiam.ray import RayWorkers, format_table
+    from simsiam.ray import RayWorkers
+    from simsiam.run_report import format_table
 
     cfg = load_config(preset, set_ or [])
     space = sweep_space(cfg, parse_values(lr, "--lr"), parse_values(batch, "--batch"), parse_grid(grid))
-    ctx = steps.on_staged_data(RunContext.open(cfg, state, tracking=track, tracking_uri=tracking_uri))  # trials read S3
+    ctx, _ = steps.on_staged_data(RunContext.open(cfg, state, tracking=track, tracking_uri=tracking_uri))  # trials read S3
     res = steps.sweep(ctx, space, RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, 0), samples=samples,
                       max_concurrent=max_concurrent, collapse_threshold=collapse_threshold)
     typer.echo(format_table(res.rows))

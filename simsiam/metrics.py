@@ -37,7 +37,6 @@ MEANING = {
 }
 
 TRAINING = (LOSS, Z_STD_RATIO, KNN_MONITOR, KNN_MONITOR_BEST)  # what a trained run reports at its end
-EVALUATION = (KNN_FINAL, PROBE, PROBE_TRAIN)  # the evaluation after training
 
 
 def fmt(value) -> str:
@@ -47,10 +46,10 @@ def fmt(value) -> str:
     return f"{value:.2f}" if math.isfinite(value) else str(value)
 
 
-def finite(metrics: dict[str, float | None]) -> dict[str, float]:
-    """The keys with a finite value (what MLflow can store)."""
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+def table(values: dict[str, float | None]) -> list[str]:
+    """Markdown table lines for people: each key, its meaning and its value (2 decimals)."""
+    return ["| key | metric | value |", "|---|---|---|",
+            *(f"| `{k}` | {MEANING.get(k, k)} | {fmt(v)} |" for k, v in values.items())]
 
 
 def pick(metrics: dict[str, float | None], keys: tuple[str, ...]) -> dict[str, float]:

@@ -109,6 +109,13 @@ class Evaluation(_Result):
     _private = ("model", "model_config")
 
 
+def outcome(trained: TrainedRun, evaluation: Evaluation | None) -> dict[str, Any]:
+    """What a run reports at its end: the training's and the evaluation's metrics under their keys,
+    and what the evaluation measured on (None when no labelled data judged the encoder)."""
+    return {"metrics": {**trained.metrics, **(evaluation.metrics if evaluation else {})},
+            "eval_set": evaluation.eval_set["eval.set"] if evaluation else None}
+
+
 @dataclass
 class Registration(_Result):
     """A registered version and the gate's decision (`champion` or `challenger`), with its reasons."""

@@ -30,10 +30,8 @@ def run_report(cfg: Config, staged: dict[str, Staged], train: TrainedRun, evalua
     lines += [f"| {s.split} | `{s.uri}` | {s.samples} | {s.shards} | {s.uploaded_objects} |" for s in staged.values()]
     lines += ["", "## Result", f"{train.steps} steps, {train.epochs} epochs, {M.fmt(train.wall_s)} s of training"
               + (f"; measured on: {evaluation.eval_set['eval.set']}" if evaluation else f"; not evaluated: {NO_EVAL}")
-              + ".", "",
-              "| key | metric | value |", "|---|---|---|"]
-    values = {**train.metrics, **(evaluation.metrics if evaluation else {})}
-    lines += [f"| `{k}` | {M.MEANING.get(k, k)} | {M.fmt(v)} |" for k, v in values.items()]
+              + ".", ""]
+    lines += M.table({**train.metrics, **(evaluation.metrics if evaluation else {})})
     verdict = ("**COLLAPSED**: z/||z|| has (almost) no spread; the encoder maps images to one point and is never "
                "promoted." if train.collapsed else "healthy: no collapse (z_std x sqrt(d) well above 0).")
     lines += ["", f"**Collapse verdict:** {verdict}", ""]

@@ -12,7 +12,7 @@ The same code runs on a laptop (`ray.init()` starts a local cluster) and on a cl
 
 from simsiam.ray.cluster import RayWorkers, init_ray
 from simsiam.ray.pretrain import load_result_checkpoint, pretrain_distributed
-from simsiam.ray.sweep import CollapseStopper, format_table, run_sweep
+from simsiam.ray.sweep import CollapseStopper, run_sweep
 
-__all__ = ["CollapseStopper", "RayWorkers", "format_table", "init_ray", "load_result_checkpoint",
+__all__ = ["CollapseStopper", "RayWorkers", "init_ray", "load_result_checkpoint",
            "pretrain_distributed", "run_sweep"]

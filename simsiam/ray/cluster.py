@@ -50,7 +50,9 @@ class RayWorkers:
 
     def checkpoint_uri(self, path: str) -> str:
         """The checkpoint file of a directory Ray reported (bucket/key on S3, else a local path)."""
-        return f"s3://{path}/checkpoint.pt" if self.storage is not None else f"{path}/checkpoint.pt"
+        from simsiam.checkpoint import CHECKPOINT_NAME
+
+        return f"s3://{path}/{CHECKPOINT_NAME}" if self.storage is not None else f"{path}/{CHECKPOINT_NAME}"
 
 
 def export_credentials(settings: S3Settings | None) -> None:

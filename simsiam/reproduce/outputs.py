@@ -30,14 +30,14 @@ def write_report(cfg: Config, suite: str, seeds: int, claims, runs, alias, resul
              "smaller than the paper's', or 'smaller than the paper's' where the ordering is not shown. "
              "Collapse means final z_std * sqrt(d) < 0.1."]
     out.mkdir(parents=True, exist_ok=True)
-    md, js = out / "reproduce.md", out / "reproduce.json"
+    md, js, verdicts = out / "reproduce.md", out / "reproduce.json", verdict_counts(rows)
     md.write_text(render_markdown(rows, f"SimSiam reproduction: {suite}", notes))
     js.write_text(json.dumps({"suite": suite, "preset": cfg.name, "seeds": seeds, "wall_s": round(wall_s, 1),
-                              "verdicts": verdict_counts(rows), "rows": rows}, indent=2))
+                              "verdicts": verdicts, "rows": rows}, indent=2))
     fig = None
     pairs = {"w/ stop-grad": "baseline", "w/o stop-grad": "no_stop_grad"}
     if all(any(r.key == key for r in runs) for key in pairs.values()):
         fig = fig2({label: [curves.get(r.name, []) for r in runs if r.key == key] for label, key in pairs.items()},
                    out / "figures" / "reproduce_fig2.png")
     return Reproduction(report_md=str(md), report_json=str(js), figure=str(fig) if fig else None,
-                        wall_s=round(wall_s, 1), verdicts=verdict_counts(rows), rows=rows)
+                        wall_s=round(wall_s, 1), verdicts=verdicts, rows=rows)

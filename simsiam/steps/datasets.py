@@ -3,7 +3,7 @@ prefix), or the labelled evaluation data, and pointing the config at what was st
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 from simsiam.config import Config, override_config
 from simsiam.results import Staged
@@ -56,15 +56,20 @@ def with_staged(cfg: Config, train: Staged | None, test: Staged | None, of: Lite
     return override_config(cfg, sets) if sets else cfg
 
 
-def on_staged_data(ctx: RunContext, test: bool = True) -> RunContext:
-    """Ray workers read staged data from S3, on any node, as in `simsiam run`: without a `data.source`,
-    stage the training data (and with `test` the test split of a labelled dataset, for the kNN
-    monitor), and the evaluation data that eval.dataset names; a version already staged uploads nothing."""
-    cfg = ctx.cfg
+def on_staged_data(ctx: RunContext, subset: int | None = None,
+                   stage: Callable[..., Staged] = stage) -> tuple[RunContext, dict[str, Staged]]:
+    """Training reads staged data from S3, on any node: stage the training data (a labelled dataset's
+    two splits, or an image collection) unless data.source names a staged version, and the labelled
+    evaluation data eval.dataset names unless eval.source does. Returns the context pointed at the
+    versions, and what was staged by name (`stage`: the step itself, or the pipeline's task of it).
+    A version already staged uploads nothing."""
+    cfg, staged = ctx.cfg, {}
     if not cfg.data.source:
-        train = stage(ctx, "train")
-        with_test = test and not cfg.data.test_source and cfg.data.dataset != "images"
-        cfg = with_staged(cfg, train, stage(ctx, "test") if with_test else None)
+        splits = ["train"] + (["test"] if cfg.data.dataset != "images" and not cfg.data.test_source else [])
+        staged = {split: stage(ctx, split, subset=subset) for split in splits}
+        cfg = with_staged(cfg, staged["train"], staged.get("test"))
     if cfg.eval.dataset and not cfg.eval.source:
-        cfg = with_staged(cfg, stage(ctx, "train", of="eval"), stage(ctx, "test", of="eval"), of="eval")
-    return ctx.with_config(cfg)
+        judged = {split: stage(ctx, split, subset=subset, of="eval") for split in ("train", "test")}
+        cfg = with_staged(cfg, judged["train"], judged["test"], of="eval")
+        staged |= {f"eval-{split}": s for split, s in judged.items()}
+    return ctx.with_config(cfg), staged

@@ -20,7 +20,8 @@ from typing import Any
 from simsiam.config import Config, load_config
 from simsiam.errors import SimSiamError
 
-ATTEMPT, FINISHED, CHECKPOINT = "attempt.json", "finished.json", "checkpoint.pt"
+ATTEMPT, FINISHED = "attempt.json", "finished.json"
+CHECKPOINT = "checkpoint.pt"  # simsiam.checkpoint.CHECKPOINT_NAME, named here without importing torch
 
 
 @dataclass

@@ -11,6 +11,7 @@ better.
 MLflow's HTTP retries and printing are set by `simsiam.library_env`, applied by each entry point.
 """
 
+from simsiam.errors import TrackingError
 from simsiam.tracking.logged_models import (
     load_registered,
     load_registered_net,
@@ -21,7 +22,6 @@ from simsiam.tracking.logged_models import (
 from simsiam.tracking.mlflow_reporter import MlflowReporter, dataset_info
 from simsiam.tracking.registry import CHALLENGER, CHAMPION, list_models, promote, register_and_gate, registered_name
 from simsiam.tracking.runs import (
-    TrackingError,
     check_server,
     child_runs,
     create_run,

@@ -16,11 +16,9 @@ def model_card(tracking_uri: str, run_id: str, name: str, version: str, decision
     run = MlflowClient(tracking_uri).get_run(run_id)
     metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
     channels = params.get("model.in_channels", "C")  # what the served model checks
-    rows = "\n".join(f"| `{key}` | {M.MEANING[key]} | {M.fmt(metrics.get(key))} |" for key in CARD_METRICS)
+    rows = "\n".join(M.table({key: metrics.get(key) for key in CARD_METRICS}))
     return f"""**Gate: {decision}.** {'; '.join(reasons)}
 
-| key | metric | value |
-|---|---|---|
 {rows}
 
 **Data:** `{tags.get('dataset.name', params.get('data.dataset', '-'))}` version `{tags.get('dataset.version', '-')}`, \

@@ -17,8 +17,9 @@ from mlflow.exceptions import MlflowException
 
 from simsiam.batch_augment import normalise
 from simsiam.config import Config
+from simsiam.errors import TrackingError
 from simsiam.tracking.net_files import part_of, read_net_files, write_net_files
-from simsiam.tracking.runs import TrackingError, check_server, tracking_uri_scope
+from simsiam.tracking.runs import check_server, tracking_uri_scope
 
 MODEL_NAMES = ("backbone", "encoder")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # simsiam/: the code that rebuilds the network travels with it

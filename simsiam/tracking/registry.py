@@ -13,8 +13,9 @@ from mlflow.exceptions import MlflowException
 
 from simsiam import metrics as M
 from simsiam.config import Config
+from simsiam.errors import TrackingError
 from simsiam.tracking.card import model_card
-from simsiam.tracking.runs import TrackingError, tracking_uri_scope
+from simsiam.tracking.runs import tracking_uri_scope
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -23,11 +24,21 @@ def registered_name(cfg: Config) -> str:
     return f"simsiam-{cfg.data.dataset}-{cfg.model.backbone}"
 
 
-def _champion(client: MlflowClient, name: str):
+def _by_alias(client: MlflowClient, name: str, alias: str):
+    """The version `alias` points at, None when it is not set."""
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
+
+
+def _set_role(client: MlflowClient, name: str, version: str, role: str) -> None:
+    """Point `role` at `version`; a version holds one role, so a champion drops `challenger` if it had
+    it (an earlier attempt of its run, or a manual promotion of the challenger)."""
+    client.set_registered_model_alias(name, role, version)
+    challenger = _by_alias(client, name, CHALLENGER) if role == CHAMPION else None
+    if challenger is not None and str(challenger.version) == str(version):
+        client.delete_registered_model_alias(name, CHALLENGER)
 
 
 NOT_JUDGED = ("not promoted: no labelled evaluation data judged it (name some with eval.dataset, e.g. "
@@ -81,7 +92,7 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
         return {"name": name, "version": v.version, "decision": v.tags.get("gate.decision"), "noop": True,
                 "reasons": v.tags.get("gate.reasons", "")}
     mv = existing[0] if existing else None
-    champ = _champion(client, name)
+    champ = _by_alias(client, name, CHAMPION)
     eval_set = eval_set or {}
     if mv is not None and champ is not None and str(champ.version) == str(mv.version):
         # an attempt that died after crowning this version: it is not compared with itself, it stays champion
@@ -99,19 +110,9 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(reasons))
     client.update_model_version(name, mv.version, description=model_card(client.tracking_uri, run_id, name,
                                                                           mv.version, decision, reasons))
-    client.set_registered_model_alias(name, decision, mv.version)
-    if promote and _alias_version(client, name, CHALLENGER) == str(mv.version):
-        client.delete_registered_model_alias(name, CHALLENGER)  # set by an earlier attempt of this run
+    _set_role(client, name, mv.version, decision)
     client.set_model_version_tag(name, mv.version, "gate.decision", decision)
     return {"name": name, "version": mv.version, "decision": decision, "noop": False, "reasons": "; ".join(reasons)}
-
-
-def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
-    """The version `alias` points at, None when it is not set."""
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
 
 
 def promote(client: MlflowClient, name: str, version: str, who: str | None = None) -> dict:
@@ -124,9 +125,7 @@ def promote(client: MlflowClient, name: str, version: str, who: str | None = Non
     reason = f"manual promotion by {who} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
     client.set_model_version_tag(name, mv.version, "gate.decision", "champion (manual)")
     client.set_model_version_tag(name, mv.version, "gate.reasons", reason)
-    client.set_registered_model_alias(name, CHAMPION, mv.version)
-    if _alias_version(client, name, CHALLENGER) == str(mv.version):  # a version holds one role
-        client.delete_registered_model_alias(name, CHALLENGER)
+    _set_role(client, name, mv.version, CHAMPION)
     return {"name": name, "version": mv.version, "decision": "champion (manual)", "reasons": reason}
 
 

@@ -16,7 +16,6 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Run, RunTag
 from mlflow.exceptions import MlflowException
 
-from simsiam.errors import TrackingError  # noqa: F401 - where the tracking modules import it from
 from simsiam.services.endpoints import check_server
 
 

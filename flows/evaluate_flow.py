@@ -1,4 +1,4 @@
-"""Flow `evaluate`: kNN + linear probe of a run's checkpoint or a registered encoder version."""
+"""Flow `evaluate`: label-free metrics, kNN and linear probe of a run's checkpoint or a registered encoder version."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from flows.common import DEFAULT_PRESET, open_context, resolve_config, run_name
 from simsiam import metrics as M
 from simsiam.config import Config
 from simsiam.results import Evaluation
+from simsiam.run_report import measured_on
 
 
 @flow(name="evaluate", flow_run_name=run_name("evaluate"), log_prints=True)
@@ -23,6 +24,6 @@ def evaluate(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     ev = tasks.evaluate(ctx, checkpoint=checkpoint, model_uri=model_uri, run_id=run_id)
     rows = "\n".join(M.table(ev.metrics))
     create_markdown_artifact(
-        key="simsiam-evaluation", description="kNN and linear probe of a frozen backbone",
-        markdown=f"# Evaluation of `{model_uri or checkpoint}`\n\n{rows}\n\nMeasured on: {ev.eval_set['eval.set']}.")
+        key="simsiam-evaluation", description="label-free metrics, kNN and linear probe of a frozen backbone",
+        markdown=f"# Evaluation of `{model_uri or checkpoint}`\n\n{rows}\n\nMeasured on: {measured_on(ev)}.")
     return ev

@@ -11,7 +11,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from flows import tasks
 from flows.common import DEFAULT_PRESET, open_context, ray_workers, resolve_config, run_name
 from simsiam import metrics as M
-from simsiam.config import Config, sweep_space
+from simsiam.config import Config, sweep_metric_for, sweep_space
 from simsiam.errors import SimSiamError
 from simsiam.results import outcome
 from simsiam.run_report import log_lines, run_report, trial_table
@@ -26,11 +26,12 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
              mode: Literal["pretrain", "sweep"] = "pretrain", subset: int | None = None, workers: int = 0,
              gpus_per_worker: float = 0.0, sweep_lr: list[float] | None = None, sweep_batch: list[int] | None = None,
              sweep_grid: dict[str, list] | None = None, sweep_max_concurrent: int | None = None,
-             registry: bool = True, mlflow_uri: str | None = None, state: str | None = None,
-             context: RunContext | None = None) -> dict[str, Any]:
-    """The whole job: stage the data, pretrain (or sweep and keep the best trial), evaluate the
-    frozen encoder (kNN + linear probe on the full staged splits), register it and promote it to
-    `champion` only if it is not collapsed, clears `tracking.promote_floor` and beats the champion.
+             sweep_metric: str | None = None, registry: bool = True, mlflow_uri: str | None = None,
+             state: str | None = None, context: RunContext | None = None) -> dict[str, Any]:
+    """The whole job: stage the data, pretrain (or sweep and keep the best trial), evaluate the frozen
+    encoder (label-free metrics; with labelled data kNN + linear probe on the full staged splits),
+    register it and promote it to `champion` only if it is not collapsed and beats the champion (on
+    the probe, at least `tracking.promote_floor`; without labels on `eval.label_free_judge`).
 
     Args:
         preset: config preset or YAML file; `overrides` are `key=value` changes; `config` a full config.
@@ -39,6 +40,8 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
         workers: Ray Train workers for pretraining (0 = this process), or per sweep trial (0 counts as 1);
             `gpus_per_worker` for GPUs.
         sweep_max_concurrent: trials at once (default: as many as the free CPUs/GPUs hold).
+        sweep_metric: what ranks the trials (ASHA, best trial): a key of `simsiam.metrics.OBJECTIVES`
+            (default `knn/top1` with labelled data, else `eval.label_free_judge`).
         registry: register and gate the encoder (off: evaluate only).
         mlflow_uri: tracking server (default $MLFLOW_TRACKING_URI or the embedded one).
         state: state dir of the embedded services.
@@ -46,29 +49,27 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
             config and service arguments above. Leave it empty in deployments.
     """
     cfg = context.cfg if context else resolve_config(preset, overrides, config)
-    space = sweep_space(cfg, sweep_lr, sweep_batch, sweep_grid) if mode == "sweep" else None
+    space, metric = (sweep_space(cfg, sweep_lr, sweep_batch, sweep_grid), sweep_metric_for(cfg, sweep_metric)) \
+        if mode == "sweep" else (None, None)  # bad grids and metrics fail before any staging
     ctx, staged = on_staged_data(open_context(cfg, state, mlflow_uri, context=context), subset, stage=tasks.stage)
     _log(staged=staged)
-    rows = None
     if mode == "pretrain":
-        trained = tasks.pretrain(ctx, workers=ray_workers(workers, gpus_per_worker))
+        trained, rows = tasks.pretrain(ctx, workers=ray_workers(workers, gpus_per_worker)), None
     else:
         swept = tasks.sweep(ctx, space, ray_workers(max(workers, 1), gpus_per_worker, max_failures=0),
-                            max_concurrent=sweep_max_concurrent)
+                            max_concurrent=sweep_max_concurrent, metric=metric)
         trained, rows = swept.best, swept.rows
         if trained is None:
             raise SimSiamError(f"sweep {swept.name}: no trial finished without collapse; nothing to register")
     _log(trained=trained, mode=mode)
-    evaluation = tasks.evaluate(ctx, checkpoint=trained.checkpoint, run_id=trained.run_id) \
-        if ctx.cfg.has_eval_data else None
-    _log(evaluation=evaluation, unjudged=evaluation is None)
+    evaluation = tasks.evaluate(ctx, checkpoint=trained.checkpoint, run_id=trained.run_id)
+    _log(evaluation=evaluation)
     gate = tasks.register(ctx, trained, evaluation) if registry and trained.run_id else None
     _log(gate=gate, registered=True)
     where = _publish(ctx, mode, staged, trained, evaluation, gate, rows)
     return {"where_to_look": where, "run_id": trained.run_id, "registered": gate.to_dict() if gate else None,
-            **outcome(trained, evaluation),
-            "collapsed": trained.collapsed, "resumed_from_step": trained.resumed_from_step,
-            "staged": {k: v.uri for k, v in staged.items()},
+            **outcome(trained, evaluation), "collapsed": trained.collapsed,
+            "resumed_from_step": trained.resumed_from_step, "staged": {k: v.uri for k, v in staged.items()},
             "uploaded_objects": sum(v.uploaded_objects for v in staged.values()),
             **({"sweep_trials": rows} if rows else {})}
 
@@ -90,10 +91,11 @@ def _publish(ctx: RunContext, mode: str, staged, trained, evaluation, gate, rows
 
         runs_url = experiment_url(ctx.tracking_uri, ensure_experiment(ctx.tracking_uri, ctx.cfg.tracking.experiment))
     verdict = ("collapsed" if trained.collapsed else "healthy") + (f", {gate.decision}" if gate else "")
+    probe = M.fmt(evaluation.metrics[M.PROBE]) if M.PROBE in evaluation.metrics else "not measured (no labelled data)"
     report_id = create_markdown_artifact(
         key=REPORT_KEY, markdown=run_report(ctx.cfg, staged, trained, evaluation, gate, mode, rows, runs_url),
         description=f"SimSiam {mode} report for {ctx.cfg.name}: {M.PROBE} "
-                    f"{M.fmt(evaluation.metrics[M.PROBE]) if evaluation else 'not measured (no labelled data)'} "
+                    f"{probe}, {M.RANKME} {M.fmt(evaluation.metrics.get(M.RANKME))} "
                     f"({verdict}); data versions, metrics, collapse verdict, registry gate, links")
     if rows:
         create_table_artifact(key="simsiam-sweep-trials", table=trial_table(rows), description="one row per trial")

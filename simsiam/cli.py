@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from simsiam import steps
-from simsiam.config import Config, load_config, override_config, sweep_space, validate_config
+from simsiam.config import Config, load_config, override_config, sweep_metric_for, sweep_space, validate_config
 from simsiam.errors import DiskFullError, SimSiamError
 from simsiam.library_env import apply_library_defaults
 from simsiam.metrics import fmt
@@ -42,6 +42,7 @@ EvalOpt = Annotated[Optional[str], typer.Option("--eval", help="labelled data th
 ProgressOpt = Annotated[bool, typer.Option(help="show a progress bar")]
 GpusOpt = Annotated[float, typer.Option(min=0.0, help="GPUs per Ray worker (0 = CPU workers)")]
 CpusOpt = Annotated[float, typer.Option(min=0.01, help="CPUs per Ray worker")]
+MetricOpt = Annotated[Optional[str], typer.Option("--metric", help="sweep: what ranks the trials (ASHA and the best one): knn/top1, label_free/rankme, label_free/alignment, label_free/uniformity, label_free/std_ratio or train/loss [default: knn/top1 with labelled data, else label_free/rankme]")]
 
 
 def _echo_json(obj: dict) -> None:
@@ -143,6 +144,7 @@ def run(
     batch: Annotated[Optional[str], typer.Option(help="sweep: comma list of train.batch_size")] = None,
     grid: Annotated[Optional[list[str]], typer.Option(help="sweep: extra grid axis key=v1,v2; repeatable")] = None,
     max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="sweep: trials at once [default: as many as free CPUs/GPUs hold]")] = None,
+    metric: MetricOpt = None,
     data: DataOpt = None,
     evaluation: EvalOpt = None,
     tracking_uri: TrackingUriOpt = None,
@@ -162,6 +164,7 @@ def run(
     cfg, sweep_grid = load_config(preset, [*data_sets(data, evaluation), *(set_ or [])]), parse_grid(grid)
     if mode == "sweep":
         sweep_space(cfg, sweep_lr, sweep_batch, sweep_grid)  # a bad axis or value: one line, now
+        sweep_metric_for(cfg, metric)
     smallest = min(sweep_batch) if mode == "sweep" and sweep_batch else None
     check_local_data(cfg, subset, smallest)  # bad input fails here, before any service starts
     ctx = RunContext.open(cfg, state, tracking_uri=tracking_uri, progress=True)
@@ -171,7 +174,7 @@ def run(
 
     out = pipeline(context=ctx, mode=mode, subset=subset, workers=workers, gpus_per_worker=gpus_per_worker,
                    sweep_lr=sweep_lr, sweep_batch=sweep_batch, sweep_grid=sweep_grid or None,
-                   sweep_max_concurrent=max_concurrent)
+                   sweep_max_concurrent=max_concurrent, sweep_metric=metric)
     out["where_to_look"]["stop_services"] = "simsiam down" + (f" --state {state}" if state else "")
     _echo_json(out)
 
@@ -211,10 +214,9 @@ def stage(
 
 
 def _evaluated(ctx: RunContext, trained, summary: dict) -> None:
-    """With a tracked run: the evaluation after training (when there is labelled data), registration
-    and the gate, into `summary`."""
-    evaluation = steps.evaluate(ctx, checkpoint=trained.checkpoint, run_id=trained.run_id) \
-        if ctx.cfg.has_eval_data else None
+    """With a tracked run: the evaluation after training (label-free metrics, and kNN and probe where
+    there is labelled data), registration and the gate, into `summary`."""
+    evaluation = steps.evaluate(ctx, checkpoint=trained.checkpoint, run_id=trained.run_id)
     summary.update(**outcome(trained, evaluation), registry=steps.register(ctx, trained, evaluation).to_dict())
 
 
@@ -269,24 +271,27 @@ def sweep(
     cpus_per_worker: CpusOpt = 1.0,
     max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="trials at once [default: as many as free CPUs/GPUs hold]")] = None,
     collapse_threshold: Annotated[Optional[float], typer.Option(help="stop a trial once z_std*sqrt(d) falls below this [default: 0.1]")] = None,
+    metric: MetricOpt = None,
     track: Annotated[bool, typer.Option("--track", help="MLflow parent run + one child run per trial")] = False,
     register: Annotated[bool, typer.Option(help="with --track: probe the best trial, register it and run the champion gate")] = True,
     tracking_uri: TrackingUriOpt = None,
     state: StateOpt = None,
 ) -> None:
-    """Ray Tune sweep over base lr x batch (and --grid axes): ASHA on the kNN monitor (knn/top1),
-    collapsed trials stopped early. Prints the trial table, then JSON with every trial and the best one."""
+    """Ray Tune sweep over base lr x batch (and --grid axes): ASHA on --metric (the kNN monitor knn/top1
+    with labelled data, eval.label_free_judge without), collapsed trials stopped early; the best healthy trial by that
+    metric wins. Prints the trial table, then JSON with every trial and the best one."""
     from simsiam.ray import RayWorkers
     from simsiam.run_report import format_table
 
     cfg = load_config(preset, set_ or [])
     space = sweep_space(cfg, parse_values(lr, "--lr"), parse_values(batch, "--batch"), parse_grid(grid))
+    metric = sweep_metric_for(cfg, metric)
     ctx, _ = steps.on_staged_data(RunContext.open(cfg, state, tracking=track, tracking_uri=tracking_uri))  # trials read S3
     res = steps.sweep(ctx, space, RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, 0), samples=samples,
-                      max_concurrent=max_concurrent, collapse_threshold=collapse_threshold)
+                      max_concurrent=max_concurrent, collapse_threshold=collapse_threshold, metric=metric)
     typer.echo(format_table(res.rows))
     best = res.best.to_dict() if res.best else None
-    summary = {"sweep": res.name, "data": ctx.cfg.data.source, "trials": res.rows, "best": best,
+    summary = {"sweep": res.name, "data": ctx.cfg.data.source, "metric": res.metric, "trials": res.rows, "best": best,
                "checkpoints": res.checkpoints, "parent_run_id": res.parent_run_id}
     if track and register and res.best:
         _evaluated(ctx, res.best, summary)
@@ -342,7 +347,8 @@ def probe(
     ctx = ctx.with_config(cfg) if ctx else RunContext.open(cfg, state, tracking=False, s3=bool(cfg.data.source))
     out = steps.evaluate(ctx, checkpoint=location, random_init=random_init, loaded=loaded)
     _echo_json({"checkpoint": location, "step": out.step, "random_init": random_init, "metrics": out.metrics,
-                "train_images": out.train_images, "test_images": out.test_images, "eval_set": out.eval_set["eval.set"]})
+                "train_images": out.train_images, "test_images": out.test_images,
+                "eval_set": out.eval_set and out.eval_set["eval.set"], "label_free_set": out.label_free_set["label_free.set"]})
 
 
 @app.command()
@@ -368,14 +374,17 @@ def embed(
 
 @models_app.command("ls")
 def models_ls(tracking_uri: TrackingUriOpt = None, state: StateOpt = None) -> None:
-    """Registered encoders: versions, aliases (champion, challenger), probe/top1, gate decision."""
+    """Registered encoders: versions, aliases (champion, challenger), what the gate judged by, probe/top1,
+    label_free/rankme, gate decision."""
     from simsiam.tracking import list_models
 
     ctx = RunContext.open(Config(), state, tracking_uri=tracking_uri, s3=False)
     _print_table(list_models(ctx.mlflow), [
         ("name", "<36", lambda r: r["name"]), ("version", ">7", lambda r: r["version"]),
         ("aliases", "<22", lambda r: ",".join(r["aliases"]) or "-"),
+        ("judged by", "<18", lambda r: r["criterion"] or "-"),
         ("probe/top1", ">10", lambda r: fmt(float(r["probe/top1"])) if r["probe/top1"] else "-"),
+        ("label_free/rankme", ">17", lambda r: fmt(float(r["label_free/rankme"])) if r["label_free/rankme"] else "-"),
         ("decision", "", lambda r: r["decision"] or "-"),
     ], empty="no registered models (run `simsiam pretrain --track`)")
 

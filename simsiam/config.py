@@ -21,6 +21,7 @@ PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
 Backbone = Literal["resnet18", "resnet50", "resnet18_cifar"]
 DatasetName = Literal["fashion-mnist", "cifar10", "imagefolder", "images"]
 LabelledName = Literal["fashion-mnist", "cifar10", "imagefolder"]
+LabelFreeKey = Literal["label_free/rankme", "label_free/alignment", "label_free/uniformity", "label_free/std_ratio"]
 
 
 class _Section(BaseModel):
@@ -160,8 +161,9 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     """The labelled data that judges an encoder (kNN monitor, probe), named apart from the training
-    data. Unset: the training data's own labelled splits; none for an image collection, where
-    training runs without the monitor and the encoder is registered without being promoted."""
+    data, and the label-free metrics that judge it without labels. Unset: the training data's own
+    labelled splits; none for an image collection, where training runs without the kNN monitor and
+    the label-free judge gates the encoder."""
 
     dataset: LabelledName | None = Field(None, description="labelled evaluation data, with its own train and "
                                                            "test splits (None = the training data's)")
@@ -181,6 +183,15 @@ class EvalConfig(_Section):
     probe_lr: float = Field(0.1, gt=0, description="probe base lr, scaled by batch/256")
     probe_optimizer: Literal["sgd", "lars"] = "sgd"
     feature_batch_size: int = Field(512, ge=1)
+    label_free_every_epochs: int = Field(1, ge=0, description="label-free metrics (RankMe, alignment, uniformity, "
+                                         "feature collapse ratio) every N epochs; 0: only after training")
+    label_free_samples: int = Field(4096, ge=2, description="training images in the label-free sample (fixed seed, "
+                                    "the same for every run)")
+    label_free_pairs: int = Field(1024, ge=1, description="of those, images whose two augmented views measure "
+                                  "alignment")
+    label_free_judge: LabelFreeKey = Field("label_free/std_ratio", description="the label-free metric that judges "
+                                           "an encoder where no labelled data exists: the gate's criterion and "
+                                           "the sweeps' default metric")
 
 
 class Config(_Section):
@@ -250,11 +261,7 @@ class Config(_Section):
 def sweep_space(cfg: Config, lr: list[float] | None = None, batch: list[int] | None = None,
                 grid: dict[str, list] | None = None) -> dict[str, list]:
     """The grid: base lr (default the preset's x 0.5, 1, 2) x batch (default the preset's) x `grid`
-    axes. Every key and value is checked against the config before any trial starts, and that there
-    is labelled data to rank the trials by."""
-    if not cfg.has_eval_data:
-        raise ConfigError("a sweep ranks its trials by the kNN monitor, which needs labelled evaluation data: name "
-                          "some with eval.dataset (--eval fashion-mnist, cifar10[:DIR] or imagefolder:DIR)")
+    axes. Every key and value is checked against the config before any trial starts."""
     base = cfg.optim.base_lr
     space = {"optim.base_lr": list(lr or [base / 2, base, base * 2]),
              "train.batch_size": list(batch or [cfg.train.batch_size]), **(grid or {})}
@@ -264,6 +271,20 @@ def sweep_space(cfg: Config, lr: list[float] | None = None, batch: list[int] | N
         for v in values:
             override_config(cfg, [f"{key}={v}"])
     return space
+
+
+def sweep_metric_for(cfg: Config, metric: str | None = None) -> str:
+    """What a sweep ranks its trials by (ASHA and the best trial): `metric`, by default the kNN monitor
+    where labelled data exists, else `eval.label_free_judge`. One line when the key is unknown or needs labels."""
+    from simsiam import metrics as M
+
+    metric = metric or (M.KNN_MONITOR if cfg.has_eval_data else cfg.eval.label_free_judge)
+    if metric not in M.OBJECTIVES:
+        raise ConfigError(f"--metric {metric!r} cannot rank a sweep; allowed: {', '.join(M.OBJECTIVES)}")
+    if metric == M.KNN_MONITOR and not cfg.has_eval_data:
+        raise ConfigError(f"--metric {metric} needs labelled evaluation data: name some with eval.dataset (--eval "
+                          f"fashion-mnist, cifar10[:DIR] or imagefolder:DIR), or rank by {cfg.eval.label_free_judge}")
+    return metric
 
 
 def list_presets() -> list[str]:

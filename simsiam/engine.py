@@ -27,6 +27,7 @@ from simsiam.data import EpochSampler, ImageSource, ViewsDataset, load_source, s
 from simsiam.diagnostics import collapse_std, is_collapsed
 from simsiam.errors import ConfigError, DataError
 from simsiam.evaluation import STREAM_KNN_BANK, KnnMonitor
+from simsiam.label_free import LabelFreeSample
 from simsiam.losses import simsiam_loss
 from simsiam.models import SimSiam, build_model
 from simsiam.optim import build_optimizer
@@ -66,6 +67,7 @@ class TrainState:
     step: int = 0
     knn_best: float | None = None
     knn_last: float | None = None
+    label_free: dict[str, float] = field(default_factory=dict)  # the last label-free metrics
     last_loss: torch.Tensor | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -140,6 +142,7 @@ def _restore(state: TrainState, cfg: Config, path: Path | None) -> None:
     state.scaler.load_state_dict(ckpt["scaler"])
     state.targets.load_state_dict(ckpt.get("targets", {}))
     state.step, state.knn_best, state.knn_last = ckpt["step"], ckpt.get("knn_best"), ckpt.get("knn_last")
+    state.label_free = dict(ckpt.get("label_free", {}))
     state.metrics = dict(ckpt.get("metrics", {}))  # a resume with no step left still knows if it collapsed
     set_rng_state(ckpt["rng"])
 
@@ -161,7 +164,8 @@ class Checkpointer:
                 "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
                 "scaler": state.scaler.state_dict(), "targets": state.targets.state_dict(), "step": state.step,
                 "epoch": state.step // self.plan.steps_per_epoch, "rng": rng_state(),
-                "knn_best": state.knn_best, "knn_last": state.knn_last, "metrics": dict(state.metrics)})
+                "knn_best": state.knn_best, "knn_last": state.knn_last, "label_free": dict(state.label_free),
+                "metrics": dict(state.metrics)})
         for r in self.reporters:
             r.on_checkpoint(saved, state.step)
 
@@ -219,9 +223,9 @@ def _step_metrics(loss: torch.Tensor, z: torch.Tensor, lr: float, step: int) -> 
     return metrics
 
 
-def _end_epoch(state: TrainState, cfg: Config, plan: Plan, monitor: KnnMonitor | None, device: torch.device,
-               reporters: list[Reporter]) -> None:
-    """At an epoch's end (or the run's): the kNN monitor when due, then on_epoch."""
+def _end_epoch(state: TrainState, cfg: Config, plan: Plan, monitor: KnnMonitor | None,
+               free: LabelFreeSample | None, device: torch.device, reporters: list[Reporter]) -> None:
+    """At an epoch's end (or the run's): the kNN monitor and the label-free metrics when due, then on_epoch."""
     final = state.step == plan.total_steps
     if state.step % plan.steps_per_epoch and not final:
         return
@@ -232,6 +236,10 @@ def _end_epoch(state: TrainState, cfg: Config, plan: Plan, monitor: KnnMonitor |
         state.knn_best = state.knn_last if state.knn_best is None else max(state.knn_best, state.knn_last)
         state.model.train()
         metrics.update({M.KNN_MONITOR: state.knn_last, M.KNN_MONITOR_BEST: state.knn_best})
+    if free is not None and (epoch % cfg.eval.label_free_every_epochs == 0 or final):
+        state.label_free = free(state.model.backbone, device)[0]
+        state.model.train()
+        metrics.update(state.label_free)
     for r in reporters:
         r.on_epoch(epoch, metrics)
 
@@ -284,6 +292,7 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
     start_step = state.step
     monitor = _knn_monitor(cfg, train_source, test_source, eval_sources) \
         if cfg.eval.knn_every_epochs > 0 and rank == 0 else None
+    free = LabelFreeSample(cfg, train_source) if cfg.eval.label_free_every_epochs > 0 and rank == 0 else None
     _start(state, cfg, plan, device, monitor, reporters, rank, world_size)
     if rank == 0 and reporters:
         views, originals = preview_with_originals(dataset, norm=cfg.data.norm)
@@ -298,7 +307,7 @@ def train(cfg: Config, reporters: Iterable[Reporter] = (), out_dir: str | Path |
             _after_step(state, cfg, plan, limit, (loss, z1, lr), checkpoint, reporters)
             if state.step >= limit:
                 break
-        _end_epoch(state, cfg, plan, monitor, device, reporters)
+        _end_epoch(state, cfg, plan, monitor, free, device, reporters)
         checkpoint(state)
     return _finish(state, plan, start_step, ckpt_path, time.perf_counter() - t0, reporters, train_source)
 
@@ -333,7 +342,7 @@ def _finish(state: TrainState, plan: Plan, start_step: int, ckpt_path: Path | No
     ratio = state.metrics.get(M.Z_STD_RATIO)
     result = TrainResult(model=state.model, step=state.step, epoch=state.step // plan.steps_per_epoch,
                          total_steps=plan.total_steps, start_step=start_step, last_metrics=state.metrics,
-                         knn_last=state.knn_last, knn_best=state.knn_best,
+                         knn_last=state.knn_last, knn_best=state.knn_best, label_free=state.label_free,
                          collapsed=ratio is not None and is_collapsed(ratio), wall_s=wall_s, checkpoint=ckpt_path,
                          targets=state.targets, train_source=source)
     for r in reporters:

@@ -24,6 +24,13 @@ KNN_FINAL = "knn/final_top1"  # after training: kNN on the full test split
 PROBE = "probe/top1"  # after training: linear probe on the full test split
 PROBE_TRAIN = "probe/train_top1"  # the probe's accuracy on its own training features
 
+# Label-free, on the fixed sample of training images (simsiam.label_free): at epoch ends and after training
+RANKME = "label_free/rankme"  # effective rank of the features (1 collapsed .. min(N, D))
+ALIGNMENT = "label_free/alignment"  # mean squared distance of two views' normalised features (lower: agree)
+UNIFORMITY = "label_free/uniformity"  # log mean Gaussian potential over pairs (lower: spread out)
+FEATURE_STD_RATIO = "label_free/std_ratio"  # std of h/||h|| x sqrt(D) of the backbone features
+LABEL_FREE = (RANKME, ALIGNMENT, UNIFORMITY, FEATURE_STD_RATIO)
+
 SWEEP_BEST_KNN = "sweep/best_knn_top1"  # a sweep's parent run: the best healthy trial's knn/best_top1
 
 MEANING = {
@@ -34,9 +41,22 @@ MEANING = {
     KNN_FINAL: "kNN top-1 on the full test split (%)",
     PROBE: "linear probe top-1 on the full test split (%)",
     PROBE_TRAIN: "linear probe top-1 on its training features (%)",
+    RANKME: "RankMe: effective rank of the features on the label-free sample",
+    ALIGNMENT: "alignment of two views' features (lower: views agree)",
+    UNIFORMITY: "uniformity of the features (lower: spread out)",
+    FEATURE_STD_RATIO: "collapse ratio of the backbone features (std of h/norm(h) x sqrt(D))",
 }
 
-TRAINING = (LOSS, Z_STD_RATIO, KNN_MONITOR, KNN_MONITOR_BEST)  # what a trained run reports at its end
+# What a sweep can rank its trials by (`simsiam sweep --metric`): "max" or "min" is better.
+OBJECTIVES = {KNN_MONITOR: "max", RANKME: "max", ALIGNMENT: "min", UNIFORMITY: "min", FEATURE_STD_RATIO: "max",
+              LOSS: "min"}
+
+
+def sweep_best(metric: str) -> str:
+    """A sweep parent run's key for the best healthy trial's value of `metric` (best over its epochs)."""
+    return SWEEP_BEST_KNN if metric == KNN_MONITOR else f"sweep/best_{metric.replace('/', '_')}"
+
+TRAINING = (LOSS, Z_STD_RATIO, KNN_MONITOR, KNN_MONITOR_BEST, *LABEL_FREE)  # what a trained run reports at its end
 
 
 def fmt(value) -> str:

@@ -28,6 +28,7 @@ class TrainResult:
     last_metrics: dict[str, float] = field(default_factory=dict)
     knn_last: float | None = None
     knn_best: float | None = None
+    label_free: dict[str, float] = field(default_factory=dict)  # at the last epoch end (simsiam.label_free)
     collapsed: bool = False
     wall_s: float = 0.0
     checkpoint: Path | None = None

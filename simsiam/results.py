@@ -86,20 +86,24 @@ class SweepResult(_Result):
     best: TrainedRun | None = None
     checkpoints: str | None = None  # where the trials' checkpoints are, with <trial> for a trial's id
     curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # run name -> epoch-end metrics
+    metric: str = "knn/top1"  # what ranked the trials (ASHA and `best`)
     _private = ("curves",)
 
 
 @dataclass
 class Evaluation(_Result):
-    """kNN and linear probe after training, on the full test split. `eval_set` says what they were
-    measured on (the gate compares only numbers measured on the same set). `model` and
-    `model_config`: the trained network as read from its checkpoint, for registration (not serialized)."""
+    """The evaluation after training: the label-free metrics on their fixed sample of training images
+    (`label_free_set`), and with labelled data the kNN and the linear probe on the full test split
+    (`eval_set`; None without labelled data). The gate compares only numbers measured on the same set.
+    `model` and `model_config`: the trained network as read from its checkpoint, for registration
+    (not serialized)."""
 
     metrics: dict[str, float]
-    eval_set: dict[str, str]
-    train_images: int
-    test_images: int
+    eval_set: dict[str, str] | None
+    train_images: int | None
+    test_images: int | None
     eval_s: float
+    label_free_set: dict[str, str] = field(default_factory=dict)
     checkpoint: str | None = None
     model_uri: str | None = None
     step: int | None = None
@@ -111,9 +115,10 @@ class Evaluation(_Result):
 
 def outcome(trained: TrainedRun, evaluation: Evaluation | None) -> dict[str, Any]:
     """What a run reports at its end: the training's and the evaluation's metrics under their keys,
-    and what the evaluation measured on (None when no labelled data judged the encoder)."""
+    what the probe measured on (None when no labelled data judged the encoder) and the label-free sample."""
     return {"metrics": {**trained.metrics, **(evaluation.metrics if evaluation else {})},
-            "eval_set": evaluation.eval_set["eval.set"] if evaluation else None}
+            "eval_set": evaluation.eval_set["eval.set"] if evaluation and evaluation.eval_set else None,
+            "label_free_set": evaluation.label_free_set.get("label_free.set") if evaluation else None}
 
 
 @dataclass

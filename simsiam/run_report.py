@@ -12,6 +12,15 @@ from simsiam.results import Evaluation, Registration, Staged, TrainedRun
 NO_EVAL = "no labelled evaluation data (name some with --eval or eval.dataset), so no kNN monitor and no probe"
 
 
+def measured_on(evaluation: Evaluation | None) -> str:
+    """What the evaluation's numbers were measured on, in words."""
+    if evaluation is None:
+        return f"not evaluated: {NO_EVAL}"
+    free = evaluation.label_free_set.get("label_free.set")
+    probe = evaluation.eval_set["eval.set"] if evaluation.eval_set else f"no probe: {NO_EVAL}"
+    return f"{probe}" + (f"; label-free metrics on {free}" if free else "")
+
+
 def run_report(cfg: Config, staged: dict[str, Staged], train: TrainedRun, evaluation: Evaluation | None,
                gate: Registration | None, mode: str = "pretrain", sweep_rows: list[dict] | None = None,
                runs_url: str | None = None) -> str:
@@ -29,8 +38,7 @@ def run_report(cfg: Config, staged: dict[str, Staged], train: TrainedRun, evalua
     lines += ["## Data", "| split | staged version | samples | shards | uploaded objects |", "|---|---|---|---|---|"]
     lines += [f"| {s.split} | `{s.uri}` | {s.samples} | {s.shards} | {s.uploaded_objects} |" for s in staged.values()]
     lines += ["", "## Result", f"{train.steps} steps, {train.epochs} epochs, {M.fmt(train.wall_s)} s of training"
-              + (f"; measured on: {evaluation.eval_set['eval.set']}" if evaluation else f"; not evaluated: {NO_EVAL}")
-              + ".", ""]
+              + f"; measured on: {measured_on(evaluation)}.", ""]
     lines += M.table({**train.metrics, **(evaluation.metrics if evaluation else {})})
     verdict = ("**COLLAPSED**: z/||z|| has (almost) no spread; the encoder maps images to one point and is never "
                "promoted." if train.collapsed else "healthy: no collapse (z_std x sqrt(d) well above 0).")
@@ -44,7 +52,7 @@ def run_report(cfg: Config, staged: dict[str, Staged], train: TrainedRun, evalua
 
 def log_lines(staged: dict[str, Staged] | None = None, trained: TrainedRun | None = None, mode: str = "pretrain",
               evaluation: Evaluation | None = None, gate: Registration | None = None, registered: bool = False,
-              where: dict[str, str | None] | None = None, unjudged: bool = False) -> list[str]:
+              where: dict[str, str | None] | None = None) -> list[str]:
     """What the pipeline flow's run log says after each stage (stage, train, evaluate, register, where
     to look): one line each, so the flow run's Logs tab tells what happened."""
     lines = [f"stage {split}: {staged_line(s)}" for split, s in (staged or {}).items()]
@@ -54,9 +62,7 @@ def log_lines(staged: dict[str, Staged] | None = None, trained: TrainedRun | Non
                      f"in {M.fmt(trained.wall_s)} s, {start}; " + _values(trained.metrics) + ": "
                      + ("COLLAPSED" if trained.collapsed else "healthy"))
     if evaluation is not None:
-        lines.append(f"evaluate: {_values(evaluation.metrics)} (eval set: {evaluation.eval_set['eval.set']})")
-    elif unjudged:
-        lines.append(f"evaluate: skipped: {NO_EVAL}")
+        lines.append(f"evaluate: {_values(evaluation.metrics)} (measured on: {measured_on(evaluation)})")
     if gate is not None:
         lines.append(f"register: {gate.name} v{gate.version} -> {gate.decision}"
                      + (" (already gated)" if gate.noop else "") + f"; reasons: {gate.reasons or '-'}")

@@ -74,12 +74,14 @@ def fmnist_small_root(tmp_path_factory, fmnist_train, fmnist_test):
 
 
 # The one tiny config of the suite: a width-4 net in fp32 on CPU, 64 images in batches of 16, no
-# kNN monitor: a step in milliseconds. fp32 because bf16 autocast (the cpu-demo preset's `auto` on
-# AVX-512-BF16 CPUs) is emulated elsewhere, measured 5x slower per step on an AVX2-only EPYC; tests
-# check logic, not mixed-precision speed. Tests that need more add their own overrides on top.
+# kNN monitor, label-free metrics on 256 images: a step in milliseconds. fp32 because bf16 autocast
+# (the cpu-demo preset's `auto` on AVX-512-BF16 CPUs) is emulated elsewhere, measured 5x slower per
+# step on an AVX2-only EPYC; tests check logic, not mixed-precision speed. Tests that need more add
+# their own overrides on top.
 TINY = ["model.width=4", "model.head_conv=null", "model.dim=32", "model.pred_dim=8", "train.device=cpu",
         "train.amp=none", "train.channels_last=false", "data.download=false", "eval.knn_every_epochs=0",
-        "train.batch_size=16", "train.epochs=2", "data.train_subset=64"]
+        "train.batch_size=16", "train.epochs=2", "data.train_subset=64", "eval.label_free_samples=256",
+        "eval.label_free_pairs=64"]
 # On top of TINY, the sizes of a whole pipeline run: 512 staged images in batches of 64, one epoch.
 PIPELINE = ["train.batch_size=64", "train.epochs=1", "data.train_subset=null", "eval.probe_epochs=5",
             "tracking.system_metrics=false"]

@@ -164,7 +164,10 @@ def test_an_unreachable_ray_address_is_one_line_before_any_service_starts(tmp_pa
     (["run", "--data", "{tmp}", "--eval", "mnist", "--state", "{tmp}/s", *TINY], "eval.dataset='mnist' is not allowed"),
     (["run", "--data", "{tmp}", "--eval", "cifar10:{tmp}/none", "--state", "{tmp}/s", *TINY],
      "CIFAR-10 test batches (test_batch) not found"),
-    (["run", "--data", "{tmp}", "--mode", "sweep", "--state", "{tmp}/s", *TINY], "a sweep ranks its trials"),
+    (["run", "--data", "{tmp}", "--mode", "sweep", "--metric", "knn/top1", "--state", "{tmp}/s", *TINY],
+     "--metric knn/top1 needs labelled evaluation data"),
+    (["sweep", "--metric", "probe/top1", "--batch", "16", "--state", "{tmp}/s", *TINY],
+     "--metric 'probe/top1' cannot rank a sweep"),
 ])
 def test_bad_names_uris_and_sizes_exit_2_with_one_line(tmp_path, args, needle):
     (tmp_path / "a-file").write_text("")

@@ -196,6 +196,39 @@ def test_a_ray_worker_trains_on_an_unlabelled_folder_with_the_knn_monitor_on_the
     assert out["eval_set"].startswith("probe trained on fashion-mnist-train@")
 
 
+def test_a_sweep_without_labels_ranks_its_trials_by_the_label_free_judge_and_registers_the_best_on_it(
+        stack, harness, tmp_path, fmnist_test):
+    """`simsiam run --data DIR --mode sweep` with no labelled data: ASHA and the best trial go by the
+    label-free judge (`eval.label_free_judge`, the default metric without labels), and the gate crowns
+    the best trial on it."""
+    from PIL import Image
+
+    from flows.pipeline import pipeline
+
+    state, _, ml = stack
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(256):
+        Image.fromarray(fmnist_test.images[i, 0].numpy()).save(photos / f"{i:03d}.png")
+    own = [*TINY, *PIPELINE, "data.dataset=images", f"data.root={photos}", "train.epochs=2",
+           "tracking.experiment=ray-sweep-label-free"]
+    client = MlflowClient(ml.tracking_uri)
+    if client.search_registered_models("name='simsiam-images-resnet18_cifar'"):  # a probe-judged champion of
+        client.delete_registered_model("simsiam-images-resnet18_cifar")  # an earlier test: not comparable
+    out = pipeline(overrides=own, mode="sweep", sweep_lr=[0.5, 0.0001], sweep_batch=[64], sweep_max_concurrent=1,
+                   mlflow_uri=ml.tracking_uri, state=str(state))
+    rows = out["sweep_trials"]
+    assert len(rows) == 2 and all(r["error"] is None and r["knn/best_top1"] is None for r in rows), rows
+    assert all(r["objective"] >= r["label_free/std_ratio"] for r in rows)  # the best over its epochs
+    best = max((r for r in rows if not r["collapsed"]), key=lambda r: r["objective"])
+    assert out["run_id"] == best["run_id"] and out["registered"]["decision"] == "champion"
+    parent = client.get_run(client.get_run(best["run_id"]).data.tags["mlflow.parentRunId"]).data
+    assert parent.tags["simsiam.sweep_metric"] == "label_free/std_ratio"
+    assert parent.metrics["sweep/best_label_free_std_ratio"] == pytest.approx(best["objective"])
+    version = client.get_model_version(out["registered"]["name"], out["registered"]["version"])
+    assert version.tags["gate.criterion"] == "label_free/std_ratio"
+
+
 def test_a_one_cpu_ray_worker_trains_on_one_thread_whatever_the_drivers_omp_setting(stack):
     """Two one-CPU trials on two cores, each on the driver's OMP_NUM_THREADS=2, oversubscribe the
     cores; the loop sets torch's threads to the CPUs that Ray assigned to its process."""

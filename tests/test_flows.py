@@ -153,6 +153,8 @@ def test_one_simsiam_run_resolves_its_config_once_opens_each_service_once_and_re
     assert counts["RunContext.open"] == 1 and counts["tracking_server"] == 1 and counts["object_store"] == 1, counts
     assert counts["ObjectStore"] == 1, counts  # one store handle for staging, training, evaluation
     assert counts.get("load_checkpoint", 0) + counts.get("checkpoint_from_bytes", 0) == 1, counts  # evaluate's
+
+
 def test_the_run_json_the_mlflow_run_and_the_report_give_each_metric_key_the_same_value(counted_run, services):
     """One name per metric: `knn/top1` is the monitor during training, `knn/final_top1` the kNN on the
     full test split after it; the JSON keeps full precision, the report rounds to 2 decimals."""
@@ -164,7 +166,8 @@ def test_the_run_json_the_mlflow_run_and_the_report_give_each_metric_key_the_sam
     out, _ = counted_run
     metrics = out["metrics"]
     assert set(metrics) == {"train/loss", "train/z_std_ratio", "knn/top1", "knn/best_top1", "knn/final_top1",
-                            "probe/top1", "probe/train_top1"}
+                            "probe/top1", "probe/train_top1", "label_free/rankme", "label_free/alignment",
+                            "label_free/uniformity", "label_free/std_ratio"}
     client = MlflowClient(services[2].tracking_uri)
     logged = client.get_run(out["run_id"]).data.metrics
     assert {k: logged[k] for k in metrics} == metrics  # the run's last value of each key, to the last digit
@@ -212,10 +215,12 @@ def test_retries_are_for_io_failures_not_bad_input(exc, transient):
     assert _transient(None, None, Failed(data=exc)) is transient
 
 
-def test_own_images_train_without_labels_register_unpromoted_then_with_eval_data_are_judged(services, harness,
-                                                                                          tmp_path, fmnist_test):
-    """`simsiam run --data <folder>`: without labelled evaluation data the encoder trains without the
-    kNN monitor and is registered, not promoted, saying why; with --eval fashion-mnist it is judged."""
+def test_own_images_without_labels_are_gated_label_free_and_a_probe_judged_version_is_not_compared_with_them(
+        services, harness, tmp_path, fmnist_test):
+    """`simsiam run --data <folder>` without labelled evaluation data: no kNN monitor; the label-free
+    metrics judge the encoder and the gate promotes it on the label-free judge; a second run is
+    compared with that champion on it; a version judged by a probe (--eval fashion-mnist) is not
+    compared with it."""
     from PIL import Image
 
     from flows.pipeline import pipeline
@@ -230,14 +235,29 @@ def test_own_images_train_without_labels_register_unpromoted_then_with_eval_data
     ctx = RunContext.open(load_config("cpu-demo", own), state, tracking_uri=ml.tracking_uri)
     out = pipeline(context=ctx)
     gate = out["registered"]
-    assert gate["name"] == "simsiam-images-resnet18_cifar" and gate["decision"] == "challenger"
-    assert gate["reasons"].startswith("not promoted: no labelled evaluation data")
-    assert set(out["metrics"]) == {"train/loss", "train/z_std_ratio"} and out["eval_set"] is None
-    assert "knn/top1" not in MlflowClient(ml.tracking_uri).get_run(out["run_id"]).data.metrics  # monitor off
+    assert gate["name"] == "simsiam-images-resnet18_cifar" and gate["decision"] == "champion"
+    judge = out["metrics"]["label_free/std_ratio"]  # eval.label_free_judge's default
+    assert gate["reasons"] == f"label_free/std_ratio {judge:.2f}, not collapsed, no previous champion"
+    assert set(out["metrics"]) == {"train/loss", "train/z_std_ratio", "label_free/rankme", "label_free/alignment",
+                                   "label_free/uniformity", "label_free/std_ratio"} and out["eval_set"] is None
+    assert out["label_free_set"].startswith("256 training images of photos (seed 0), 64 view pairs")
+    client = MlflowClient(ml.tracking_uri)
+    assert "knn/top1" not in client.get_run(out["run_id"]).data.metrics  # monitor off
+    v1 = client.get_model_version(gate["name"], gate["version"])
+    assert v1.tags["gate.criterion"] == "label_free/std_ratio" and v1.tags["label_free.set"] == out["label_free_set"]
+    assert "| `label_free/std_ratio` | collapse ratio of the backbone features" in v1.description  # the card
+    assert f"label-free metrics on {out['label_free_set']}" in v1.description
+    assert "figures/spectrum.png" in {a.path for a in client.list_artifacts(out["run_id"], "figures")}
+
+    second = pipeline(context=ctx.with_config(load_config("cpu-demo", [*own, "train.seed=1"])))
+    again = second["metrics"]["label_free/std_ratio"]
+    assert second["registered"]["decision"] == ("champion" if again > judge else "challenger")
+    assert f"champion v{gate['version']} ({judge:.2f})" in second["registered"]["reasons"]
 
     judged = pipeline(context=RunContext.open(load_config("cpu-demo", [*own, "eval.dataset=fashion-mnist"]), state,
                                               tracking_uri=ml.tracking_uri), subset=512)
-    assert judged["registered"]["decision"] == "champion"  # the first version that could be judged
+    assert judged["registered"]["decision"] == "challenger"
+    assert "gated on label_free/std_ratio" in judged["registered"]["reasons"]  # probe vs label-free: not compared
     assert {"knn/top1", "knn/final_top1", "probe/top1"} <= set(judged["metrics"])
     assert judged["eval_set"].startswith("probe trained on fashion-mnist-train@")
     assert set(judged["staged"]) == {"train", "eval-train", "eval-test"}

@@ -51,3 +51,35 @@ def test_eval_set_of_a_probe_on_a_train_sample_says_how_many_of_how_many():
                    _Source("fashion-mnist", 10000))
     assert got["eval.set"].startswith("probe trained on fm-2k@abc123 (500 of 2000 images, ")
     assert got["eval.train_images"] == "500"
+
+
+FREE_A = "4096 training images of photos (seed 0), 1024 view pairs, 1024-d features"
+
+
+def test_the_gate_refuses_in_one_line_to_compare_a_rankme_challenger_with_a_probe_gated_champion():
+    for ours, theirs in [("label_free/rankme", "probe/top1"), ("probe/top1", "label_free/rankme")]:
+        promote, reasons = gate_decision(500.0, False, 10.0, 65.0, "2", FREE_A, FREE_A, criterion=ours,
+                                         champ_criterion=theirs)
+        assert not promote and len(reasons) == 1
+        assert reasons[0] == (f"{ours} 500.00 not compared with champion v2, gated on {theirs} (65.00): the criteria "
+                              "differ (judge both with the same evaluation data, or promote by hand)")
+
+
+def test_without_labels_the_gate_checks_collapse_first_then_compares_rankme_and_has_no_floor():
+    rankme = dict(criterion="label_free/rankme", champ_criterion="label_free/rankme")
+    collapsed = gate_decision(300.0, True, 50.0, 100.0, "1", FREE_A, FREE_A, **rankme)
+    assert not collapsed[0] and collapsed[1][0].startswith("collapsed") and len(collapsed[1]) == 1
+    first = gate_decision(3.0, False, 50.0, None, None, FREE_A, None, **rankme)  # the probe floor is in %
+    assert first == (True, ["label_free/rankme 3.00, not collapsed, no previous champion"])
+    better = gate_decision(130.0, False, 50.0, 120.0, "4", FREE_A, FREE_A, **rankme)
+    assert better == (True, ["label_free/rankme 130.00, not collapsed, beats champion v4 (120.00)"])
+    worse = gate_decision(110.0, False, 50.0, 120.0, "4", FREE_A, FREE_A, **rankme)
+    assert worse == (False, ["label_free/rankme 110.00 does not beat champion v4 (120.00)"])
+    other_sample = gate_decision(130.0, False, 50.0, 120.0, "4", FREE_A, "another sample", **rankme)
+    assert not other_sample[0] and "measured on" in other_sample[1][0]
+
+
+def test_a_label_free_judge_where_lower_is_better_promotes_the_lower_value():
+    alignment = dict(criterion="label_free/alignment", champ_criterion="label_free/alignment")
+    assert gate_decision(0.10, False, 50.0, 0.20, "4", FREE_A, FREE_A, **alignment)[0]
+    assert not gate_decision(0.30, False, 50.0, 0.20, "4", FREE_A, FREE_A, **alignment)[0]

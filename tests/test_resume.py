@@ -79,7 +79,7 @@ def test_a_new_attempt_records_itself_and_writes_its_config_but_a_resumed_one_ke
     assert (att.out / "config.yaml").read_text() == CFG.to_yaml()
     (att.out / "config.yaml").write_text("the run's own")
     (att.out / "checkpoint.pt").write_bytes(b"x")
-    record_attempt(att.out, pid=999_999_999)  # the process died
+    record_attempt(att.out, pid=999_999_999, prefect_flow_runs=[])  # the process died (no flow run to mark)
     again = for_config(tmp_path, CFG)
     assert again.resume and begin(again, CFG, None) is None
     assert (again.out / "config.yaml").read_text() == "the run's own"  # a resume keeps the config it started with
@@ -90,5 +90,6 @@ def test_an_out_dir_resumes_in_process_only_on_request_and_on_ray_whenever_an_at
     assert not in_dir(out, resume=False, ray=False).resume and not in_dir(out, resume=False, ray=True).resume
     record_attempt(out, pid=999_999_999)
     assert in_dir(out, resume=False, ray=True).resume and not in_dir(out, resume=False, ray=False).resume
+    assert in_dir(out, resume=True, ray=False).resume
     with pytest.raises(SimSiamError, match="--resume is for in-process runs"):
         in_dir(out, resume=True, ray=True)

@@ -1,5 +1,6 @@
-"""Ray Tune sweeps over SimSiam's fragile knobs (lr x batch, or any config key), with ASHA on the
-kNN monitor and a collapse stopper. A one-worker trial trains in the Tune trial's own process; a
+"""Ray Tune sweeps over SimSiam's fragile knobs (lr x batch, or any config key), with ASHA on a chosen
+metric (the kNN monitor with labelled data, a label-free one without) and a collapse stopper. A one-worker
+trial trains in the Tune trial's own process; a
 data-parallel trial (several workers) follows the Ray Train V2 pattern: a Tune function that builds
 and fits its own TorchTrainer (`Tuner(TorchTrainer)` is not supported in V2).
 
@@ -86,21 +87,24 @@ def _trial_run_config(dist: RayWorkers) -> dict[str, Any]:
 def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: int = 1, name: str | None = None,
               collapse_threshold: float = COLLAPSE_RATIO, grace_period: int = 1,
               max_concurrent: int | None = None, early_stop: bool = True, parent_tags: dict[str, str] | None = None,
-              final_eval: bool = False, reporters: Sequence[Reporter] = ()) -> SweepResult:
+              final_eval: bool = False, reporters: Sequence[Reporter] = (), metric: str = M.KNN_MONITOR) -> SweepResult:
     """Grid over `space` (dotted config keys -> values, e.g. {"optim.base_lr": [...], "train.batch_size": [...]};
     or {"spec": [{"name", "overrides", "tags"}, ...]} for a list of named trials), repeated `samples` times;
     lr follows base_lr x batch/256 through the config. `early_stop=False` runs every trial to its end
     (no ASHA, collapse recorded but not stopped). `final_eval`: each trial ends with the evaluation
-    after training (`probe/top1` and `knn/final_top1` in its row). `reporters` run in every trial."""
+    after training (`probe/top1` and `knn/final_top1` in its row). `reporters` run in every trial.
+    `metric` (a key of `simsiam.metrics.OBJECTIVES`) drives ASHA and picks the best trial."""
     connect(cfg, dist)
-    # ASHA needs the kNN metric in every report; reports happen at epoch ends only.
-    cfg = override_config(cfg, ["eval.knn_every_epochs=1", "train.checkpoint_every_steps=null"])
+    # ASHA needs its metric in every report; reports happen at epoch ends only.
+    monitors = [f"eval.knn_every_epochs={int(cfg.has_eval_data)}", "eval.label_free_every_epochs=1"]
+    cfg = override_config(cfg, [*monitors, "train.checkpoint_every_steps=null"])
     name = name or f"sweep-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     parent = None
     if dist.tracking_uri:
         from simsiam.tracking import create_run
 
         parent = create_run(dist.tracking_uri, dist.experiment, name, tags={"simsiam.sweep": "true",
+                                                                             "simsiam.sweep_metric": metric,
                                                                              **(parent_tags or {})})
     specs = {spec["name"]: spec for spec in space.get("spec", [])}
     # Named trials go to Tune by name: its live table shows the name, not a truncated dict.
@@ -110,7 +114,7 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: in
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trial, base=base, dist=dist), _trial_resources(dist)),
         param_space={k: tune.grid_search(list(v)) for k, v in grid.items()},
-        tune_config=tune.TuneConfig(metric=M.KNN_MONITOR, mode="max", num_samples=samples,
+        tune_config=tune.TuneConfig(metric=metric, mode=M.OBJECTIVES[metric], num_samples=samples,
                                     scheduler=_asha(cfg.train.epochs, grace_period) if early_stop else None,
                                     max_concurrent_trials=max_concurrent or _fitting_trials(dist),
                                     # a new trial process imports torch and ours again: reuse the process
@@ -119,21 +123,22 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: in
                                   verbose=1, **storage_kwargs(dist), **_trial_run_config(dist)),
     )
     results = list(tuner.fit())
-    rows = [_row(res, cfg, space, collapse_threshold) for res in results]
+    rows = [_row(res, cfg, space, collapse_threshold, metric) for res in results]
     if parent:
-        _close_sweep_runs(dist, parent, rows)
+        _close_sweep_runs(dist, parent, rows, metric)
     # A TorchTrainer's run directory is named after the trial; Tune keeps its own trials' in the sweep's.
     where = dist.storage_uri and f"{dist.storage_uri}/{name}{'/' if dist.workers == 1 else '-'}<trial>"
-    return SweepResult(name, rows, parent, _best(rows, name, dist), where,
-                       {row["name"]: _curve(res) for row, res in zip(rows, results)})
+    return SweepResult(name, rows, parent, _best(rows, name, dist, metric), where,
+                       {row["name"]: _curve(res, metric) for row, res in zip(rows, results)}, metric)
 
 
-def _best(rows: list[dict[str, Any]], sweep: str, dist: RayWorkers) -> TrainedRun | None:
-    """The healthy trial with the best kNN monitor, as the steps know a trained run."""
-    ok = [r for r in rows if not r["collapsed"] and r[M.KNN_MONITOR_BEST] is not None and r["checkpoint"]]
+def _best(rows: list[dict[str, Any]], sweep: str, dist: RayWorkers, metric: str) -> TrainedRun | None:
+    """The healthy trial with the best `objective` (its metric's best over the epochs), as the steps
+    know a trained run."""
+    ok = [r for r in rows if not r["collapsed"] and r["objective"] is not None and r["checkpoint"]]
     if not ok:
         return None
-    best = max(ok, key=lambda r: r[M.KNN_MONITOR_BEST])
+    best = (max if M.OBJECTIVES[metric] == "max" else min)(ok, key=lambda r: r["objective"])
     return TrainedRun(checkpoint=dist.checkpoint_uri(best["checkpoint"]), collapsed=False, run_id=best["run_id"],
                       epochs=best["stopped_at_epoch"], metrics=M.pick(best, M.TRAINING),
                       where={"sweep": sweep, "trial": best["trial"]})
@@ -144,14 +149,14 @@ def _asha(epochs: int, grace_period: int) -> ASHAScheduler:
                          reduction_factor=2)
 
 
-def _curve(res) -> list[dict[str, float]]:
-    """The trial's epoch-end reports: epoch, loss, collapse ratio, kNN monitor."""
+def _curve(res, metric: str) -> list[dict[str, float]]:
+    """The trial's epoch-end reports: epoch, loss, collapse ratio, kNN monitor or the sweep's metric."""
     df = res.metrics_dataframe
     if df is None:
         return []
     if "final_eval" in df:  # the report after training repeats the last epoch's values
         df = df[df["final_eval"].isna()]
-    cols = [c for c in ("epoch", M.LOSS, M.Z_STD_RATIO, M.KNN_MONITOR) if c in df]
+    cols = [c for c in dict.fromkeys(("epoch", M.LOSS, M.Z_STD_RATIO, M.KNN_MONITOR, metric)) if c in df]
     return [{k: float(v) for k, v in rec.items()} for rec in df[cols].dropna().to_dict("records")]
 
 
@@ -171,8 +176,17 @@ def _fitting_trials(dist: RayWorkers) -> int:
     return max(1, int(ray.available_resources().get("GPU" if dist.use_gpu else "CPU", 1) // per_trial))
 
 
-def _row(res, cfg: Config, space: dict[str, list], threshold: float) -> dict[str, Any]:
-    """One trial as a table row: its grid values, effective lr, best kNN, collapse and why it stopped."""
+def _objective(df, metric: str) -> float | None:
+    """The trial's best value of `metric` over its epoch-end reports."""
+    values = df[metric].dropna() if df is not None and metric in df else []
+    if not len(values):
+        return None
+    return float(values.max() if M.OBJECTIVES[metric] == "max" else values.min())
+
+
+def _row(res, cfg: Config, space: dict[str, list], threshold: float, metric: str) -> dict[str, Any]:
+    """One trial as a table row: its grid values, effective lr, its best value of the sweep's metric
+    (`objective`), best kNN, label-free metrics, collapse and why it stopped."""
     df = res.metrics_dataframe
     knn = df[M.KNN_MONITOR].dropna() if df is not None and M.KNN_MONITOR in df else []
     last = res.metrics or {}
@@ -188,12 +202,14 @@ def _row(res, cfg: Config, space: dict[str, list], threshold: float) -> dict[str
         **grid,
         "lr": res.config.get("optim.base_lr", cfg.optim.base_lr)
         * res.config.get("train.batch_size", cfg.train.batch_size) / 256,
+        "objective": _objective(df, metric),
         M.KNN_MONITOR_BEST: float(max(knn)) if len(knn) else None,
         M.KNN_MONITOR: float(knn.iloc[-1]) if len(knn) else None,
         M.KNN_FINAL: last.get(M.KNN_FINAL),
         M.PROBE: last.get(M.PROBE),
         M.LOSS: last.get(M.LOSS),
         M.Z_STD_RATIO: ratio,
+        **{k: last.get(k) for k in M.LABEL_FREE},
         "collapsed": collapsed,
         "stopped_at_epoch": stopped_at,
         "stopped_by": "collapse" if collapsed and early else "asha" if early else "completed",
@@ -205,7 +221,7 @@ def _row(res, cfg: Config, space: dict[str, list], threshold: float) -> dict[str
     }
 
 
-def _close_sweep_runs(dist: RayWorkers, parent: str, rows: list[dict]) -> None:
+def _close_sweep_runs(dist: RayWorkers, parent: str, rows: list[dict], metric: str) -> None:
     """Children of trials that Tune stopped are still RUNNING: end them, tag collapse, log the table;
     each row gets its child run's id."""
     from mlflow import MlflowClient
@@ -224,9 +240,9 @@ def _close_sweep_runs(dist: RayWorkers, parent: str, rows: list[dict]) -> None:
         if run.info.status == "RUNNING":
             client.set_terminated(run.info.run_id, "KILLED")
     client.log_text(parent, format_table(rows), "sweep_results.md")
-    if (fig := sweep_heatmap(rows)) is not None:
+    if (fig := sweep_heatmap(rows, metric)) is not None:
         client.log_figure(parent, fig, "figures/sweep_heatmap.png")
-    best = [r[M.KNN_MONITOR_BEST] for r in rows if r[M.KNN_MONITOR_BEST] is not None and not r["collapsed"]]
+    best = [r["objective"] for r in rows if r["objective"] is not None and not r["collapsed"]]
     if best:
-        client.log_metric(parent, M.SWEEP_BEST_KNN, max(best))
+        client.log_metric(parent, M.sweep_best(metric), (max if M.OBJECTIVES[metric] == "max" else min)(best))
     client.set_terminated(parent, "FINISHED")

@@ -99,12 +99,16 @@ def _mlflow_reporter(config: dict, cfg) -> Reporter:
                           system_metrics=cfg.tracking.system_metrics, flush_every=cfg.tracking.flush_every_steps)
 
 
-def _final_eval(result, cfg: Config, judged_on: tuple, device, tracker) -> dict[str, float]:
-    """The evaluation after training (`evaluate_after_training`, as the pipeline's evaluate step
-    runs it) on the trained backbone in memory; logged to the trial's MLflow run too."""
+def _final_eval(result, cfg: Config, judged_on: tuple | None, device, tracker) -> dict[str, float]:
+    """The evaluation after training, as the pipeline's evaluate step runs it, on the trained backbone
+    in memory: the label-free metrics, and the kNN and probe on `judged_on` (labelled data) if any;
+    logged to the trial's MLflow run too."""
     from simsiam.evaluation import evaluate_after_training
+    from simsiam.label_free import label_free_after_training
 
-    metrics, _ = evaluate_after_training(result.model.backbone, cfg, *judged_on, device)
+    metrics = label_free_after_training(result.model.backbone, cfg, result.train_source, device)[0]
+    if judged_on is not None:
+        metrics.update(evaluate_after_training(result.model.backbone, cfg, *judged_on, device)[0])
     if tracker is not None:
         tracker.log_final(result.step, metrics)
     return metrics
@@ -163,8 +167,8 @@ def run_loop(config: dict, session: LoopSession) -> None:
         result = train(cfg, reporters, out_dir=local, resume=resume, train_source=train_src, test_source=test_src,
                        rank=rank, world_size=world, wrap_model=wrap, eval_sources=judged_on)
         if final_eval:
-            final = _final_eval(result, cfg, judged_on or (train_src, test_src), device, tracker) \
-                if rank == 0 and cfg.has_eval_data else {}
+            labelled = (judged_on or (train_src, test_src)) if cfg.has_eval_data else None
+            final = _final_eval(result, cfg, labelled, device, tracker) if rank == 0 else {}
             session.report({**ray_reporter.metrics, **final, "final_eval": 1.0})  # every rank reports
     finally:
         if tracker is not None:

@@ -30,13 +30,14 @@ def read_checkpoint(location: str | Path, ctx: RunContext | None = None) -> dict
 def evaluate(ctx: RunContext, checkpoint: str | None = None, model_uri: str | None = None, run_id: str | None = None,
              random_init: bool = False, loaded: dict | None = None) -> Evaluation:
     """The evaluation after training on the context config's data: a checkpoint (`random_init`: its
-    architecture untrained, the baseline) or a registered model (`models:/name@champion`). With
-    `run_id`, the metrics, the eval set and the figures go to that MLflow run. `loaded`: the
-    checkpoint's contents, when the entry point already read them."""
+    architecture untrained, the baseline) or a registered model (`models:/name@champion`): the
+    label-free metrics on their sample of the training images, and the kNN and linear probe when
+    labelled data exists. With `run_id`, the metrics, what they were measured on and the figures go
+    to that MLflow run. `loaded`: the checkpoint's contents, when the entry point already read them."""
     from simsiam.checkpoint import model_from_checkpoint
     from simsiam.evaluation import evaluate_after_training
+    from simsiam.label_free import label_free_after_training
     from simsiam.runtime import resolve_device, seed_everything
-    from simsiam.storage import evaluation_sources
 
     if (checkpoint is None) == (model_uri is None):
         raise SimSiamError("evaluate needs exactly one of a checkpoint or a model URI")
@@ -50,19 +51,38 @@ def evaluate(ctx: RunContext, checkpoint: str | None = None, model_uri: str | No
         ckpt = loaded if loaded is not None else read_checkpoint(checkpoint, ctx)
         model, trained_cfg = model_from_checkpoint(ckpt, checkpoint, weights=not random_init)
         backbone, step = model.backbone, 0 if random_init else ckpt["step"]  # untrained: 0 steps, whatever the file
-    device = resolve_device(cfg.train.device)
-    train_src, test_src = evaluation_sources(cfg, store=ctx.store if cfg.data.source or cfg.eval.source else None)
-    t0, kept = time.perf_counter(), {}
-    metrics, measured_on = evaluate_after_training(backbone, cfg, train_src, test_src, device, keep=kept)
+    device, t0, kept = resolve_device(cfg.train.device), time.perf_counter(), {}
+    labelled, training = _sources(ctx)
+    metrics, free_set = label_free_after_training(backbone, cfg, training, device, keep=kept)
+    measured_on = None
+    if labelled is not None:
+        probed, measured_on = evaluate_after_training(backbone, cfg, *labelled, device, keep=kept)
+        metrics = {**probed, **metrics}
+    test_src = labelled[1] if labelled else None
     if run_id and ctx.tracking_uri:
         from simsiam.tracking import log_metrics_to_run
         from simsiam.tracking.eval_figures import log_evaluation_figures
 
-        log_metrics_to_run(ctx.tracking_uri, run_id, metrics, tags=measured_on)
+        log_metrics_to_run(ctx.tracking_uri, run_id, metrics, tags={**(measured_on or {}), **free_set})
         log_evaluation_figures(ctx.tracking_uri, run_id, kept, test_src, cfg if checkpoint else None, device)
-    return Evaluation(metrics=metrics, eval_set=measured_on, train_images=int(measured_on["eval.train_images"]),
-                      test_images=len(test_src), eval_s=round(time.perf_counter() - t0, 1), checkpoint=checkpoint,
-                      model_uri=model_uri, step=step, random_init=random_init, model=model, model_config=trained_cfg)
+    return Evaluation(metrics=metrics, eval_set=measured_on, label_free_set=free_set,
+                      train_images=int(measured_on["eval.train_images"]) if measured_on else None,
+                      test_images=len(test_src) if test_src is not None else None,
+                      eval_s=round(time.perf_counter() - t0, 1), checkpoint=checkpoint, model_uri=model_uri,
+                      step=step, random_init=random_init, model=model, model_config=trained_cfg)
+
+
+def _sources(ctx: RunContext):
+    """(the labelled (train, test) splits, or None without labelled data; the training data, whose
+    fixed sample the label-free metrics measure on), each opened once."""
+    from simsiam.storage import evaluation_sources, open_sources
+
+    cfg = ctx.cfg
+    labelled = evaluation_sources(cfg, store=ctx.store if cfg.data.source or cfg.eval.source else None) \
+        if cfg.has_eval_data else None
+    if labelled is not None and not (cfg.eval.dataset or cfg.eval.source):  # the training data's own splits
+        return labelled, labelled[0]
+    return labelled, open_sources(cfg, need_test=False, store=ctx.store if cfg.data.source else None)[0]
 
 
 def log_models(ctx: RunContext, trained: TrainedRun, evaluation: Evaluation | None = None) -> tuple[dict, Config]:
@@ -81,17 +101,20 @@ def log_models(ctx: RunContext, trained: TrainedRun, evaluation: Evaluation | No
 
 def register(ctx: RunContext, trained: TrainedRun, evaluation: Evaluation | None) -> Registration:
     """Log the trained models into the run, register the backbone and run the champion gate on the
-    probe and the set it was measured on; without an evaluation (no labelled data) the version is
-    registered and not promoted. Safe to retry: models already logged and a version already
-    registered are reused."""
+    probe and the set it was measured on, or without labelled data on the label-free metric
+    `eval.label_free_judge` and its sample.
+    Without an evaluation the version is registered and not promoted. Safe to retry: models already
+    logged and a version already registered are reused."""
     from simsiam.tracking import model_version_url, register_and_gate, registered_name
 
     if not trained.run_id:
         raise SimSiamError("registering needs the MLflow run of the training (track it)")
     uris, trained_cfg = log_models(ctx, trained, evaluation)
     name = registered_name(trained_cfg)
+    free = M.pick(evaluation.metrics, M.LABEL_FREE) if evaluation else None
     gate = register_and_gate(ctx.mlflow, trained.run_id, uris["backbone"], name,
-                             evaluation.metrics[M.PROBE] if evaluation else None, trained.collapsed,
-                             ctx.cfg.tracking.promote_floor, evaluation.eval_set if evaluation else None)
+                             evaluation.metrics.get(M.PROBE) if evaluation else None, trained.collapsed,
+                             ctx.cfg.tracking.promote_floor, evaluation.eval_set if evaluation else None,
+                             free, evaluation.label_free_set if evaluation else None, ctx.cfg.eval.label_free_judge)
     return Registration(**gate, model_uri=uris["backbone"], alias_uri=f"models:/{name}@{gate['decision']}",
                         url=model_version_url(ctx.tracking_uri, name, gate["version"]))

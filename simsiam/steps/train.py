@@ -74,7 +74,8 @@ def _here(ctx: RunContext, attempt: R.Attempt, run_id: str | None, reporters: Se
         raise
     if tracker is not None:
         tracker.finish()
-    last = {**result.last_metrics, M.KNN_MONITOR: result.knn_last, M.KNN_MONITOR_BEST: result.knn_best}
+    last = {**result.last_metrics, M.KNN_MONITOR: result.knn_last, M.KNN_MONITOR_BEST: result.knn_best,
+            **result.label_free}
     return TrainedRun(checkpoint=str(result.checkpoint.resolve()), collapsed=result.collapsed, run_id=run_id,
                       steps=result.step, epochs=result.epoch, resumed_from_step=result.start_step,
                       wall_s=round(result.wall_s, 1), metrics=M.pick(last, M.TRAINING))
@@ -89,15 +90,17 @@ def on_ray(ctx: RunContext, workers: RayWorkers) -> RayWorkers:
 
 def sweep(ctx: RunContext, space: dict[str, list], workers: RayWorkers | None = None, samples: int = 1,
           max_concurrent: int | None = None, collapse_threshold: float | None = None,
-          reporters: Sequence[Reporter] = ()) -> SweepResult:
-    """Ray Tune over `space` with ASHA on the kNN monitor and the collapse stopper; `best` is the best
-    healthy trial, a `TrainedRun` as `pretrain` returns. `workers`: per trial (default one worker,
-    no restarts). `collapse_threshold` defaults to the collapse rule of `simsiam.diagnostics`."""
+          reporters: Sequence[Reporter] = (), metric: str | None = None) -> SweepResult:
+    """Ray Tune over `space` with ASHA on `metric` (default: the kNN monitor with labelled data,
+    `eval.label_free_judge` without) and the collapse stopper; `best` is the best healthy trial by
+    that metric, a `TrainedRun` as `pretrain` returns. `workers`: per trial (default one worker, no
+    restarts). `collapse_threshold` defaults to the collapse rule of `simsiam.diagnostics`."""
+    from simsiam.config import sweep_metric_for
     from simsiam.diagnostics import COLLAPSE_RATIO
     from simsiam.ray import RayWorkers, run_sweep
 
     res = run_sweep(ctx.cfg, space, on_ray(ctx, workers or RayWorkers(max_failures=0)), samples=samples,
-                    max_concurrent=max_concurrent, reporters=reporters,
+                    max_concurrent=max_concurrent, reporters=reporters, metric=sweep_metric_for(ctx.cfg, metric),
                     collapse_threshold=COLLAPSE_RATIO if collapse_threshold is None else collapse_threshold)
     if res.best is not None and res.best.run_id:
         from simsiam.tracking import run_url

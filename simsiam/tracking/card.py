@@ -9,17 +9,23 @@ from simsiam import metrics as M
 from simsiam.redact import redact
 from simsiam.tracking.runs import run_url
 
-CARD_METRICS = (M.KNN_FINAL, M.PROBE, M.Z_STD_RATIO)
+CARD_METRICS = (M.KNN_FINAL, M.PROBE, M.Z_STD_RATIO, *M.LABEL_FREE)
 
 
 def model_card(tracking_uri: str, run_id: str, name: str, version: str, decision: str, reasons: list[str]) -> str:
     run = MlflowClient(tracking_uri).get_run(run_id)
     metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
     channels = params.get("model.in_channels", "C")  # what the served model checks
-    rows = "\n".join(M.table({key: metrics.get(key) for key in CARD_METRICS}))
+    rows = "\n".join(M.table({key: metrics.get(key) for key in CARD_METRICS if key in metrics}))
+    measured = [f"probe on {tags['eval.set']}" if tags.get("eval.set") else "no probe (no labelled data)",
+                f"label-free metrics on {tags['label_free.set']}" if tags.get("label_free.set") else None]
     return f"""**Gate: {decision}.** {'; '.join(reasons)}
 
 {rows}
+
+**Measured on:** {'; '.join(m for m in measured if m)}. The gate judges by the probe where labelled \
+data exists, else by the label-free metric `eval.label_free_judge` (`label_free/std_ratio` by default: \
+the spread of the normalised features, 0 when collapsed; it ranked encoders as the probe did, RankMe did not).
 
 **Data:** `{tags.get('dataset.name', params.get('data.dataset', '-'))}` version `{tags.get('dataset.version', '-')}`, \
 manifest `{tags.get('dataset.manifest_uri', '-')}`.

@@ -1,6 +1,7 @@
-"""The evaluation's pictures (`figures/` of the run): where the classes sit in feature space at
-init and after training, what the nearest neighbours of test images look like, and where the
-linear probe errs. Drawn from the features the evaluation already computed."""
+"""The evaluation's pictures (`figures/` of the run): the singular-value spectrum behind RankMe, and
+with labelled data, where the classes sit in feature space at init and after training, what the
+nearest neighbours of test images look like, and where the linear probe errs. Drawn from the
+features the evaluation already computed."""
 
 from __future__ import annotations
 
@@ -101,30 +102,59 @@ def confusion_figure(y_true: torch.Tensor, y_pred: torch.Tensor, classes: list[s
     return fig
 
 
+def spectrum_figure(spectra: dict[str, torch.Tensor]):
+    """Each stage's singular values of the label-free sample's features, normalised to the largest, on
+    a log scale, with its RankMe: a collapsed encoder's curve falls off a cliff after the first value."""
+    from simsiam.label_free import rankme
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for title, s in spectra.items():
+        s = s.double()
+        label = f"{title}: RankMe {rankme(spectrum=s):.1f}"
+        ax.semilogy(range(1, len(s) + 1), (s / s[0]).clamp_min(1e-12).numpy(), label=label)
+    ax.set_xlabel("singular value index k"), ax.set_ylabel("s_k / s_1")
+    ax.set_title("Singular values of the backbone features on the label-free sample", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def init_features(cfg, train_src, device) -> tuple[torch.Tensor, torch.Tensor]:
     """The kNN bank's features under the architecture at its init (the training's seed): the "before"
     of the embedding figure."""
     from simsiam.evaluation import features_for
+
+    return features_for(_init_backbone(cfg, device), cfg, train_src, torch.arange(min(BANK, len(train_src))), device)
+
+
+def _init_backbone(cfg, device):
+    """The backbone as the training built it (its seed), before any step."""
     from simsiam.models import build_model
     from simsiam.runtime import seed_everything
 
     seed_everything(cfg.train.seed)
-    init = build_model(cfg.model).backbone.to(device).eval()
-    return features_for(init, cfg, train_src, torch.arange(min(BANK, len(train_src))), device)
+    return build_model(cfg.model).backbone.to(device).eval()
 
 
 def log_evaluation_figures(tracking_uri: str, run_id: str, kept: dict, test_src, init_of=None,
                            device=None) -> list[str]:
-    """embedding.png, neighbors.png and probe_confusion.png into the run, from what the evaluation
-    kept (`simsiam.evaluation.evaluate_after_training`); with `init_of` (the config the backbone was
-    built from) the embedding figure shows its features at init too. Returns the figures' paths."""
-    train_src = kept["train_source"]
-    plt, client, classes = _plt(), MlflowClient(tracking_uri), list(train_src.classes)
-    init = {"at init": init_features(init_of, train_src, device)} if init_of is not None else {}
-    figs = {"figures/embedding.png": embedding_figure(init | {"trained": kept["train"]}, classes),
-            "figures/neighbors.png": neighbors_figure(train_src, test_src, kept["train"], kept["test"],
-                                                      classes=classes),
-            "figures/probe_confusion.png": confusion_figure(kept["test"][1], kept["probe_pred"], classes)}
+    """spectrum.png (from `simsiam.label_free.label_free_after_training`), and with labelled data
+    embedding.png, neighbors.png and probe_confusion.png into the run, from what the evaluation kept
+    (`simsiam.evaluation.evaluate_after_training`); with `init_of` (the config the backbone was built
+    from) the spectrum and embedding figures show the features at init too. Returns the figures' paths."""
+    plt, client, figs = _plt(), MlflowClient(tracking_uri), {}
+    if "spectrum" in kept:
+        init = {"at init": kept["label_free_sample"](_init_backbone(init_of, device), device)[1]} if init_of else {}
+        figs["figures/spectrum.png"] = spectrum_figure(init | {"trained": kept["spectrum"]})
+    if "train" in kept:
+        train_src = kept["train_source"]
+        classes = list(train_src.classes)
+        init = {"at init": init_features(init_of, train_src, device)} if init_of is not None else {}
+        figs |= {"figures/embedding.png": embedding_figure(init | {"trained": kept["train"]}, classes),
+                 "figures/neighbors.png": neighbors_figure(train_src, test_src, kept["train"], kept["test"],
+                                                           classes=classes),
+                 "figures/probe_confusion.png": confusion_figure(kept["test"][1], kept["probe_pred"], classes)}
     for path, fig in figs.items():
         client.log_figure(run_id, fig, path)
         plt.close(fig)

@@ -110,9 +110,10 @@ def _line(xs, ys, xlabel: str, ylabel: str, title: str, hlines: list[tuple[float
 LR_KEY, BATCH_KEY = "optim.base_lr", "train.batch_size"
 
 
-def sweep_heatmap(rows: list[dict]):
-    """base lr x batch -> best kNN top-1 over the trials of each cell; a red frame and an X mark a cell
-    where a trial collapsed. None when the sweep's grid is not over both lr and batch."""
+def sweep_heatmap(rows: list[dict], metric: str = M.KNN_MONITOR):
+    """base lr x batch -> the best value of the sweep's metric over the trials of each cell (for the kNN
+    monitor, its best top-1); a red frame and an X mark a cell where a trial collapsed. None when the
+    sweep's grid is not over both lr and batch."""
     if not rows or LR_KEY not in rows[0] or BATCH_KEY not in rows[0]:
         return None
     plt = _plt()
@@ -120,18 +121,21 @@ def sweep_heatmap(rows: list[dict]):
     from matplotlib.patches import Rectangle
 
     lrs, batches = sorted({r[LR_KEY] for r in rows}), sorted({r[BATCH_KEY] for r in rows})
+    key, better = (M.KNN_MONITOR_BEST, np.nanmax) if metric == M.KNN_MONITOR else \
+        ("objective", np.nanmax if M.OBJECTIVES[metric] == "max" else np.nanmin)
     best = np.full((len(batches), len(lrs)), np.nan)
     collapsed = np.zeros_like(best, dtype=bool)
     for r in rows:
         i, j = batches.index(r[BATCH_KEY]), lrs.index(r[LR_KEY])
-        if r[M.KNN_MONITOR_BEST] is not None:
-            best[i, j] = np.nanmax([best[i, j], r[M.KNN_MONITOR_BEST]])
+        if r.get(key) is not None:
+            best[i, j] = better([best[i, j], r[key]])
         collapsed[i, j] |= bool(r["collapsed"])
     fig, ax = plt.subplots(figsize=(1.3 * len(lrs) + 2.5, 0.9 * len(batches) + 1.8))
     # A fixed 0-100 % scale, not the cells' own min-max: with autoscaling, a sweep whose cells all sit
     # within a point or two of each other spans the whole colormap and reads as good-vs-bad; fixed,
     # one colour means the same accuracy in every sweep, and the numbers in the cells give the detail.
-    im = ax.imshow(best, cmap="viridis", vmin=0, vmax=100)
+    percent = metric == M.KNN_MONITOR
+    im = ax.imshow(best, cmap="viridis", vmin=0 if percent else None, vmax=100 if percent else None)
     for i in range(len(batches)):
         for j in range(len(lrs)):
             label = "-" if np.isnan(best[i, j]) else f"{best[i, j]:.2f}"
@@ -142,7 +146,8 @@ def sweep_heatmap(rows: list[dict]):
                 ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False, edgecolor="red", lw=2.5))
     ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs]), ax.set_xlabel("optim.base_lr")
     ax.set_yticks(range(len(batches)), [str(v) for v in batches]), ax.set_ylabel("train.batch_size")
-    ax.set_title(f"Sweep: {M.KNN_MONITOR_BEST} (%) per cell\nred frame: a trial collapsed", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046, label=f"{M.KNN_MONITOR_BEST} (%)")
+    label = f"{M.KNN_MONITOR_BEST} (%)" if percent else f"best {metric}"
+    ax.set_title(f"Sweep: {label} per cell\nred frame: a trial collapsed", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, label=label)
     fig.tight_layout()
     return fig

@@ -151,7 +151,7 @@ class MlflowReporter(Reporter):
             self.flush()
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        extra = M.pick(metrics, (M.KNN_MONITOR, M.KNN_MONITOR_BEST))
+        extra = M.pick(metrics, (M.KNN_MONITOR, M.KNN_MONITOR_BEST, *M.LABEL_FREE))
         extra[M.EPOCH] = float(epoch)
         self._record(self.step, extra)
 

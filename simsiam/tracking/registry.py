@@ -41,48 +41,66 @@ def _set_role(client: MlflowClient, name: str, version: str, role: str) -> None:
         client.delete_registered_model_alias(name, CHALLENGER)
 
 
-NOT_JUDGED = ("not promoted: no labelled evaluation data judged it (name some with eval.dataset, e.g. "
-              "--eval fashion-mnist)")
+NOT_JUDGED = "not promoted: nothing judged it (no labelled evaluation data and no label-free metrics)"
+# What the gate compares, by what judged the encoder: the probe on labelled data, else a label-free
+# metric (eval.label_free_judge) on the label-free sample. Each with the tag that says what it was measured on.
+CRITERIA = {M.PROBE: "eval.set", **{key: "label_free.set" for key in M.LABEL_FREE}}
 
 
-def gate_decision(probe_top1: float | None, collapsed: bool, floor: float, champ_probe: float | None,
-                  champ_version: str | None, measured_on: str | None = None,
-                  champ_measured_on: str | None = None) -> tuple[bool, list[str]]:
-    """(promote?, reasons): not collapsed, probe >= floor, and strictly better than the champion on
-    the same eval set. Probes measured on different sets (or one on a recorded set, one not) are not
-    compared: such a version stays challenger until re-evaluated on the champion's set or promoted
-    by hand (`simsiam models promote`). A version with no probe (no labelled evaluation data) is
-    registered, never promoted."""
-    if probe_top1 is None:
+def gate_decision(value: float | None, collapsed: bool, floor: float, champ_value: float | None,
+                  champ_version: str | None, measured_on: str | None = None, champ_measured_on: str | None = None,
+                  criterion: str = M.PROBE, champ_criterion: str = M.PROBE) -> tuple[bool, list[str]]:
+    """(promote?, reasons). The version is judged by `criterion` (`probe/top1`, or without labelled data
+    a label-free metric, `eval.label_free_judge`): not collapsed, then (probe only) at least
+    `floor`, then strictly better than the champion (lower, for a metric where lower is better). A
+    champion judged by another criterion, or measured on another set, is not compared with: the
+    version stays challenger until judged as the champion was, or promoted by hand
+    (`simsiam models promote`)."""
+    if value is None:
         return False, [NOT_JUDGED]
-    if champ_probe is not None and measured_on != champ_measured_on:
-        return False, [f"{M.PROBE} {probe_top1:.2f} not compared with champion v{champ_version} "
-                       f"({champ_probe:.2f}): measured on {measured_on or 'an unrecorded set'}, the champion on "
+    if collapsed:
+        return False, [f"collapsed (z_std*sqrt(d) below threshold): not compared ({criterion} {value:.2f})"]
+    if champ_value is not None and criterion != champ_criterion:
+        return False, [f"{criterion} {value:.2f} not compared with champion v{champ_version}, gated on "
+                       f"{champ_criterion} ({champ_value:.2f}): the criteria differ (judge both with the same "
+                       "evaluation data, or promote by hand)"]
+    if champ_value is not None and measured_on != champ_measured_on:
+        return False, [f"{criterion} {value:.2f} not compared with champion v{champ_version} "
+                       f"({champ_value:.2f}): measured on {measured_on or 'an unrecorded set'}, the champion on "
                        f"{champ_measured_on or 'an unrecorded set'}"]
     reasons, promote = [], True
-    if collapsed:
+    floored = criterion == M.PROBE
+    if floored and value < floor:
         promote = False
-        reasons.append("collapsed (z_std*sqrt(d) below threshold)")
-    if probe_top1 < floor:
+        reasons.append(f"{criterion} {value:.2f} < floor {floor:.2f}")
+    lower = M.OBJECTIVES.get(criterion) == "min"
+    if champ_value is not None and not (value < champ_value if lower else value > champ_value):
         promote = False
-        reasons.append(f"{M.PROBE} {probe_top1:.2f} < floor {floor:.2f}")
-    if champ_probe is not None and not probe_top1 > champ_probe:
-        promote = False
-        reasons.append(f"{M.PROBE} {probe_top1:.2f} does not beat champion v{champ_version} ({champ_probe:.2f})")
+        reasons.append(f"{criterion} {value:.2f} does not beat champion v{champ_version} ({champ_value:.2f})")
     if promote:
-        reasons.append(f"{M.PROBE} {probe_top1:.2f} >= floor {floor:.2f}, not collapsed, "
-                       + (f"beats champion v{champ_version} ({champ_probe:.2f})" if champ_probe is not None
+        reasons.append(f"{criterion} {value:.2f}" + (f" >= floor {floor:.2f}" if floored else "") + ", not collapsed, "
+                       + (f"beats champion v{champ_version} ({champ_value:.2f})" if champ_value is not None
                           else "no previous champion"))
     return promote, reasons
 
 
+def _champion_judged(champ) -> tuple[str, float | None, str | None]:
+    """(criterion, value, measured on) of the champion version, from its tags (older versions: the probe)."""
+    criterion = champ.tags.get("gate.criterion", M.PROBE)
+    return criterion, float(champ.tags.get(criterion, "nan")), champ.tags.get(CRITERIA.get(criterion, "eval.set"))
+
+
 def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: str, probe_top1: float | None,
-                      collapsed: bool, floor: float = 0.0, eval_set: dict[str, str] | None = None) -> dict:
-    """Register the run's backbone and gate it; `eval_set` (simsiam.evaluation.eval_set) says what the
-    probe was measured on and goes onto the version. A version holds one role: `champion` when promoted
-    (and not `challenger` too), else `challenger`. Idempotent per run: a gated version is returned as is
-    (`noop`), and a version registered by an attempt that died before its gate is gated now. The
-    decision tag is written last, so a version that has one has its alias."""
+                      collapsed: bool, floor: float = 0.0, eval_set: dict[str, str] | None = None,
+                      label_free: dict[str, float] | None = None, label_free_set: dict[str, str] | None = None,
+                      judge: str = M.FEATURE_STD_RATIO) -> dict:
+    """Register the run's backbone and gate it on the probe, or without one on the label-free metric
+    `judge` (of `label_free`, measured on `label_free_set`); `eval_set` (simsiam.evaluation.eval_set)
+    says what the probe was measured on. Both go onto the version, with the criterion the gate used. A version holds one
+    role: `champion` when promoted (and not `challenger` too), else `challenger`. Idempotent per run:
+    a gated version is returned as is (`noop`), and a version registered by an attempt that died
+    before its gate is gated now. The decision tag is written last, so a version that has one has
+    its alias."""
     try:
         existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except MlflowException:
@@ -93,20 +111,27 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
                 "reasons": v.tags.get("gate.reasons", "")}
     mv = existing[0] if existing else None
     champ = _by_alias(client, name, CHAMPION)
-    eval_set = eval_set or {}
+    eval_set, label_free, label_free_set = eval_set or {}, label_free or {}, label_free_set or {}
+    criterion = M.PROBE if probe_top1 is not None else judge if judge in label_free else None
+    value = probe_top1 if criterion == M.PROBE else label_free.get(judge)
+    sets = {M.PROBE: eval_set, judge: label_free_set}
     if mv is not None and champ is not None and str(champ.version) == str(mv.version):
         # an attempt that died after crowning this version: it is not compared with itself, it stays champion
         promote, reasons = True, [mv.tags.get("gate.reasons") or "crowned by an earlier attempt of this run"]
     else:
-        champ_probe = float(champ.tags.get(M.PROBE, "nan")) if champ else None
-        promote, reasons = gate_decision(probe_top1, collapsed, floor, champ_probe, champ.version if champ else None,
-                                         eval_set.get("eval.set"), champ.tags.get("eval.set") if champ else None)
+        theirs = _champion_judged(champ) if champ else (M.PROBE, None, None)
+        promote, reasons = gate_decision(value, collapsed, floor, theirs[1], champ.version if champ else None,
+                                         sets.get(criterion, {}).get(CRITERIA.get(criterion, "")), theirs[2],
+                                         criterion or M.PROBE, theirs[0])
     decision = CHAMPION if promote else CHALLENGER
     if mv is None:
         with tracking_uri_scope(client.tracking_uri):
             probe = {M.PROBE: repr(float(probe_top1))} if probe_top1 is not None else {}
-            mv = mlflow.register_model(model_uri, name, tags={**probe, "collapsed": str(collapsed).lower(),
-                                                              "run_id": run_id, **eval_set})
+            free = {k: repr(float(v)) for k, v in label_free.items()}
+            judged = {"gate.criterion": criterion} if criterion else {}
+            mv = mlflow.register_model(model_uri, name, tags={**probe, **free, **judged, "run_id": run_id,
+                                                              "collapsed": str(collapsed).lower(), **eval_set,
+                                                              **label_free_set})
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(reasons))
     client.update_model_version(name, mv.version, description=model_card(client.tracking_uri, run_id, name,
                                                                           mv.version, decision, reasons))
@@ -137,7 +162,8 @@ def list_models(client: MlflowClient) -> list[dict]:
             aliases.setdefault(str(version), []).append(alias)
         for mv in client.search_model_versions(f"name='{rm.name}'"):
             rows.append({"name": rm.name, "version": mv.version, "aliases": sorted(aliases.get(str(mv.version), [])),
-                         M.PROBE: mv.tags.get(M.PROBE), "decision": mv.tags.get("gate.decision"),
-                         "run_id": mv.run_id})
+                         M.PROBE: mv.tags.get(M.PROBE), M.RANKME: mv.tags.get(M.RANKME),
+                         "criterion": mv.tags.get("gate.criterion", M.PROBE if mv.tags.get(M.PROBE) else None),
+                         "decision": mv.tags.get("gate.decision"), "run_id": mv.run_id})
     rows.sort(key=lambda r: (r["name"], -int(r["version"])))
     return rows

@@ -1,5 +1,6 @@
 """Where a trial's final evaluation spends its time: the backbone's features of the probe's train
-sample and the full test split, the kNN, and the linear probe, timed apart on this machine with
+sample and the full test split, the kNN, the linear probe, and the label-free metrics on their
+sample (what each epoch end pays too, `eval.label_free_every_epochs`), timed apart on this machine with
 the preset's settings (an untrained backbone: the cost does not depend on the weights). Prints JSON.
 
     python bench/eval_cost.py                            # reproduce-cpu on one thread, as in a trial
@@ -23,6 +24,7 @@ import torch  # noqa: E402
 from simsiam import evaluation as ev  # noqa: E402
 from simsiam.config import load_config  # noqa: E402
 from simsiam.data import load_source  # noqa: E402
+from simsiam.label_free import LabelFreeSample  # noqa: E402
 from simsiam.models import build_model  # noqa: E402
 from simsiam.runtime import autocast, resolve_precision  # noqa: E402
 
@@ -57,9 +59,12 @@ def main() -> None:
     ev.linear_probe(ftr, ytr, fte, yte, 10, epochs=cfg.eval.probe_epochs, batch_size=cfg.eval.probe_batch_size,
                     lr=cfg.eval.probe_lr, optimizer=cfg.eval.probe_optimizer, seed=0, device=dev)
     lap("probe_s")
+    LabelFreeSample(cfg, train)(backbone, dev)  # fp32, as at an epoch end
+    lap("label_free_s")
     print(json.dumps({"bench": "eval_cost", "preset": args.preset, "threads": args.threads, "amp": amp,
                       "cpu_capability": torch.backends.cpu.get_cpu_capability(), "train_images": len(ftr),
                       "test_images": len(fte), "feature_dim": ftr.shape[1], **times,
+                      "label_free_samples": cfg.eval.label_free_samples, "label_free_pairs": cfg.eval.label_free_pairs,
                       "total_s": round(sum(v for k, v in times.items() if k != "warmup_s"), 2)}))
 
 

@@ -374,17 +374,16 @@ def embed(
 
 @models_app.command("ls")
 def models_ls(tracking_uri: TrackingUriOpt = None, state: StateOpt = None) -> None:
-    """Registered encoders: versions, aliases (champion, challenger), what the gate judged by, probe/top1,
-    label_free/rankme, gate decision."""
+    """Registered encoders: versions, aliases (champion, challenger), what the gate judged each by
+    (probe/top1, or the label-free judge without labels) and its value, gate decision."""
     from simsiam.tracking import list_models
 
     ctx = RunContext.open(Config(), state, tracking_uri=tracking_uri, s3=False)
     _print_table(list_models(ctx.mlflow), [
         ("name", "<36", lambda r: r["name"]), ("version", ">7", lambda r: r["version"]),
         ("aliases", "<22", lambda r: ",".join(r["aliases"]) or "-"),
-        ("judged by", "<18", lambda r: r["criterion"] or "-"),
-        ("probe/top1", ">10", lambda r: fmt(float(r["probe/top1"])) if r["probe/top1"] else "-"),
-        ("label_free/rankme", ">17", lambda r: fmt(float(r["label_free/rankme"])) if r["label_free/rankme"] else "-"),
+        ("judged by", "<20", lambda r: r["criterion"] or "-"),
+        ("value", ">8", lambda r: fmt(float(r["value"])) if r["value"] else "-"),
         ("decision", "", lambda r: r["decision"] or "-"),
     ], empty="no registered models (run `simsiam pretrain --track`)")
 

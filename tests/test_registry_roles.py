@@ -67,8 +67,10 @@ def test_champion_and_challenger_are_one_role_each(server, runs):
     again = register_and_gate(client, r3, m3, name, 80.0, False, floor=10)  # a retried registration
     assert again["noop"] and again["version"] == g3["version"] and again["decision"] == "champion"
     assert _roles(client, name) == {g1["version"]: set(), g2["version"]: {"challenger"}, g3["version"]: {"champion"}}
-    rows = {r["version"]: r["aliases"] for r in list_models(client) if r["name"] == name}  # `simsiam models ls`
-    assert rows == {g1["version"]: [], g2["version"]: ["challenger"], g3["version"]: ["champion"]}
+    listed = [r for r in list_models(client) if r["name"] == name]  # `simsiam models ls`
+    assert {r["version"]: r["aliases"] for r in listed} == {g1["version"]: [], g2["version"]: ["challenger"],
+                                                            g3["version"]: ["champion"]}
+    assert {(r["criterion"], float(r["value"])) for r in listed} == {("probe/top1", p) for p in (70.0, 60.0, 80.0)}
 
 
 def _died_after_registering(client: MlflowClient, run_id: str, model_uri: str, name: str, probe: float,

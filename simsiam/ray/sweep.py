@@ -96,7 +96,8 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: in
     `metric` (a key of `simsiam.metrics.OBJECTIVES`) drives ASHA and picks the best trial."""
     connect(cfg, dist)
     # ASHA needs its metric in every report; reports happen at epoch ends only.
-    monitors = [f"eval.knn_every_epochs={int(cfg.has_eval_data)}", "eval.label_free_every_epochs=1"]
+    monitors = [f"eval.knn_every_epochs={int(cfg.has_eval_data)}",
+                *(["eval.label_free_every_epochs=1"] if metric in M.LABEL_FREE else [])]
     cfg = override_config(cfg, [*monitors, "train.checkpoint_every_steps=null"])
     name = name or f"sweep-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     parent = None

@@ -161,9 +161,10 @@ def list_models(client: MlflowClient) -> list[dict]:
         for alias, version in (rm.aliases or {}).items():
             aliases.setdefault(str(version), []).append(alias)
         for mv in client.search_model_versions(f"name='{rm.name}'"):
+            criterion = mv.tags.get("gate.criterion", M.PROBE if mv.tags.get(M.PROBE) else None)
             rows.append({"name": rm.name, "version": mv.version, "aliases": sorted(aliases.get(str(mv.version), [])),
-                         M.PROBE: mv.tags.get(M.PROBE), M.RANKME: mv.tags.get(M.RANKME),
-                         "criterion": mv.tags.get("gate.criterion", M.PROBE if mv.tags.get(M.PROBE) else None),
+                         M.PROBE: mv.tags.get(M.PROBE), "criterion": criterion,
+                         "value": mv.tags.get(criterion) if criterion else None,
                          "decision": mv.tags.get("gate.decision"), "run_id": mv.run_id})
     rows.sort(key=lambda r: (r["name"], -int(r["version"])))
     return rows

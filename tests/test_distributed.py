@@ -189,6 +189,7 @@ def test_a_ray_worker_trains_on_an_unlabelled_folder_with_the_knn_monitor_on_the
            "tracking.experiment=ray-own-images"]
     out = pipeline(overrides=own, subset=512, workers=1, mlflow_uri=ml.tracking_uri, state=str(state))
     assert out["staged"]["train"].startswith("s3://data/datasets/photos/")
+    assert set(out["staged"]) == {"train", "eval-train", "eval-test"}
     assert out["registered"]["decision"] == "champion"
     history = MlflowClient(ml.tracking_uri).get_metric_history(out["run_id"], "knn/top1")
     assert [m.step for m in history] == [0, 4]  # at the random init, and after the one epoch of 4 steps

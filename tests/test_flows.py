@@ -115,12 +115,14 @@ def counted_run(services, harness):
     import simsiam.cli
     import simsiam.config
     import simsiam.services.endpoints
+    import simsiam.steps.resume
     import simsiam.storage.client
     from simsiam.steps import RunContext as Ctx
 
     state, s3, ml = services
     counts, patches = {}, [(simsiam.config, "load_config"), (simsiam.cli, "load_config"),
-                           (flows.common, "load_config"), (simsiam.services.endpoints, "tracking_server"),
+                           (flows.common, "load_config"), (simsiam.steps.resume, "load_config"),
+                           (simsiam.services.endpoints, "tracking_server"),
                            (simsiam.services.endpoints, "object_store"), (simsiam.checkpoint, "load_checkpoint"),
                            (simsiam.checkpoint, "checkpoint_from_bytes")]
     with pytest.MonkeyPatch.context() as mp, mock.patch.dict(os.environ):

@@ -91,11 +91,10 @@ def _publish(ctx: RunContext, mode: str, staged, trained, evaluation, gate, rows
 
         runs_url = experiment_url(ctx.tracking_uri, ensure_experiment(ctx.tracking_uri, ctx.cfg.tracking.experiment))
     verdict = ("collapsed" if trained.collapsed else "healthy") + (f", {gate.decision}" if gate else "")
-    probe = M.fmt(evaluation.metrics[M.PROBE]) if M.PROBE in evaluation.metrics else "not measured (no labelled data)"
+    judge = M.PROBE if M.PROBE in evaluation.metrics else ctx.cfg.eval.label_free_judge  # what the gate used
     report_id = create_markdown_artifact(
         key=REPORT_KEY, markdown=run_report(ctx.cfg, staged, trained, evaluation, gate, mode, rows, runs_url),
-        description=f"SimSiam {mode} report for {ctx.cfg.name}: {M.PROBE} "
-                    f"{probe}, {M.RANKME} {M.fmt(evaluation.metrics.get(M.RANKME))} "
+        description=f"SimSiam {mode} report for {ctx.cfg.name}: {judge} {M.fmt(evaluation.metrics.get(judge))} "
                     f"({verdict}); data versions, metrics, collapse verdict, registry gate, links")
     if rows:
         create_table_artifact(key="simsiam-sweep-trials", table=trial_table(rows), description="one row per trial")

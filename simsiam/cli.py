@@ -42,7 +42,7 @@ EvalOpt = Annotated[Optional[str], typer.Option("--eval", help="labelled data th
 ProgressOpt = Annotated[bool, typer.Option(help="show a progress bar")]
 GpusOpt = Annotated[float, typer.Option(min=0.0, help="GPUs per Ray worker (0 = CPU workers)")]
 CpusOpt = Annotated[float, typer.Option(min=0.01, help="CPUs per Ray worker")]
-MetricOpt = Annotated[Optional[str], typer.Option("--metric", help="sweep: what ranks the trials (ASHA and the best one): knn/top1, label_free/rankme, label_free/alignment, label_free/uniformity, label_free/std_ratio or train/loss [default: knn/top1 with labelled data, else label_free/rankme]")]
+MetricOpt = Annotated[Optional[str], typer.Option("--metric", help="sweep: what ranks the trials (ASHA and the best one): knn/top1, label_free/rankme, label_free/alignment, label_free/uniformity, label_free/std_ratio or train/loss [default: knn/top1 with labelled data, else eval.label_free_judge (label_free/std_ratio)]")]
 
 
 def _echo_json(obj: dict) -> None:

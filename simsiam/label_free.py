@@ -63,6 +63,8 @@ def measure(features: torch.Tensor, view_a: torch.Tensor,
     sample's features and its pairs of augmented views' features."""
     from simsiam.diagnostics import z_std_ratio
 
+    if not torch.isfinite(features).all():
+        raise FloatingPointError("the backbone's features are not finite: the encoder diverged (lower optim.base_lr)")
     spectrum = singular_values(features)
     return {M.RANKME: rankme(spectrum=spectrum), M.ALIGNMENT: alignment(view_a, view_b),
             M.UNIFORMITY: uniformity(features), M.FEATURE_STD_RATIO: z_std_ratio(features)}, spectrum
@@ -82,8 +84,9 @@ class LabelFreeSample:
             else training_source
         self.cfg, self.source = cfg, source
         self.indices = subset_indices(len(source), n, SAMPLE_SEED)
-        self.pairs = self.indices[:cfg.eval.label_free_pairs]
-        self.label = _describe(training_source, len(self.indices), len(self.pairs))
+        order = torch.randperm(len(self.indices), generator=torch.Generator().manual_seed(SAMPLE_SEED + 1))
+        self.pairs = self.indices[order[:cfg.eval.label_free_pairs]].sort().values  # spread over the sample
+        self.label = _describe(cfg, training_source, len(self.indices), len(self.pairs))
 
     def __call__(self, backbone: nn.Module, device: str | torch.device = "cpu",
                  progress: Callable | None = None) -> tuple[dict[str, float], torch.Tensor]:
@@ -130,8 +133,15 @@ def label_free_after_training(backbone: nn.Module, cfg, training_source, device:
     return metrics, sample.tags()
 
 
-def _describe(source, n: int, pairs: int) -> str:
-    """The sample by the data's name, not its version: a collection that grows keeps one yardstick."""
+def _describe(cfg, source, n: int, pairs: int) -> str:
+    """What identifies the sample's images and views: the data (a staged version by name@version, which
+    is its content; local files by dataset and root), how it was read (a streamed version samples
+    whole shards), its size, and the image size and augmentation of the views."""
+    from simsiam.streaming import ShardStream
+
     ref = getattr(source, "ref", None)
-    name = ref.name if ref is not None else source.name
-    return f"{n} training images of {name} (seed {SAMPLE_SEED}), {pairs} view pairs"
+    data = f"{ref.name}@{ref.version}" if ref is not None else \
+        f"local {source.name}" + (f" at {cfg.data.root}" if cfg.data.root else "") + f" ({len(source)} images)"
+    read = ", streamed" if isinstance(source, ShardStream) else ""
+    return (f"{n} images (seed {SAMPLE_SEED}) of {data}{read}, {pairs} view pairs, {cfg.data.image_size} px, "
+            f"{cfg.data.recipe} views")

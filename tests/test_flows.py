@@ -242,7 +242,8 @@ def test_own_images_without_labels_are_gated_label_free_and_a_probe_judged_versi
     assert gate["reasons"] == f"label_free/std_ratio {judge:.2f}, not collapsed, no previous champion"
     assert set(out["metrics"]) == {"train/loss", "train/z_std_ratio", "label_free/rankme", "label_free/alignment",
                                    "label_free/uniformity", "label_free/std_ratio"} and out["eval_set"] is None
-    assert out["label_free_set"].startswith("256 training images of photos (seed 0), 64 view pairs")
+    assert out["label_free_set"].startswith(f"256 images (seed 0) of {out['staged']['train'].split('/')[-2]}@")
+    assert "64 view pairs, 28 px, grey views, " in out["label_free_set"]
     client = MlflowClient(ml.tracking_uri)
     assert "knn/top1" not in client.get_run(out["run_id"]).data.metrics  # monitor off
     v1 = client.get_model_version(gate["name"], gate["version"])
@@ -254,7 +255,14 @@ def test_own_images_without_labels_are_gated_label_free_and_a_probe_judged_versi
     second = pipeline(context=ctx.with_config(load_config("cpu-demo", [*own, "train.seed=1"])))
     again = second["metrics"]["label_free/std_ratio"]
     assert second["registered"]["decision"] == ("champion" if again > judge else "challenger")
-    assert f"champion v{gate['version']} ({judge:.2f})" in second["registered"]["reasons"]
+    assert f"champion v{gate['version']} ({judge:.2f})" in second["registered"]["reasons"]  # the same images
+
+    for i in range(256, 320):  # the collection grows: a new version, another sample, the champion measured again
+        Image.fromarray(fmnist_test.images[i, 0].numpy()).save(photos / f"{i:03d}.png")
+    grown = pipeline(context=ctx)
+    crown = client.get_model_version_by_alias(gate["name"], "champion").version
+    assert f"champion v{crown}, re-measured on this sample (" in grown["registered"]["reasons"]
+    assert grown["label_free_set"] != out["label_free_set"]
 
     judged = pipeline(context=RunContext.open(load_config("cpu-demo", [*own, "eval.dataset=fashion-mnist"]), state,
                                               tracking_uri=ml.tracking_uri), subset=512)
@@ -274,4 +282,4 @@ def test_own_images_without_labels_are_gated_label_free_and_a_probe_judged_versi
     emb = embed(ctx, f"models:/{gate['name']}@champion", "photos@latest")
     part = next(o["Key"] for o in ctx.store.list_keys(emb.uri.removeprefix("s3://data/")) if "part-" in o["Key"])
     table = pq.read_table(io.BytesIO(ctx.store.get_bytes(part)))
-    assert emb.num_rows == 256 and table.column("origin").to_pylist() == [f"{i:03d}.png" for i in range(256)]
+    assert emb.num_rows == 320 and table.column("origin").to_pylist() == [f"{i:03d}.png" for i in range(320)]

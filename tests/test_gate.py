@@ -75,6 +75,7 @@ def test_without_labels_the_gate_checks_collapse_first_then_compares_rankme_and_
     assert better == (True, ["label_free/rankme 130.00, not collapsed, beats champion v4 (120.00)"])
     worse = gate_decision(110.0, False, 50.0, 120.0, "4", FREE_A, FREE_A, **rankme)
     assert worse == (False, ["label_free/rankme 110.00 does not beat champion v4 (120.00)"])
+    assert gate_decision(float("nan"), False, 50.0, None, None, FREE_A, None, **rankme)[0] is False  # not judged
     other_sample = gate_decision(130.0, False, 50.0, 120.0, "4", FREE_A, "another sample", **rankme)
     assert not other_sample[0] and "measured on" in other_sample[1][0]
 

@@ -55,5 +55,6 @@ def test_the_sample_is_the_same_images_whatever_the_run_seed_and_measures_every_
     assert set(first) == set(M.LABEL_FREE) and first == again  # seeded views: the same numbers twice
     assert first[M.RANKME] == pytest.approx(rankme(spectrum=spectrum))
     tags = a.tags()
-    assert tags["label_free.set"].startswith("40 training images of imgs (seed 0), 8 view pairs,")
+    assert tags["label_free.set"] == ("40 images (seed 0) of local imgs (96 images), 8 view pairs, 28 px, grey views, "
+                                      "32-d features")
     assert tags["label_free.images"] == "40"

@@ -120,3 +120,26 @@ def test_a_manual_promotion_of_the_challenger_leaves_it_champion_only(server, ru
     assert _roles(client, name) == {g1["version"]: {"champion"}, g2["version"]: {"challenger"}}
     assert promote(client, name, g2["version"], who="tester")["decision"] == "champion (manual)"
     assert _roles(client, name) == {g1["version"]: set(), g2["version"]: {"champion"}}
+
+
+def test_a_label_free_champion_is_compared_on_the_current_judge_and_remeasured_on_another_sample(server, runs):
+    """Without labels: a champion judged by one label-free key is compared on the judge of the next run
+    when it has that value on the same sample; measured on other images, it is compared on its values
+    re-measured on the new version's sample."""
+    client, name = MlflowClient(server.tracking_uri), "simsiam-roles-label-free"
+    (r1, m1), (r2, m2), (r3, m3) = runs[:3]
+    sample_a, sample_b = {"label_free.set": "sample A"}, {"label_free.set": "sample B (grown)"}
+    g1 = register_and_gate(client, r1, m1, name, None, False, label_free={"label_free/std_ratio": 0.5,
+                           "label_free/rankme": 80.0}, label_free_set=sample_a, judge="label_free/std_ratio")
+    assert g1["decision"] == "champion"
+    assert client.get_model_version(name, g1["version"]).tags["gate.criterion"] == "label_free/std_ratio"
+    g2 = register_and_gate(client, r2, m2, name, None, False, label_free={"label_free/std_ratio": 0.4,
+                           "label_free/rankme": 90.0}, label_free_set=sample_a, judge="label_free/rankme")
+    assert (g2["decision"], g2["reasons"]) == (
+        "champion", f"label_free/rankme 90.00, not collapsed, beats champion v{g1['version']} (80.00)")
+    again = {"version": g2["version"], "metrics": {"label_free/rankme": 95.0}, "label_free.set": "sample B (grown)"}
+    g3 = register_and_gate(client, r3, m3, name, None, False, label_free={"label_free/rankme": 91.0},
+                           label_free_set=sample_b, judge="label_free/rankme", remeasured=again)
+    assert (g3["decision"], g3["reasons"]) == (
+        "challenger", f"label_free/rankme 91.00 does not beat champion v{g2['version']}, re-measured on this sample "
+                      "(95.00)")

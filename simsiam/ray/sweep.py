@@ -19,7 +19,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallba
 from ray.tune.schedulers import ASHAScheduler
 
 from simsiam import metrics as M
-from simsiam.config import Config, override_config, validate_config
+from simsiam.config import Config, override_config, sweep_metric_for, validate_config
 from simsiam.diagnostics import COLLAPSE_RATIO, is_collapsed
 from simsiam.ray.cluster import RayWorkers, connect, loop_config, storage_kwargs
 from simsiam.ray.worker import build_trainer, trial_loop
@@ -87,17 +87,19 @@ def _trial_run_config(dist: RayWorkers) -> dict[str, Any]:
 def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: int = 1, name: str | None = None,
               collapse_threshold: float = COLLAPSE_RATIO, grace_period: int = 1,
               max_concurrent: int | None = None, early_stop: bool = True, parent_tags: dict[str, str] | None = None,
-              final_eval: bool = False, reporters: Sequence[Reporter] = (), metric: str = M.KNN_MONITOR) -> SweepResult:
+              final_eval: bool = False, reporters: Sequence[Reporter] = (), metric: str | None = None) -> SweepResult:
     """Grid over `space` (dotted config keys -> values, e.g. {"optim.base_lr": [...], "train.batch_size": [...]};
     or {"spec": [{"name", "overrides", "tags"}, ...]} for a list of named trials), repeated `samples` times;
     lr follows base_lr x batch/256 through the config. `early_stop=False` runs every trial to its end
     (no ASHA, collapse recorded but not stopped). `final_eval`: each trial ends with the evaluation
     after training (`probe/top1` and `knn/final_top1` in its row). `reporters` run in every trial.
-    `metric` (a key of `simsiam.metrics.OBJECTIVES`) drives ASHA and picks the best trial."""
+    `metric` (a key of `simsiam.metrics.OBJECTIVES`; default `simsiam.config.sweep_metric_for`'s) drives
+    ASHA and picks the best trial."""
     connect(cfg, dist)
     # ASHA needs its metric in every report; reports happen at epoch ends only.
+    metric = sweep_metric_for(cfg, metric)
     monitors = [f"eval.knn_every_epochs={int(cfg.has_eval_data)}",
-                *(["eval.label_free_every_epochs=1"] if metric in M.LABEL_FREE else [])]
+                f"eval.label_free_every_epochs={int(metric in M.LABEL_FREE)}"]
     cfg = override_config(cfg, [*monitors, "train.checkpoint_every_steps=null"])
     name = name or f"sweep-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     parent = None

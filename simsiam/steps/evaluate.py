@@ -63,7 +63,8 @@ def evaluate(ctx: RunContext, checkpoint: str | None = None, model_uri: str | No
         from simsiam.tracking import log_metrics_to_run
         from simsiam.tracking.eval_figures import log_evaluation_figures
 
-        log_metrics_to_run(ctx.tracking_uri, run_id, metrics, tags={**(measured_on or {}), **free_set})
+        log_metrics_to_run(ctx.tracking_uri, run_id, metrics, step=step or 0,  # at the step the weights are of
+                           tags={**(measured_on or {}), **free_set})
         log_evaluation_figures(ctx.tracking_uri, run_id, kept, test_src, cfg if checkpoint else None, device)
     return Evaluation(metrics=metrics, eval_set=measured_on, label_free_set=free_set,
                       train_images=int(measured_on["eval.train_images"]) if measured_on else None,
@@ -102,19 +103,46 @@ def log_models(ctx: RunContext, trained: TrainedRun, evaluation: Evaluation | No
 def register(ctx: RunContext, trained: TrainedRun, evaluation: Evaluation | None) -> Registration:
     """Log the trained models into the run, register the backbone and run the champion gate on the
     probe and the set it was measured on, or without labelled data on the label-free metric
-    `eval.label_free_judge` and its sample.
-    Without an evaluation the version is registered and not promoted. Safe to retry: models already
-    logged and a version already registered are reused."""
+    `eval.label_free_judge` (a label-free champion measured on other images is measured again on
+    this run's sample first). Collapsed: the training's verdict, or features whose collapse ratio is
+    below the same threshold. Without an evaluation the version is registered and not promoted.
+    Safe to retry: models already logged and a version already registered are reused."""
+    from simsiam.diagnostics import COLLAPSE_RATIO
     from simsiam.tracking import model_version_url, register_and_gate, registered_name
 
     if not trained.run_id:
         raise SimSiamError("registering needs the MLflow run of the training (track it)")
     uris, trained_cfg = log_models(ctx, trained, evaluation)
     name = registered_name(trained_cfg)
-    free = M.pick(evaluation.metrics, M.LABEL_FREE) if evaluation else None
+    free = M.pick(evaluation.metrics, M.LABEL_FREE) if evaluation else {}
+    collapsed = trained.collapsed or free.get(M.FEATURE_STD_RATIO, 1.0) < COLLAPSE_RATIO
+    again = _champion_on_this_sample(ctx, name, trained, evaluation) if free and M.PROBE not in evaluation.metrics \
+        else None
     gate = register_and_gate(ctx.mlflow, trained.run_id, uris["backbone"], name,
-                             evaluation.metrics.get(M.PROBE) if evaluation else None, trained.collapsed,
+                             evaluation.metrics.get(M.PROBE) if evaluation else None, collapsed,
                              ctx.cfg.tracking.promote_floor, evaluation.eval_set if evaluation else None,
-                             free, evaluation.label_free_set if evaluation else None, ctx.cfg.eval.label_free_judge)
+                             free, evaluation.label_free_set if evaluation else None, ctx.cfg.eval.label_free_judge,
+                             again)
     return Registration(**gate, model_uri=uris["backbone"], alias_uri=f"models:/{name}@{gate['decision']}",
                         url=model_version_url(ctx.tracking_uri, name, gate["version"]))
+
+
+def _champion_on_this_sample(ctx: RunContext, name: str, trained: TrainedRun, evaluation: Evaluation) -> dict | None:
+    """The label-free champion's metrics on this run's sample, when its own were measured on other
+    images (a collection that grew, another reading of it): the gate compares values of the same
+    images only. None when there is nothing to measure again."""
+    from simsiam.label_free import label_free_after_training
+    from simsiam.runtime import resolve_device
+    from simsiam.storage import open_sources
+    from simsiam.tracking.logged_models import load_registered_net
+    from simsiam.tracking.registry import champion
+
+    champ = champion(ctx.mlflow, name)
+    ours = evaluation.label_free_set.get("label_free.set")
+    if champ is None or champ.run_id == trained.run_id or champ.tags.get("gate.criterion") not in M.LABEL_FREE \
+            or champ.tags.get("label_free.set") == ours:
+        return None
+    backbone = load_registered_net(f"models:/{name}/{champ.version}", ctx.tracking_uri)[0]
+    training = open_sources(ctx.cfg, need_test=False, store=ctx.store if ctx.cfg.data.source else None)[0]
+    metrics, tags = label_free_after_training(backbone, ctx.cfg, training, resolve_device(ctx.cfg.train.device))
+    return {"version": champ.version, "metrics": metrics, **tags}

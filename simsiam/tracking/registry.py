@@ -4,6 +4,7 @@ are written on the version."""
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -56,10 +57,11 @@ def gate_decision(value: float | None, collapsed: bool, floor: float, champ_valu
     champion judged by another criterion, or measured on another set, is not compared with: the
     version stays challenger until judged as the champion was, or promoted by hand
     (`simsiam models promote`)."""
-    if value is None:
+    if value is None or not math.isfinite(value):
         return False, [NOT_JUDGED]
     if collapsed:
-        return False, [f"collapsed (z_std*sqrt(d) below threshold): not compared ({criterion} {value:.2f})"]
+        return False, [f"collapsed (z_std*sqrt(d) of the output or the features below threshold): not compared "
+                       f"({criterion} {value:.2f})"]
     if champ_value is not None and criterion != champ_criterion:
         return False, [f"{criterion} {value:.2f} not compared with champion v{champ_version}, gated on "
                        f"{champ_criterion} ({champ_value:.2f}): the criteria differ (judge both with the same "
@@ -84,23 +86,39 @@ def gate_decision(value: float | None, collapsed: bool, floor: float, champ_valu
     return promote, reasons
 
 
-def _champion_judged(champ) -> tuple[str, float | None, str | None]:
-    """(criterion, value, measured on) of the champion version, from its tags (older versions: the probe)."""
-    criterion = champ.tags.get("gate.criterion", M.PROBE)
-    return criterion, float(champ.tags.get(criterion, "nan")), champ.tags.get(CRITERIA.get(criterion, "eval.set"))
+def champion(client: MlflowClient, name: str):
+    """The champion version of `name`, None when there is none."""
+    return _by_alias(client, name, CHAMPION)
+
+
+def _champion_judged(champ, criterion: str | None, remeasured: dict | None) -> tuple:
+    """(criterion, value, measured on, how the reasons name it) of the champion version, from its tags
+    (older versions: the probe). A champion judged label-free is compared on this version's label-free
+    judge when it has that value (the judge changed), and on `remeasured` (its metrics on this
+    version's sample) when given."""
+    theirs = champ.tags.get("gate.criterion", M.PROBE)
+    if theirs in M.LABEL_FREE and criterion in M.LABEL_FREE:
+        if remeasured is not None and remeasured.get("version") == champ.version:
+            return (criterion, remeasured["metrics"].get(criterion), remeasured["label_free.set"],
+                    f"{champ.version}, re-measured on this sample")
+        if champ.tags.get(criterion) is not None:
+            theirs = criterion
+    return (theirs, float(champ.tags.get(theirs, "nan")), champ.tags.get(CRITERIA.get(theirs, "eval.set")),
+            champ.version)
 
 
 def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: str, probe_top1: float | None,
                       collapsed: bool, floor: float = 0.0, eval_set: dict[str, str] | None = None,
                       label_free: dict[str, float] | None = None, label_free_set: dict[str, str] | None = None,
-                      judge: str = M.FEATURE_STD_RATIO) -> dict:
+                      judge: str = M.FEATURE_STD_RATIO, remeasured: dict | None = None) -> dict:
     """Register the run's backbone and gate it on the probe, or without one on the label-free metric
     `judge` (of `label_free`, measured on `label_free_set`); `eval_set` (simsiam.evaluation.eval_set)
-    says what the probe was measured on. Both go onto the version, with the criterion the gate used. A version holds one
-    role: `champion` when promoted (and not `challenger` too), else `challenger`. Idempotent per run:
-    a gated version is returned as is (`noop`), and a version registered by an attempt that died
-    before its gate is gated now. The decision tag is written last, so a version that has one has
-    its alias."""
+    says what the probe was measured on. Both go onto the version, with the criterion the gate used.
+    `remeasured`: a label-free champion's metrics on this version's sample (`version`, `metrics`,
+    `label_free.set`), when its own were measured on other images. A version holds one role:
+    `champion` when promoted (and not `challenger` too), else `challenger`. Idempotent per run: a
+    gated version is returned as is (`noop`), and a version registered by an attempt that died before
+    its gate is gated now. The decision tag is written last, so a version that has one has its alias."""
     try:
         existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except MlflowException:
@@ -119,19 +137,18 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
         # an attempt that died after crowning this version: it is not compared with itself, it stays champion
         promote, reasons = True, [mv.tags.get("gate.reasons") or "crowned by an earlier attempt of this run"]
     else:
-        theirs = _champion_judged(champ) if champ else (M.PROBE, None, None)
-        promote, reasons = gate_decision(value, collapsed, floor, theirs[1], champ.version if champ else None,
+        theirs = _champion_judged(champ, criterion, remeasured) if champ else (M.PROBE, None, None, None)
+        promote, reasons = gate_decision(value, collapsed, floor, theirs[1], theirs[3],
                                          sets.get(criterion, {}).get(CRITERIA.get(criterion, "")), theirs[2],
                                          criterion or M.PROBE, theirs[0])
     decision = CHAMPION if promote else CHALLENGER
     if mv is None:
+        values = {**({M.PROBE: probe_top1} if probe_top1 is not None else {}), **label_free}
+        judged = {"gate.criterion": criterion} if criterion else {}
         with tracking_uri_scope(client.tracking_uri):
-            probe = {M.PROBE: repr(float(probe_top1))} if probe_top1 is not None else {}
-            free = {k: repr(float(v)) for k, v in label_free.items()}
-            judged = {"gate.criterion": criterion} if criterion else {}
-            mv = mlflow.register_model(model_uri, name, tags={**probe, **free, **judged, "run_id": run_id,
-                                                              "collapsed": str(collapsed).lower(), **eval_set,
-                                                              **label_free_set})
+            mv = mlflow.register_model(model_uri, name, tags={
+                **{k: repr(float(v)) for k, v in values.items()}, **judged, "run_id": run_id,
+                "collapsed": str(collapsed).lower(), **eval_set, **label_free_set})
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(reasons))
     client.update_model_version(name, mv.version, description=model_card(client.tracking_uri, run_id, name,
                                                                           mv.version, decision, reasons))

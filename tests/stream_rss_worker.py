@@ -1,7 +1,7 @@
 """One data-parallel rank's epoch over a staged version, in a fresh process so its peak RSS is its own
 (test_stream_s3). argv: state_dir data_spec stream(true|false) max_steps(0 = the whole epoch).
 Prints JSON: peak RSS since the imports (Linux VmHWM, reset through /proc/self/clear_refs), steps,
-and the bytes of the shards this rank fetched."""
+and the shards (and their bytes) this rank fetched for its epoch, apart from those of samples."""
 
 import json
 import re
@@ -29,7 +29,8 @@ def main(state: str, spec: str, stream: str, max_steps: int) -> None:
     peak_kb = int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
     print(json.dumps({"peak_rss_mb": peak_kb / 1024,
                       "steps": result.step, "bytes_read": sum(b for _, b, p in reads if p.startswith("train")),
-                      "shards_read": len(reads)}))
+                      "shards_read": sum(p.startswith("train") for _, _, p in reads),  # the epoch's reads
+                      "sample_reads": sum(p == "sample" for _, _, p in reads)}))  # the label-free sample's
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ def test_a_streaming_ranks_peak_memory_does_not_grow_with_the_dataset(folders):
     assert small["steps"] == 1_000 // 64 and large["steps"] == 10_000 // 64
     # it fetched about half of the version (20 of 40 shards), each once
     assert large["shards_read"] == 20 and 0.4 < large["bytes_read"] / manifests["jpeg-20k"]["total_bytes"] < 0.6
+    assert large["sample_reads"] == 1  # the label-free sample (256 images): one whole shard, once
     growth = large["peak_rss_mb"] - small["peak_rss_mb"]
     held_growth = held_large["peak_rss_mb"] - held_small["peak_rss_mb"]
     assert growth < 12, (small, large)  # 8x the data: measured +2.0 MB for 35k more JPEGs

@@ -56,7 +56,7 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     if mode == "pretrain":
         trained, rows = tasks.pretrain(ctx, workers=ray_workers(workers, gpus_per_worker)), None
     else:
-        swept = tasks.sweep(ctx, space, ray_workers(max(workers, 1), gpus_per_worker, max_failures=0),
+        swept = tasks.sweep(ctx, space, ray_workers(max(workers, 1), gpus_per_worker),
                             max_concurrent=sweep_max_concurrent, metric=metric)
         trained, rows = swept.best, swept.rows
         if trained is None:

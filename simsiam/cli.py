@@ -270,6 +270,7 @@ def sweep(
     gpus_per_worker: GpusOpt = 0.0,
     cpus_per_worker: CpusOpt = 1.0,
     max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="trials at once [default: as many as free CPUs/GPUs hold]")] = None,
+    max_failures: Annotated[int, typer.Option(min=0, help="restarts of a failed trial, each from its own latest checkpoint")] = 2,
     collapse_threshold: Annotated[Optional[float], typer.Option(help="stop a trial once z_std*sqrt(d) falls below this [default: 0.1]")] = None,
     metric: MetricOpt = None,
     track: Annotated[bool, typer.Option("--track", help="MLflow parent run + one child run per trial")] = False,
@@ -287,12 +288,13 @@ def sweep(
     space = sweep_space(cfg, parse_values(lr, "--lr"), parse_values(batch, "--batch"), parse_grid(grid))
     metric = sweep_metric_for(cfg, metric)
     ctx, _ = steps.on_staged_data(RunContext.open(cfg, state, tracking=track, tracking_uri=tracking_uri))  # trials read S3
-    res = steps.sweep(ctx, space, RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, 0), samples=samples,
+    res = steps.sweep(ctx, space, RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, max_failures),
+                      samples=samples,
                       max_concurrent=max_concurrent, collapse_threshold=collapse_threshold, metric=metric)
     typer.echo(format_table(res.rows))
     best = res.best.to_dict() if res.best else None
     summary = {"sweep": res.name, "data": ctx.cfg.data.source, "metric": res.metric, "trials": res.rows, "best": best,
-               "checkpoints": res.checkpoints, "parent_run_id": res.parent_run_id}
+               "checkpoints": res.checkpoints, "parent_run_id": res.parent_run_id, "resumed": res.resumed}
     if track and register and res.best:
         _evaluated(ctx, res.best, summary)
     _echo_json(summary)
@@ -325,7 +327,7 @@ def reproduce(
     plan_trials(cfg, suite, seeds)  # a bad suite or switch fails here, before any service starts
     res = steps.reproduce(RunContext.open(cfg, state, tracking=track, tracking_uri=tracking_uri), suite, seeds,
                           out or Path("runs") / f"reproduce-{suite}",
-                          RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker, 0), max_concurrent)
+                          RayWorkers(workers_per_trial, gpus_per_worker, cpus_per_worker), max_concurrent)
     typer.echo(Path(res.report_md).read_text())
     _echo_json(res.to_dict())
 

@@ -131,6 +131,8 @@ class StorageConfig(_Section):
     shard_size: int = Field(10_000, ge=1, description="samples per Parquet shard")
     max_image_side: int = Field(256, ge=8, description="an image collection is staged with its images shrunk to "
                                                        "this longer side at most (never enlarged)")
+    outage_budget_s: float = Field(120.0, ge=0, description="how long S3 may stay unreachable (a restart, "
+                                   "throttling) before a run that reached it stops; retried with backoff meanwhile")
 
 
 class TrackingConfig(_Section):

@@ -87,6 +87,7 @@ class SweepResult(_Result):
     checkpoints: str | None = None  # where the trials' checkpoints are, with <trial> for a trial's id
     curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # run name -> epoch-end metrics
     metric: str = "knn/top1"  # what ranked the trials (ASHA and `best`)
+    resumed: bool = False  # an interrupted sweep, restored: its finished trials kept, the others continued
     _private = ("curves",)
 
 

@@ -288,3 +288,52 @@ def test_a_storage_endpoint_the_nodes_cannot_reach_is_named_before_training(clus
     dist.storage = S3Settings(endpoint_url="http://127.0.0.1:9", access_key="k", secret_key="s")
     with pytest.raises(StorageError, match=r"storage endpoint http://127.0.0.1:9 cannot be reached from 3 of the 3"):
         pretrain_distributed(_cfg(tmp_path), dist)
+
+
+def _sweep_children(client, experiment: str) -> tuple[str | None, list]:
+    exp = client.get_experiment_by_name(experiment)
+    parents = client.search_runs([exp.experiment_id], "tags.`simsiam.sweep` = 'true'") if exp else []
+    if not parents:
+        return None, []
+    parent = parents[0].info.run_id
+    return parent, client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+
+
+def _trial_steps(client, child) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(child.info.run_id, "train/loss"))
+
+
+def test_a_killed_sweep_driver_rerun_with_the_same_command_keeps_finished_trials_and_continues_the_rest(
+        cluster, tmp_path):
+    args = _cli(cluster, "sweep", "--lr", "0.03,0.06", "--batch", "64", "--max-concurrent", "1", "--track",
+                "--no-register", "--set", "data.source=fm-2k@latest", "--set", "train.epochs=2",
+                "--set", "tracking.experiment=multinode-sweep")
+    first = subprocess.Popen(args, env=_env(cluster), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    client, steps = MlflowClient(cluster.ml.tracking_uri), 2 * (SHARDS * SHARD_SIZE // 64)
+
+    def one_trial_done():
+        parent, children = _sweep_children(client, "multinode-sweep")
+        done = [c for c in children if _trial_steps(client, c)[-1:] == [steps]]
+        return (parent, done[0].info.run_id) if done else None
+
+    try:
+        parent, done = _wait(one_trial_done, 300)
+        assert first.poll() is None
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver dies with one trial finished, the other not
+        first.wait()
+    import ray
+
+    _wait(lambda: ray.available_resources().get("CPU", 0) >= 2, 120)  # Ray reaps the dead driver's trials
+    again = subprocess.run(args, env=_env(cluster), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    out = json.loads(again.stdout[again.stdout.index("{\n"):])
+    assert out["resumed"] is True and out["parent_run_id"] == parent  # one MLflow tree
+    assert [t["error"] for t in out["trials"]] == [None, None], out["trials"]
+    _, children = _sweep_children(client, "multinode-sweep")
+    assert sorted(c.data.tags["mlflow.runName"] for c in children) == sorted(t["name"] for t in out["trials"])
+    kept = next(c for c in children if c.info.run_id == done)
+    assert _trial_steps(client, kept) == list(range(1, steps + 1))  # the finished trial was not trained again
+    assert client.get_run(parent).data.tags["simsiam.sweep_resumed"] == "true"
+    assert client.get_run(parent).info.status == "FINISHED"

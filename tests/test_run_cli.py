@@ -121,3 +121,46 @@ def test_bad_preset_fails_before_services_with_one_line(tmp_path):
     assert r.returncode == 2 and "no-such-preset" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_a_prefect_server_restart_mid_run_does_not_lose_the_run(tmp_path):
+    """The embedded Prefect server is stopped mid-training and `simsiam up` starts it again 5 s later:
+    the run's Prefect client waits (its retries back off), training goes on, and the flow run ends
+    COMPLETED on the restarted server, with its report."""
+    import time
+
+    from simsiam.checkpoint import load_checkpoint
+    from simsiam.services import stop_prefect
+
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SIMSIAM_S3"))}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    cli = [sys.executable, "-m", "simsiam.cli"]
+    args = [*cli, "run", "--subset", "512", "--state", str(state)]
+    for s in [*FLOW, "train.batch_size=32", "train.epochs=4", "train.checkpoint_every_steps=4"]:  # 64 steps
+        args += ["--set", s]
+    up_args = [*cli, "up", "--with-prefect-server", "--state", str(state)]
+    try:
+        up = subprocess.run(up_args, capture_output=True, text=True, env=env, timeout=300)
+        assert up.returncode == 0, up.stderr
+        api = json.loads(up.stdout)["prefect"]["api_url"]
+        run = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 400
+        while not (ckpts := list((state / "runs").glob("*/checkpoint.pt"))) or load_checkpoint(ckpts[0])["step"] < 8:
+            assert run.poll() is None and time.monotonic() < deadline, "no checkpoint at step 8"
+            time.sleep(0.5)
+        assert stop_prefect(state)
+        time.sleep(5)
+        again = subprocess.run(up_args, capture_output=True, text=True, env=env, timeout=300)
+        assert again.returncode == 0 and json.loads(again.stdout)["prefect"]["api_url"] == api, again.stderr
+        stdout, stderr = run.communicate(timeout=600)
+        assert run.returncode == 0, stderr[-3000:]
+        out = json.loads(stdout[stdout.index("{\n"):])
+        assert out["steps"] == 64 and load_checkpoint(ckpts[0])["step"] == 64
+        auth = (state / "prefect-auth").read_text().strip()
+        attempt = json.loads((ckpts[0].parent / "attempt.json").read_text())
+        states = [_api(f"{api}/flow_runs/{i}", auth)["state"]["type"] for i in attempt["prefect_flow_runs"]]
+        assert states and set(states) == {"COMPLETED"}, states
+        assert out["where_to_look"]["prefect_report"].startswith(api.removesuffix("/api"))
+    finally:
+        subprocess.run([*cli, "down", "--state", str(state)], capture_output=True, timeout=120)

@@ -202,3 +202,31 @@ def test_crash_mid_staging_then_resume(fmnist_test, tmp_path):
         assert torch.equal(back.images, sub.images) and torch.equal(back.labels, sub.labels)
     finally:
         stop_s3(state)
+
+
+def test_staging_and_reads_ride_through_an_s3_outage_and_past_the_budget_fail_in_one_line(s3, fmnist_test, tmp_path):
+    from simsiam.testing.outage import OutageProxy
+
+    proxy = OutageProxy(s3.endpoint_url)
+    try:
+        store = open_store(S3Settings(endpoint_url=proxy.url, access_key=s3.access_key, secret_key=s3.secret_key,
+                                      outage_budget_s=60))
+        sub = fmnist_test.subset(range(600))
+        cut_once = lambda key: key.endswith("shard-00000.parquet") and not proxy.cuts and proxy.cut(6)  # noqa: E731
+        t0 = time.monotonic()
+        ref, manifest = stage_dataset(sub, AfterPut(store, cut_once), "fm-outage", "test", shard_size=200,
+                                      progress=False)
+        assert len(proxy.cuts) == 1 and time.monotonic() - t0 >= 6 and len(manifest["shards"]) == 3
+        proxy.cut(5)  # a reader starting inside an outage waits for the store
+        back = StagedSource(store, ref.uri, cache=tmp_path / "cache")
+        assert torch.equal(back.images, sub.images) and torch.equal(back.labels, sub.labels)
+        store.settings.outage_budget_s = 2
+        proxy.cut(60)
+        t0 = time.monotonic()
+        with pytest.raises(StorageError) as err:
+            store.get_bytes(manifest["shards"][0]["key"])
+        assert time.monotonic() - t0 < 15
+        assert str(err.value).startswith(f"cannot reach S3 endpoint {proxy.url} (get s3://data/") and \
+            "for 2 s (storage.outage_budget_s)" in str(err.value) and "\n" not in str(err.value)
+    finally:
+        proxy.close()

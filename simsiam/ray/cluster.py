@@ -105,15 +105,16 @@ def _start_local_ray(num_cpus: int | None) -> None:
 
 
 def storage_filesystem(settings: S3Settings):
-    """pyarrow S3 filesystem for Ray's RunConfig (pyarrow ignores AWS_ENDPOINT_URL_S3)."""
-    import pyarrow.fs as pafs
+    """pyarrow filesystem on S3 for Ray's RunConfig (pyarrow ignores AWS_ENDPOINT_URL_S3), retried
+    through outages of up to `settings.outage_budget_s` (`simsiam.ray.storage_fs`)."""
+    from simsiam.ray.storage_fs import retrying_s3
 
     kwargs: dict[str, Any] = {"region": settings.region}
     if settings.endpoint_url:
         scheme, _, host = settings.endpoint_url.partition("://")
         kwargs.update(endpoint_override=host, scheme=scheme)
     export_credentials(settings)  # keys from the environment, not pickled with the filesystem
-    return pafs.S3FileSystem(**kwargs)
+    return retrying_s3(kwargs, settings.outage_budget_s)
 
 
 def storage_kwargs(dist: RayWorkers) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from simsiam.config import Config
 from simsiam.diagnostics import is_collapsed
 from simsiam.errors import SimSiamError
 from simsiam.ray.cluster import RayWorkers, connect, storage_filesystem
+from simsiam.ray.outages import Unreachable, end_run_when_reachable, fit_through_outages, outage_endpoints
 from simsiam.ray.worker import build_trainer
 from simsiam.reporters import Reporter
 from simsiam.results import TrainedRun
@@ -30,19 +31,19 @@ def pretrain_distributed(cfg: Config, dist: RayWorkers, name: str | None = None,
     connect(cfg, dist)
     name = name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     if dist.tracking_uri:
-        from simsiam.tracking import create_run, end_run
+        from simsiam.tracking import create_run
 
         run_id = run_id or create_run(dist.tracking_uri, dist.experiment, name)
-    try:
-        # Ray 2.60 raises when training fails for good (after max_failures restarts)
-        result = build_trainer(cfg, dist, name, run_id=run_id, run_name=name, reporters=list(reporters)).fit()
-        error = repr(result.error) if result.error else None
-    except Exception as exc:  # noqa: BLE001 - reported below in one line
-        result, error = None, f"{type(exc).__name__}: {str(exc)[:500]}"
+    trainer = build_trainer(cfg, dist, name, run_id=run_id, run_name=name, reporters=list(reporters))
+    result, error = fit_through_outages(trainer, outage_endpoints(cfg, dist), cfg.storage.outage_budget_s)
     if error is None and result.checkpoint is None:
         error = "it finished without reporting a checkpoint"
     if run_id and dist.tracking_uri:
-        end_run(dist.tracking_uri, run_id, "FAILED" if error else "FINISHED")
+        end_run_when_reachable(dist.tracking_uri, run_id, "FAILED" if error else "FINISHED",
+                               cfg.storage.outage_budget_s)
+    if isinstance(error, Unreachable):
+        raise SimSiamError(f"distributed training stopped: {error}. Its last complete checkpoint is kept: re-run "
+                           "the same command to resume from it")
     if error:
         raise SimSiamError(f"distributed training failed after {dist.max_failures} restarts: {error[:300]}")
     return _trained(dict(result.metrics or {}), dist.checkpoint_uri(result.checkpoint.path), run_id, name,

@@ -9,8 +9,10 @@ MLflow: one parent run for the sweep, one child run per trial (parent id passed 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Sequence
 
 import ray
@@ -32,6 +34,8 @@ from simsiam.run_report import format_table
 # A bundle needs some resource: a logical 256 MiB of memory (the driver's real RSS is larger).
 TRIAL_DRIVER = {"cpu": 0, "memory": 256 * 2**20}
 SPEC_KEY = "trial_name"  # a named trial's parameter in Tune's config
+SWEEP_KEY = "simsiam.sweep_key"  # the parent run's tag: what the sweep computes (`_sweep_key`)
+log = logging.getLogger("simsiam.ray")
 
 
 class CollapseStopper(tune.Stopper):
@@ -50,20 +54,22 @@ class CollapseStopper(tune.Stopper):
 
 
 def _trial(config: dict, base: dict, dist: RayWorkers) -> None:
-    """One trial: a grid point (dotted key -> value), or a named spec (name, overrides, MLflow tags)."""
+    """One trial: a grid point (dotted key -> value), or a named spec (name, overrides, MLflow tags). A
+    trial restarted by Tune (after a failure, or in a restored sweep) continues from its own checkpoint,
+    in the same MLflow child run."""
     spec = base["specs"][config[SPEC_KEY]] if SPEC_KEY in config else None
     overrides = spec["overrides"] if spec else [f"{k}={v}" for k, v in config.items()]
     cfg = override_config(validate_config(base["cfg"]), overrides)
     trial_id = tune.get_context().get_trial_id()
     name, parent = (spec["name"] if spec else f"trial-{trial_id}"), base.get("parent_run_id")
     run = {"parent_run_id": parent, "run_name": name, "final_eval": base["final_eval"], "reporters": base["reporters"]}
-    if spec and parent:  # the child run exists (with its tags) before the workers start
-        from simsiam.tracking import create_run
+    if parent:  # the child run exists (with its tags) before the workers start
+        from simsiam.tracking import child_run
 
-        run["run_id"] = create_run(dist.tracking_uri, dist.experiment, name, parent, spec.get("tags"))
+        run["run_id"] = child_run(dist.tracking_uri, dist.experiment, name, parent, spec and spec.get("tags"))
     if dist.workers == 1:
         trial_loop(loop_config(cfg, dist, **run), dist.use_gpu)
-    else:
+    else:  # the same TorchTrainer name on a restart: it resumes from its latest checkpoint
         build_trainer(cfg, dist, f"{base['name']}-{trial_id}", [TuneReportCallback()], **run).fit()
 
 
@@ -76,12 +82,12 @@ def _trial_resources(dist: RayWorkers) -> dict[str, float]:
 
 
 def _trial_run_config(dist: RayWorkers) -> dict[str, Any]:
-    """Restarts and kept checkpoints are Tune's to manage where the trial itself trains (as
-    `run_config` sets them on a TorchTrainer)."""
+    """Tune restarts a failed trial (`max_failures`); kept checkpoints are Tune's to manage where the
+    trial itself trains (as `run_config` sets them on a data-parallel trial's TorchTrainer)."""
+    failures = {"failure_config": tune.FailureConfig(max_failures=dist.max_failures)}
     if dist.workers > 1:
-        return {}
-    return {"failure_config": tune.FailureConfig(max_failures=dist.max_failures),
-            "checkpoint_config": tune.CheckpointConfig(num_to_keep=dist.num_to_keep)}
+        return failures
+    return {**failures, "checkpoint_config": tune.CheckpointConfig(num_to_keep=dist.num_to_keep)}
 
 
 def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: int = 1, name: str | None = None,
@@ -101,21 +107,24 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: in
     monitors = [f"eval.knn_every_epochs={int(cfg.has_eval_data)}",
                 f"eval.label_free_every_epochs={int(metric in M.LABEL_FREE)}"]
     cfg = override_config(cfg, [*monitors, "train.checkpoint_every_steps=null"])
-    name = name or f"sweep-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    parent = None
-    if dist.tracking_uri:
+    key = _sweep_key(cfg, space, samples, metric, early_stop, final_eval, dist)
+    found, parent = interrupted_sweep(dist, key) if name is None else (None, None)
+    resumed = found is not None
+    name = found or name or f"sweep-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    if dist.tracking_uri and parent is None:
         from simsiam.tracking import create_run
 
-        parent = create_run(dist.tracking_uri, dist.experiment, name, tags={"simsiam.sweep": "true",
-                                                                             "simsiam.sweep_metric": metric,
-                                                                             **(parent_tags or {})})
+        tags = {"simsiam.sweep": "true", "simsiam.sweep_metric": metric, SWEEP_KEY: key, "simsiam.sweep_name": name}
+        parent = create_run(dist.tracking_uri, dist.experiment, name, tags={**tags, **(parent_tags or {})})
     specs = {spec["name"]: spec for spec in space.get("spec", [])}
     # Named trials go to Tune by name: its live table shows the name, not a truncated dict.
     grid = {SPEC_KEY: list(specs)} if specs else space
     base = {"cfg": cfg.to_dict(), "name": name, "specs": specs, "parent_run_id": parent, "final_eval": final_eval,
             "reporters": list(reporters)}
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trial, base=base, dist=dist), _trial_resources(dist)),
+    trainable = tune.with_resources(tune.with_parameters(_trial, base=base, dist=dist), _trial_resources(dist))
+    tuner = _restored(trainable, dist, name) if resumed else None
+    tuner = tuner or tune.Tuner(
+        trainable,
         param_space={k: tune.grid_search(list(v)) for k, v in grid.items()},
         tune_config=tune.TuneConfig(metric=metric, mode=M.OBJECTIVES[metric], num_samples=samples,
                                     scheduler=_asha(cfg.train.epochs, grace_period) if early_stop else None,
@@ -128,11 +137,49 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: in
     results = list(tuner.fit())
     rows = [_row(res, cfg, space, collapse_threshold, metric) for res in results]
     if parent:
-        _close_sweep_runs(dist, parent, rows, metric)
+        _close_sweep_runs(dist, parent, rows, metric, resumed)
     # A TorchTrainer's run directory is named after the trial; Tune keeps its own trials' in the sweep's.
     where = dist.storage_uri and f"{dist.storage_uri}/{name}{'/' if dist.workers == 1 else '-'}<trial>"
     return SweepResult(name, rows, parent, _best(rows, name, dist, metric), where,
-                       {row["name"]: _curve(res, metric) for row, res in zip(rows, results)}, metric)
+                       {row["name"]: _curve(res, metric) for row, res in zip(rows, results)}, metric, resumed)
+
+
+def _sweep_key(cfg: Config, space: dict, samples: int, metric: str, early_stop: bool, final_eval: bool,
+               dist: RayWorkers) -> str:
+    """What a sweep computes: the same command gives the same key, so its interrupted sweep is found."""
+    import hashlib
+    import json
+
+    what = [cfg.config_hash(), space, samples, metric, early_stop, final_eval, dist.workers, dist.storage_uri]
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def interrupted_sweep(dist: RayWorkers, key: str) -> tuple[str | None, str | None]:
+    """(name, parent run id) of the last sweep with this key whose parent run is still RUNNING: its
+    driver died. Untracked sweeps are not found (nothing records them)."""
+    if not dist.tracking_uri:
+        return None, None
+    from mlflow import MlflowClient
+
+    client = MlflowClient(dist.tracking_uri)
+    exp = client.get_experiment_by_name(dist.experiment)
+    runs = client.search_runs([exp.experiment_id], f"tags.`{SWEEP_KEY}` = '{key}' and attributes.status = 'RUNNING'",
+                              order_by=["attributes.start_time DESC"], max_results=1) if exp else []
+    if not runs or "simsiam.sweep_name" not in runs[0].data.tags:
+        return None, None
+    return runs[0].data.tags["simsiam.sweep_name"], runs[0].info.run_id
+
+
+def _restored(trainable, dist: RayWorkers, name: str):
+    """The interrupted sweep's Tuner from its storage: finished trials kept, unfinished and errored ones
+    continued from their checkpoints. None when its storage holds no Tune state."""
+    kwargs = storage_kwargs(dist)
+    root = kwargs.get("storage_path") or str(Path("~/ray_results").expanduser())
+    path, fs = f"{root.rstrip('/')}/{name}", kwargs.get("storage_filesystem")
+    if not tune.Tuner.can_restore(path, storage_filesystem=fs):
+        return None
+    log.warning("resuming sweep %s from %s: finished trials are kept, the others continue", name, path)
+    return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=fs)
 
 
 def _best(rows: list[dict[str, Any]], sweep: str, dist: RayWorkers, metric: str) -> TrainedRun | None:
@@ -224,9 +271,9 @@ def _row(res, cfg: Config, space: dict[str, list], threshold: float, metric: str
     }
 
 
-def _close_sweep_runs(dist: RayWorkers, parent: str, rows: list[dict], metric: str) -> None:
+def _close_sweep_runs(dist: RayWorkers, parent: str, rows: list[dict], metric: str, resumed: bool) -> None:
     """Children of trials that Tune stopped are still RUNNING: end them, tag collapse, log the table;
-    each row gets its child run's id."""
+    each row gets its child run's id. A restored sweep's parent says so (`simsiam.sweep_resumed`)."""
     from mlflow import MlflowClient
 
     from simsiam.tracking import child_runs
@@ -242,6 +289,8 @@ def _close_sweep_runs(dist: RayWorkers, parent: str, rows: list[dict], metric: s
             client.set_tag(run.info.run_id, "simsiam.stopped_at_epoch", str(row["stopped_at_epoch"]))
         if run.info.status == "RUNNING":
             client.set_terminated(run.info.run_id, "KILLED")
+    if resumed:
+        client.set_tag(parent, "simsiam.sweep_resumed", "true")
     client.log_text(parent, format_table(rows), "sweep_results.md")
     if (fig := sweep_heatmap(rows, metric)) is not None:
         client.log_figure(parent, fig, "figures/sweep_heatmap.png")

@@ -35,7 +35,7 @@ def reproduce(ctx: RunContext, suite: str, seeds: int, out: str | Path, workers:
     t0 = time.perf_counter()
     specs = [{"name": r.name, "overrides": list(r.overrides), "tags": r.tags} for r in runs]
     name = f"reproduce-{suite}-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    res = run_sweep(cfg, {"spec": specs}, on_ray(ctx, workers or RayWorkers(max_failures=0)), name=name,
+    res = run_sweep(cfg, {"spec": specs}, on_ray(ctx, workers or RayWorkers()), name=name,
                     max_concurrent=max_concurrent, early_stop=False,
                     parent_tags={"simsiam.reproduce": suite, "reproduce.seeds": str(seeds)}, final_eval=True)
     results = {row["name"]: {k: row[k] for k in RESULT} for row in res.rows}

@@ -93,13 +93,14 @@ def sweep(ctx: RunContext, space: dict[str, list], workers: RayWorkers | None = 
           reporters: Sequence[Reporter] = (), metric: str | None = None) -> SweepResult:
     """Ray Tune over `space` with ASHA on `metric` (default: the kNN monitor with labelled data,
     `eval.label_free_judge` without) and the collapse stopper; `best` is the best healthy trial by
-    that metric, a `TrainedRun` as `pretrain` returns. `workers`: per trial (default one worker, no
-    restarts). `collapse_threshold` defaults to the collapse rule of `simsiam.diagnostics`."""
+    that metric, a `TrainedRun` as `pretrain` returns. `workers`: per trial (default one worker, a failed
+    trial restarted twice from its own checkpoint). `collapse_threshold` defaults to the collapse rule of
+    `simsiam.diagnostics`."""
     from simsiam.config import sweep_metric_for
     from simsiam.diagnostics import COLLAPSE_RATIO
     from simsiam.ray import RayWorkers, run_sweep
 
-    res = run_sweep(ctx.cfg, space, on_ray(ctx, workers or RayWorkers(max_failures=0)), samples=samples,
+    res = run_sweep(ctx.cfg, space, on_ray(ctx, workers or RayWorkers()), samples=samples,
                     max_concurrent=max_concurrent, reporters=reporters, metric=sweep_metric_for(ctx.cfg, metric),
                     collapse_threshold=COLLAPSE_RATIO if collapse_threshold is None else collapse_threshold)
     if res.best is not None and res.best.run_id:

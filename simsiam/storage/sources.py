@@ -17,7 +17,8 @@ from simsiam.streaming import ShardStream
 
 def store_for(cfg: Config, state: str | Path | None = None) -> ObjectStore:
     """The bucket of `cfg.storage` (the embedded SeaweedFS of `state` when no endpoint is set)."""
-    return open_store(settings_from_env(cfg.storage.endpoint_url, cfg.storage.bucket, cfg.storage.region, state))
+    return open_store(settings_from_env(cfg.storage.endpoint_url, cfg.storage.bucket, cfg.storage.region, state,
+                                        cfg.storage.outage_budget_s))
 
 
 def streams(data: DataConfig, manifest: dict) -> bool:

@@ -2,9 +2,10 @@
 outside, through the extension points every user has.
 
 - a `Reporter` passed in: every training path takes the caller's reporters and runs them first,
-  on every rank of a Ray run and in every sweep trial (`CrashAtStep`, `WeightsDigest`);
+  on every rank of a Ray run and in every sweep trial (`CrashAtStep`, `WeightsDigest`, `Pace`);
 - a store or tracking client wrapped in the run context (`FlakyStore`, `FlakyClient`);
-- a monkeypatch in a process the test starts (`crash_training_at`, for a CLI subprocess).
+- a monkeypatch in a process the test starts (`crash_training_at`, for a CLI subprocess);
+- a service cut off for a set time behind a TCP proxy (`simsiam.testing.outage.OutageProxy`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,19 @@ class CrashAtStep(Reporter):
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         if self.armed and step == self.step:
             raise RuntimeError(f"injected failure at step {step} (simsiam.testing.faults.CrashAtStep)")
+
+
+class Pace(Reporter):
+    """Every optimizer step takes at least `seconds`: a tiny test run lasts long enough for a fault to
+    land mid-run (an outage between two checkpoints, say)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        import time
+
+        time.sleep(self.seconds)
 
 
 def crash_training_at(step: int) -> None:

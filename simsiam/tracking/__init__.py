@@ -23,6 +23,7 @@ from simsiam.tracking.mlflow_reporter import MlflowReporter, dataset_info
 from simsiam.tracking.registry import CHALLENGER, CHAMPION, list_models, promote, register_and_gate, registered_name
 from simsiam.tracking.runs import (
     check_server,
+    child_run,
     child_runs,
     create_run,
     end_run,
@@ -34,8 +35,8 @@ from simsiam.tracking.runs import (
     tag_existing_run,
 )
 
-__all__ = ["CHALLENGER", "CHAMPION", "MlflowReporter", "TrackingError", "check_server", "child_runs", "create_run",
-           "dataset_info",
+__all__ = ["CHALLENGER", "CHAMPION", "MlflowReporter", "TrackingError", "check_server", "child_run", "child_runs",
+           "create_run", "dataset_info",
            "end_run", "kill_if_running", "list_models", "load_registered", "load_registered_net", "log_files_to_run",
            "log_metrics_to_run",
            "log_models_to_run", "logged_models", "model_version_url", "promote", "register_and_gate",

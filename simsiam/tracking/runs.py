@@ -92,6 +92,14 @@ def create_run(tracking_uri: str, experiment: str, run_name: str, parent_run_id:
     return client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
 
 
+def child_run(tracking_uri: str, experiment: str, run_name: str, parent_run_id: str,
+              tags: dict[str, str] | None = None) -> str:
+    """The child run named `run_name` under the parent: the existing one (a restarted trial continues
+    its history), else a new one."""
+    found = child_runs(tracking_uri, parent_run_id, run_name)
+    return found[0].info.run_id if found else create_run(tracking_uri, experiment, run_name, parent_run_id, tags)
+
+
 def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     MlflowClient(tracking_uri).set_terminated(run_id, status)
 

@@ -1,0 +1,86 @@
+"""A Ray Train run that outlives its services' outages. Inside a fit, Ray's checkpoint storage
+retries (`storage_fs`), the data store retries (`simsiam.storage.retry`) and rank 0's MLflow
+reporter buffers. When a fit fails all the same while a service is down (its workers were
+restarted into the outage), the driver waits for the service with backoff and fits again under the
+same run name, which resumes from the last complete checkpoint, until the outage budget is spent."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from urllib.parse import urlsplit
+
+from simsiam.storage.retry import BACKOFF_S, OutageTooLong, with_retries
+
+log = logging.getLogger("simsiam.ray")
+CONNECTION_MARKS = ("NETWORK_CONNECTION", "Could not connect", "Connection refused", "unreachable for",
+                    "Max retries exceeded", "ConnectionError", "Connection reset", "SlowDown")
+
+
+class Unreachable(str):
+    """Why a run stopped: a service stayed down for the whole budget (a one-line reason)."""
+
+
+def outage_endpoints(cfg, dist) -> dict[str, str]:
+    """The services a Ray run needs while it trains, by what they are to it."""
+    from simsiam.storage.client import s3_endpoint
+
+    out = {}
+    if dist.storage is not None and dist.storage.endpoint_url:
+        out["Ray's checkpoint storage, the S3 endpoint"] = dist.storage.endpoint_url
+    data = s3_endpoint(cfg.storage.endpoint_url)
+    if cfg.data.source and data and data not in out.values():
+        out["the data's S3 endpoint"] = data
+    if dist.tracking_uri and dist.tracking_uri.startswith("http"):
+        out["the MLflow tracking server"] = dist.tracking_uri
+    return out
+
+
+def _down(endpoints: dict[str, str]) -> dict[str, str]:
+    down = {}
+    for what, url in endpoints.items():
+        parts = urlsplit(url)
+        try:
+            socket.create_connection((parts.hostname, parts.port or 80), timeout=3).close()
+        except OSError:
+            down[what] = url
+    return down
+
+
+def fit_through_outages(trainer, endpoints: dict[str, str], budget_s: float):
+    """`trainer.fit()`, fitted again (resuming) after a failure during an outage. Returns (result,
+    error): error None, a one-line failure, or an `Unreachable` once a service stayed down for
+    `budget_s` seconds."""
+    deadline, attempt = None, 0
+    while True:
+        try:
+            result = trainer.fit()  # Ray 2.60 raises when training fails for good (after max_failures restarts)
+            error = repr(result.error) if result.error else None
+        except Exception as exc:  # noqa: BLE001 - reported in one line by the caller
+            result, error = None, f"{type(exc).__name__}: {str(exc)[:500]}"
+        down = _down(endpoints) if error else {}
+        if error is None or not (down or any(mark in error for mark in CONNECTION_MARKS)):
+            return result, error
+        deadline = deadline or time.monotonic() + budget_s
+        while down and time.monotonic() < deadline:
+            time.sleep(min(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)], max(0.0, deadline - time.monotonic())))
+            attempt += 1
+            down = _down(endpoints)
+        if down or time.monotonic() >= deadline:
+            what, url = next(iter(down.items()), ("a service", "?"))
+            return None, Unreachable(f"{what} {url} was unreachable for {budget_s:.0f} s (storage.outage_budget_s)")
+        log.warning("services reachable again after a failed fit (%s); resuming from the last checkpoint",
+                    error[:160])
+
+
+def end_run_when_reachable(tracking_uri: str, run_id: str, status: str, budget_s: float) -> None:
+    """End the run, waiting out an outage of the tracking server."""
+    from simsiam.tracking import end_run
+
+    try:
+        with_retries(lambda: end_run(tracking_uri, run_id, status),
+                     lambda exc: any(mark in str(exc) for mark in CONNECTION_MARKS), budget_s,
+                     f"the MLflow tracking server {tracking_uri}")
+    except OutageTooLong as exc:
+        log.warning("could not mark MLflow run %s %s: %s", run_id, status, str(exc.cause)[:200])

@@ -42,6 +42,8 @@ def _cut_during(proxy, seconds: float, after, call) -> tuple[object, float]:
     thread = threading.Thread(target=lambda: out.update(res=call()))
     thread.start()
     while not after():
+        if not thread.is_alive():
+            raise SystemExit("the run ended before the fault could be injected")
         time.sleep(0.2)
     proxy.cut(seconds)
     thread.join()
@@ -70,6 +72,7 @@ def ray_run(s3, ml, proxy, seconds: float, what: str, state: Path) -> dict:
 
     from simsiam.config import load_config
     from simsiam.ray import RayWorkers, pretrain_distributed
+    from simsiam.storage import open_store
     from simsiam.testing.faults import Pace
 
     cfg = load_config("cpu-demo", [*TINY, "train.epochs=8", "train.checkpoint_every_steps=2",
@@ -79,16 +82,10 @@ def ray_run(s3, ml, proxy, seconds: float, what: str, state: Path) -> dict:
     dist = RayWorkers(storage=_settings(s3, s3_url, 2 * seconds), tracking_uri=ml_url, experiment="outages",
                       state_path=str(state))
     name = f"outage-{what.lower()}-{int(time.time())}"
-    steps_seen = []
-    started = lambda: bool(steps_seen)  # noqa: E731 - a step has run: cut now
-
-    class Seen(Pace):
-        def on_step(self, step, metrics):
-            steps_seen.append(step)
-            super().on_step(step, metrics)
-
-    res, wall = _cut_during(proxy, seconds, started, lambda: pretrain_distributed(cfg, dist, name=name,
-                                                                                  reporters=[Seen(2.0)]))
+    direct = open_store(_settings(s3, s3.endpoint_url, 120))
+    saved = lambda: direct.head(f"ray/{name}/checkpoint_manager_snapshot.json") is not None  # noqa: E731
+    res, wall = _cut_during(proxy, seconds, saved, lambda: pretrain_distributed(cfg, dist, name=name,
+                                                                                reporters=[Pace(2.0)]))
     client = MlflowClient(ml.tracking_uri)
     history = sorted(m.step for m in client.get_metric_history(res.run_id, "train/loss"))
     return {"fault": f"{what} {seconds:.0f} s", "hit": "Ray Train run (1 worker, checkpoints to S3 every 2 steps)",

@@ -112,10 +112,7 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: in
     resumed = found is not None
     name = found or name or f"sweep-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     if dist.tracking_uri and parent is None:
-        from simsiam.tracking import create_run
-
-        tags = {"simsiam.sweep": "true", "simsiam.sweep_metric": metric, SWEEP_KEY: key, "simsiam.sweep_name": name}
-        parent = create_run(dist.tracking_uri, dist.experiment, name, tags={**tags, **(parent_tags or {})})
+        parent = _parent_run(dist, name, {"simsiam.sweep_metric": metric, SWEEP_KEY: key, **(parent_tags or {})})
     specs = {spec["name"]: spec for spec in space.get("spec", [])}
     # Named trials go to Tune by name: its live table shows the name, not a truncated dict.
     grid = {SPEC_KEY: list(specs)} if specs else space
@@ -142,6 +139,14 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: in
     where = dist.storage_uri and f"{dist.storage_uri}/{name}{'/' if dist.workers == 1 else '-'}<trial>"
     return SweepResult(name, rows, parent, _best(rows, name, dist, metric), where,
                        {row["name"]: _curve(res, metric) for row, res in zip(rows, results)}, metric, resumed)
+
+
+def _parent_run(dist: RayWorkers, name: str, tags: dict[str, str]) -> str:
+    """The sweep's MLflow parent run; its tags say what it computes, so a dead driver's sweep is found."""
+    from simsiam.tracking import create_run
+
+    return create_run(dist.tracking_uri, dist.experiment, name,
+                      tags={"simsiam.sweep": "true", "simsiam.sweep_name": name, **tags})
 
 
 def _sweep_key(cfg: Config, space: dict, samples: int, metric: str, early_stop: bool, final_eval: bool,

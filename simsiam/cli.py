@@ -377,7 +377,8 @@ def embed(
 @models_app.command("ls")
 def models_ls(tracking_uri: TrackingUriOpt = None, state: StateOpt = None) -> None:
     """Registered encoders: versions, aliases (champion, challenger), what the gate judged each by
-    (probe/top1, or the label-free judge without labels) and its value, gate decision."""
+    (probe/top1, or the label-free judge without labels), its value and the images it was measured on,
+    when the version was created, gate decision. Reads the registry only: no torch import."""
     from simsiam.tracking import list_models
 
     ctx = RunContext.open(Config(), state, tracking_uri=tracking_uri, s3=False)
@@ -386,7 +387,8 @@ def models_ls(tracking_uri: TrackingUriOpt = None, state: StateOpt = None) -> No
         ("aliases", "<22", lambda r: ",".join(r["aliases"]) or "-"),
         ("judged by", "<20", lambda r: r["criterion"] or "-"),
         ("value", ">8", lambda r: fmt(float(r["value"])) if r["value"] else "-"),
-        ("decision", "", lambda r: r["decision"] or "-"),
+        ("created", "<16", lambda r: r["created"]), ("decision", "<10", lambda r: r["decision"] or "-"),
+        ("eval set", "", lambda r: r["eval_set"] or "-"),
     ], empty="no registered models (run `simsiam pretrain --track`)")
 
 

@@ -145,3 +145,10 @@ def test_stage_scale_bench_measures_a_prefix_that_grows_by_one_percent():
     assert first["samples"] == 500 and first["shards"] == 10 and first["peak_rss_mib"] > 0
     assert grown["samples"] == 505 and grown["reused_shards"] == 10 and grown["uploaded_share_of_bytes"] < 0.05
     assert same["cached"] and same["uploaded_bytes"] == 0
+
+
+def test_embed_throughput_compares_the_embed_path_with_a_plain_forward_and_onnxruntime():
+    out = _json(["bench/embed_throughput.py", "--images", "256", "--repeats", "1", *TINY])
+    assert out["images"] == 256 and out["embed_img_s"] > 0 and out["plain_torch_img_s"] > 0
+    assert out["ratio_embed_to_plain"] == pytest.approx(out["embed_img_s"] / out["plain_torch_img_s"], rel=0.01)
+    assert out["onnxruntime_img_s"] > 0

@@ -31,10 +31,10 @@ from simsiam.tracking import (
     load_registered,
     log_metrics_to_run,
     log_models_to_run,
-    logged_models,
     promote,
     register_and_gate,
 )
+from simsiam.tracking.logged_models import logged_models
 from simsiam.tracking.runs import tracking_uri_scope
 
 pytestmark = pytest.mark.integration
@@ -135,7 +135,9 @@ def test_logged_model_is_pickle_free_serves_raw_images_and_refuses_other_input_i
     with tracking_uri_scope(server.tracking_uri):  # models:/ URIs resolve on the global URI only (MLflow 3.17)
         local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path)))
     files = {p.name for p in local.rglob("*") if p.is_file() and "code" not in p.relative_to(tmp_path).parts[:1]}
-    assert "backbone-weights.npz" in files and "served_model.py" in files
+    assert {"backbone-weights.npz", "backbone.onnx", "served_model.py"} <= files
+    code = [p.name for p in local.rglob("*") if p.is_file() and "code" in p.relative_to(local).parts]
+    assert code == ["image_input.py"], code  # only what inference needs travels with the model
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth", ".bin"))], files
 
     raw = fmnist_test.images[:8].float().div(255)  # what consumers send: [0, 1], no constants needed
@@ -150,7 +152,8 @@ def test_logged_model_is_pickle_free_serves_raw_images_and_refuses_other_input_i
     pixels = fmnist_test.images[:8].numpy()  # uint8 0-255, as read from the files
     for bad, says in [(pixels, "got dtype uint8 (0-255 pixels? divide by 255)"),
                       (pixels.astype(np.float32), "must be in [0, 1]; got 0 to 255 (0-255 pixels? divide by 255)"),
-                      (raw.numpy()[:, 0], "must have shape N x 1 x H x W; got (8, 28, 28)")]:
+                      (raw.numpy()[:, 0], "N x 1 x 28 x 28; got shape (8, 28, 28)"),
+                      (raw.numpy()[:, :, 2:, 2:], "N x 1 x 28 x 28; got shape (8, 1, 26, 26)")]:
         with pytest.raises(mlflow.exceptions.MlflowException) as err:
             pyfunc.predict(bad)
         assert says in err.value.message and "\n" not in err.value.message and "[[" not in err.value.message
@@ -187,6 +190,45 @@ def test_logged_model_is_pickle_free_serves_raw_images_and_refuses_other_input_i
             serve.wait(30)
 
 
+FRESH_LOAD = """
+import json, sys, time
+import numpy as np
+import mlflow
+start = time.perf_counter()
+model = mlflow.pyfunc.load_model(sys.argv[1])
+features = model.predict(np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32))
+heavy = ("torch", "torchvision", "ray", "prefect", "simsiam", "simsiam.cli")
+print(json.dumps({"shape": features.shape, "seconds": time.perf_counter() - start,
+                  "imported": [m for m in heavy if m in sys.modules]}))
+"""
+
+
+def test_the_registered_model_loads_in_a_fresh_process_with_none_of_torch_ray_prefect_or_our_package(
+        server, run_a, tmp_path):
+    """Loading needs the ONNX graph, onnxruntime and the input check only (the load time is
+    `python bench/model_load.py`'s)."""
+    uri = run_a[1].model_uris["backbone"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.tracking_uri}
+    r = subprocess.run([sys.executable, "-c", FRESH_LOAD, uri], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["imported"] == [] and out["shape"][0] == 4, out
+
+
+def _onnx_as_the_card_shows(server, name: str, version: str, fmnist_test, logged: str) -> None:
+    """The card's onnxruntime lines on real images: the graph's features are torch's within 1e-4."""
+    import onnxruntime as ort
+
+    images = fmnist_test.images[:16].float().div(255)
+    with tracking_uri_scope(server.tracking_uri):
+        path = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/artifacts/backbone.onnx")
+    features = ort.InferenceSession(path).run(None, {"images": images.numpy()})[0]
+    with torch.no_grad():
+        torch_features = load_registered(logged, server.tracking_uri)((images - 0.286) / 0.353).numpy()
+    assert features.shape == torch_features.shape and np.abs(features - torch_features).max() <= 1e-4
+
+
 def test_gate_champion_challenger_collapsed_and_ui(server, small, run_a, fmnist_test):
     client = MlflowClient(server.tracking_uri)
     name = "simsiam-gate-test"
@@ -202,8 +244,12 @@ def test_gate_champion_challenger_collapsed_and_ui(server, small, run_a, fmnist_
         assert f"| `{key}` | {METRIC_MEANING[key]} | {run.data.metrics[key]:.2f} |" in card
     assert "`fm-small` version `abc123`, manifest `s3://data/datasets/fm-small/abc123/manifest.json`" in card
     assert run.data.tags["simsiam.config_hash"] in card and f"runs/{best.run_id}?workflowType=machine_learning)" in card
-    assert "N x 1 x H x W" in card and f'mlflow.pyfunc.load_model("models:/{name}/{g1["version"]}")' in card
-    assert f'mlflow.set_tracking_uri("{server.tracking_uri}")' in card and "refuses other input" in card
+    assert "float32 in [0, 1], N x 1 x 28 x 28" in card and "are refused with a one-line error" in card
+    assert f'mlflow.pyfunc.load_model("models:/{name}/{g1["version"]}")' in card
+    assert f'mlflow.set_tracking_uri("{server.tracking_uri}")' in card and "ort.InferenceSession(path)" in card
+    parity = float(client.get_model_version(name, g1["version"]).tags["onnx.max_abs_diff"])
+    assert 0 <= parity <= 1e-4 and f"max abs diff {parity:.3g}" in card
+    _onnx_as_the_card_shows(server, name, g1["version"], fmnist_test, best.model_uris["backbone"])
     assert f"mlflow models serve -m models:/{name}@champion" in card
     g2 = register_and_gate(client, worse.run_id, worse.model_uris["backbone"], name, worse_p, False, floor=10)
     assert g2["decision"] == "challenger" and "does not beat champion v1 (71.50)" in g2["reasons"]
@@ -349,8 +395,17 @@ def test_cli_track_register_and_models_ls(server, tmp_path):
     out = json.loads(r.stdout)
     assert out["registry"]["name"] == "simsiam-fashion-mnist-resnet18_cifar"
     assert out["registry"]["decision"] in ("champion", "challenger") and out["run_url"].startswith("http://")
-    r = subprocess.run([*cli, "models", "ls"], capture_output=True, text=True, env=env, timeout=120)
-    assert "simsiam-fashion-mnist-resnet18_cifar" in r.stdout
+    # the listing in a process that then says which heavy modules it imported: none of torch's
+    listing = ("import sys; from simsiam.cli import main; sys.argv = ['simsiam', 'models', 'ls']\n"
+               "try:\n    main()\nexcept SystemExit:\n    pass\n"
+               "print('imported:', sorted(m for m in ('torch', 'torchvision', 'ray', 'prefect') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", listing], capture_output=True, text=True, env=env, timeout=120)
+    header, row = r.stdout.splitlines()[:2]
+    assert header.split() == ["name", "version", "aliases", "judged", "by", "value", "created", "decision", "eval",
+                              "set"], r.stdout
+    assert row.startswith("simsiam-fashion-mnist-resnet18_cifar") and "probe/top1" in row and "eval.set" not in row
+    assert "probe trained on " in row and "tested on " in row, row  # the images the probe measured on
+    assert r.stdout.splitlines()[-1] == "imported: []", r.stdout
     r = subprocess.run([*cli, "models", "promote", "no-such-model", "1"], capture_output=True, text=True, env=env,
                        timeout=120)
     assert r.returncode == 2 and "no version '1'" in r.stderr and "Traceback" not in r.stderr

@@ -18,12 +18,14 @@ from mlflow.exceptions import MlflowException
 from simsiam.batch_augment import normalise
 from simsiam.config import Config
 from simsiam.errors import TrackingError
+from simsiam.image_input import contract
 from simsiam.tracking.net_files import part_of, read_net_files, write_net_files
+from simsiam.tracking.onnx_parity import ONNX_PARITY
 from simsiam.tracking.runs import check_server, tracking_uri_scope
 
 MODEL_NAMES = ("backbone", "encoder")
-PACKAGE_DIR = Path(__file__).resolve().parents[1]  # simsiam/: the code that rebuilds the network travels with it
 SERVED_MODEL = Path(__file__).with_name("served_model.py")
+IMAGE_INPUT = Path(__file__).resolve().parents[1] / "image_input.py"  # the input check travels with the model
 
 
 def logged_models(tracking_uri: str, run_id: str) -> dict[str, str]:
@@ -45,22 +47,36 @@ def _signature(out_dim: int):
 
 
 def _log_models(model: torch.nn.Module, cfg: Config, names: list[str]) -> dict[str, str]:
-    """Log `names` to the active run as pyfuncs from code (`served_model.py`) over plain weight
-    files: nothing is pickled, and `mlflow models serve` serves them."""
+    """Log `names` to the active run as pyfuncs from code (`served_model.py`) over an ONNX graph and
+    plain weight files: nothing is pickled, `mlflow models serve` serves them, and loading one needs
+    only onnxruntime. Each records its ONNX parity with torch (tag `onnx.max_abs_diff`)."""
+    from simsiam.tracking.onnx_export import export_onnx
+
     model = copy.deepcopy(model).float().cpu().eval().to(memory_format=torch.contiguous_format)
-    example = torch.rand(2, cfg.model.in_channels, cfg.data.image_size, cfg.data.image_size)  # what it checks
-    reqs = [f"torch=={torch.__version__.split('+')[0]}", "torchvision==0.29.1", "numpy", "pydantic", "pyyaml"]
+    channels, size = cfg.model.in_channels, cfg.data.image_size
+    example = torch.rand(2, channels, size, size)  # what it checks
+    reqs = [f"onnxruntime=={_version('onnxruntime')}", f"numpy=={np.__version__}"]
     uris = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             files = write_net_files(model, cfg, name, Path(tmp))
+            files["onnx"] = str(Path(tmp) / f"{name}.onnx")
+            diff = export_onnx(part_of(model, name), cfg.data.norm, channels, size, Path(files["onnx"]))
             with torch.no_grad():
-                out_dim = part_of(model, name)(normalise(example, cfg.data.norm, cfg.model.in_channels)).shape[1]
+                out_dim = part_of(model, name)(normalise(example, cfg.data.norm, channels)).shape[1]
             info = mlflow.pyfunc.log_model(name=name, python_model=str(SERVED_MODEL), artifacts=files,
-                                           code_paths=[str(PACKAGE_DIR)], signature=_signature(out_dim),
-                                           input_example=example.numpy(), pip_requirements=reqs)
+                                           code_paths=[str(IMAGE_INPUT)], signature=_signature(out_dim),
+                                           input_example=example.numpy(), pip_requirements=reqs,
+                                           tags={ONNX_PARITY: f"{diff:.3g}"},
+                                           metadata={"input": contract(channels, size), "onnx": f"{name}.onnx"})
             uris[name] = info.model_uri
     return uris
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def log_models_to_run(tracking_uri: str, run_id: str, model: torch.nn.Module, cfg: Config) -> dict[str, str]:
@@ -101,7 +117,7 @@ def load_registered_net(uri: str, tracking_uri: str | None = None) -> tuple[torc
         with tracking_uri_scope(tracking_uri), tempfile.TemporaryDirectory() as tmp:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
             files = Model.load(local).flavors.get("python_function", {}).get("artifacts", {})
-            if set(files) != {"weights", "net"}:
+            if not {"weights", "net"} <= set(files):
                 raise TrackingError(f"{uri} is not a simsiam model (no weights/net files): logged by another tool?")
             return read_net_files(local / files["weights"]["path"], local / files["net"]["path"])
     except MlflowException as exc:

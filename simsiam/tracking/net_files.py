@@ -26,8 +26,9 @@ def write_net_files(model: torch.nn.Module, cfg: Config, part: str, out: Path) -
                          for k, v in net.state_dict().items()})
     mean, std = NORM_STATS[cfg.data.norm]
     meta.write_text(json.dumps({"part": part, "config": cfg.model_dump(mode="json"),
-                                "input": {"channels": cfg.model.in_channels, "mean": list(mean), "std": list(std),
-                                          "range": [0.0, 1.0]}}, indent=1))
+                                "input": {"channels": cfg.model.in_channels, "size": cfg.data.image_size,
+                                          "mean": list(mean), "std": list(std), "range": [0.0, 1.0],
+                                          "dtype": "float32"}}, indent=1))
     return {"weights": str(weights), "net": str(meta)}
 
 

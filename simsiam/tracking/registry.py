@@ -16,6 +16,7 @@ from simsiam import metrics as M
 from simsiam.config import Config
 from simsiam.errors import TrackingError
 from simsiam.tracking.card import model_card
+from simsiam.tracking.onnx_parity import onnx_parity
 from simsiam.tracking.runs import tracking_uri_scope
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -118,7 +119,8 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
     `label_free.set`), when its own were measured on other images. A version holds one role:
     `champion` when promoted (and not `challenger` too), else `challenger`. Idempotent per run: a
     gated version is returned as is (`noop`), and a version registered by an attempt that died before
-    its gate is gated now. The decision tag is written last, so a version that has one has its alias."""
+    its gate is gated now. The decision tag is written last, so a version that has one has its alias.
+    The logged model's ONNX parity check goes onto the version too (`onnx.max_abs_diff`)."""
     try:
         existing = client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
     except MlflowException:
@@ -148,10 +150,11 @@ def register_and_gate(client: MlflowClient, run_id: str, model_uri: str, name: s
         with tracking_uri_scope(client.tracking_uri):
             mv = mlflow.register_model(model_uri, name, tags={
                 **{k: repr(float(v)) for k, v in values.items()}, **judged, "run_id": run_id,
-                "collapsed": str(collapsed).lower(), **eval_set, **label_free_set})
+                "collapsed": str(collapsed).lower(), **eval_set, **label_free_set,
+                **onnx_parity(client.tracking_uri, model_uri)})
     client.set_model_version_tag(name, mv.version, "gate.reasons", "; ".join(reasons))
     client.update_model_version(name, mv.version, description=model_card(client.tracking_uri, run_id, name,
-                                                                          mv.version, decision, reasons))
+                                                                          mv.version, decision, reasons, mv.tags))
     _set_role(client, name, mv.version, decision)
     client.set_model_version_tag(name, mv.version, "gate.decision", decision)
     return {"name": name, "version": mv.version, "decision": decision, "noop": False, "reasons": "; ".join(reasons)}
@@ -182,6 +185,8 @@ def list_models(client: MlflowClient) -> list[dict]:
             rows.append({"name": rm.name, "version": mv.version, "aliases": sorted(aliases.get(str(mv.version), [])),
                          M.PROBE: mv.tags.get(M.PROBE), "criterion": criterion,
                          "value": mv.tags.get(criterion) if criterion else None,
+                         "eval_set": mv.tags.get(CRITERIA.get(criterion, "eval.set")) if criterion else None,
+                         "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(mv.creation_timestamp / 1000)),
                          "decision": mv.tags.get("gate.decision"), "run_id": mv.run_id})
     rows.sort(key=lambda r: (r["name"], -int(r["version"])))
     return rows

@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local tests: no token file in ~/.ray
 
@@ -149,3 +150,8 @@ def test_a_sweep_trial_that_fails_restarts_from_its_own_checkpoint_in_the_same_c
     assert child.data.tags["simsiam.resumed_from_step"] == str(STEPS_PER_EPOCH)
     history = sorted(m.step for m in client.get_metric_history(child.info.run_id, "train/loss"))
     assert history == list(range(1, 2 * STEPS_PER_EPOCH + 1))
+    # Tune's trial actors got no keys through their runtime_env: Ray's session logs hold none
+    logs = Path(os.environ["SIMSIAM_RAY_TMP"]) / "session_latest" / "logs"
+    leaked = [p.name for p in logs.rglob("*") if p.is_file() and stack["direct"].secret_key in p.read_text(
+        errors="replace")]
+    assert logs.is_dir() and leaked == [], leaked

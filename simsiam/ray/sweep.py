@@ -35,6 +35,7 @@ from simsiam.run_report import format_table
 TRIAL_DRIVER = {"cpu": 0, "memory": 256 * 2**20}
 SPEC_KEY = "trial_name"  # a named trial's parameter in Tune's config
 SWEEP_KEY = "simsiam.sweep_key"  # the parent run's tag: what the sweep computes (`_sweep_key`)
+AWS_SECRETS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"}
 log = logging.getLogger("simsiam.ray")
 
 
@@ -90,6 +91,15 @@ def _trial_run_config(dist: RayWorkers) -> dict[str, Any]:
     return {**failures, "checkpoint_config": tune.CheckpointConfig(num_to_keep=dist.num_to_keep)}
 
 
+def _keep_keys_out_of_ray_logs() -> None:
+    """Tune copies the driver's AWS keys into every trial actor's runtime_env, which Ray's runtime-env
+    agent writes to its session log (and its dashboard shows). Trials find the keys as every Ray worker
+    does instead: in their node's environment (a local Ray inherits ours) or its own chain (IAM roles)."""
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE = set(class_cache.ENV_VARS_TO_PROPAGATE) - AWS_SECRETS
+
+
 def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: int = 1, name: str | None = None,
               collapse_threshold: float = COLLAPSE_RATIO, grace_period: int = 1,
               max_concurrent: int | None = None, early_stop: bool = True, parent_tags: dict[str, str] | None = None,
@@ -102,6 +112,7 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: in
     `metric` (a key of `simsiam.metrics.OBJECTIVES`; default `simsiam.config.sweep_metric_for`'s) drives
     ASHA and picks the best trial."""
     connect(cfg, dist)
+    _keep_keys_out_of_ray_logs()
     # ASHA needs its metric in every report; reports happen at epoch ends only.
     metric = sweep_metric_for(cfg, metric)
     monitors = [f"eval.knn_every_epochs={int(cfg.has_eval_data)}",

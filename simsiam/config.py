@@ -242,8 +242,11 @@ class Config(_Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def config_hash(self) -> str:
-        """What the run computes (fault injection is not config: tests inject it from outside)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """What the run computes (fault injection is not config: tests inject it from outside). How long
+        to wait out an outage is not: a run re-run with a longer budget is the same run, and resumes."""
+        computed = self.to_dict()
+        computed["storage"].pop("outage_budget_s", None)
+        return hashlib.sha256(json.dumps(computed, sort_keys=True).encode()).hexdigest()[:12]
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view, e.g. for tracking params."""

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 from simsiam.storage.retry import BACKOFF_S, OutageTooLong, with_retries
 
 log = logging.getLogger("simsiam.ray")
-CONNECTION_MARKS = ("NETWORK_CONNECTION", "Could not connect", "Connection refused", "unreachable for",
-                    "Max retries exceeded", "ConnectionError", "Connection reset", "SlowDown")
+CONNECTION_MARKS = ("Max retries exceeded", "Connection refused", "Connection reset")  # the MLflow client's
+STORAGE_MARKS = ("NETWORK_CONNECTION", "Could not connect", "unreachable for")  # the S3 clients' (ours, Arrow's)
 
 
 class Unreachable(str):
@@ -42,36 +42,43 @@ def _down(endpoints: dict[str, str]) -> dict[str, str]:
     for what, url in endpoints.items():
         parts = urlsplit(url)
         try:
-            socket.create_connection((parts.hostname, parts.port or 80), timeout=3).close()
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            socket.create_connection((parts.hostname, port), timeout=3).close()
         except OSError:
             down[what] = url
     return down
 
 
 def fit_through_outages(trainer, endpoints: dict[str, str], budget_s: float):
-    """`trainer.fit()`, fitted again (resuming) after a failure during an outage. Returns (result,
-    error): error None, a one-line failure, or an `Unreachable` once a service stayed down for
-    `budget_s` seconds."""
-    deadline, attempt = None, 0
+    """`trainer.fit()`, fitted again (resuming) after a failure while a service was down, once it is
+    back; each outage may last `budget_s` seconds. A failure that names a storage connection while
+    everything answers again (a blip) is fitted again once. Returns (result, error): error None, the
+    failure in one line, or an `Unreachable` once a service stayed down for the budget."""
+    blip_refit = True
     while True:
         try:
             result = trainer.fit()  # Ray 2.60 raises when training fails for good (after max_failures restarts)
             error = repr(result.error) if result.error else None
         except Exception as exc:  # noqa: BLE001 - reported in one line by the caller
             result, error = None, f"{type(exc).__name__}: {str(exc)[:500]}"
-        down = _down(endpoints) if error else {}
-        if error is None or not (down or any(mark in error for mark in CONNECTION_MARKS)):
+        if error is None:
+            return result, None
+        down = _down(endpoints)
+        if not down:
+            if blip_refit and any(mark in error for mark in STORAGE_MARKS):
+                blip_refit = False
+                continue
             return result, error
-        deadline = deadline or time.monotonic() + budget_s
+        deadline, attempt = time.monotonic() + budget_s, 0
         while down and time.monotonic() < deadline:
             time.sleep(min(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)], max(0.0, deadline - time.monotonic())))
             attempt += 1
             down = _down(endpoints)
-        if down or time.monotonic() >= deadline:
-            what, url = next(iter(down.items()), ("a service", "?"))
+        if down:
+            what, url = next(iter(down.items()))
             return None, Unreachable(f"{what} {url} was unreachable for {budget_s:.0f} s (storage.outage_budget_s)")
-        log.warning("services reachable again after a failed fit (%s); resuming from the last checkpoint",
-                    error[:160])
+        log.warning("%s reachable again after a failed fit (%s); resuming from the last checkpoint",
+                    ", ".join(endpoints), error[:160])
 
 
 def end_run_when_reachable(tracking_uri: str, run_id: str, status: str, budget_s: float) -> None:
@@ -80,7 +87,7 @@ def end_run_when_reachable(tracking_uri: str, run_id: str, status: str, budget_s
 
     try:
         with_retries(lambda: end_run(tracking_uri, run_id, status),
-                     lambda exc: any(mark in str(exc) for mark in CONNECTION_MARKS), budget_s,
+                     lambda exc: any(mark in str(exc) for mark in (*CONNECTION_MARKS, "ConnectionError")), budget_s,
                      f"the MLflow tracking server {tracking_uri}")
     except OutageTooLong as exc:
         log.warning("could not mark MLflow run %s %s: %s", run_id, status, str(exc.cause)[:200])

@@ -15,12 +15,15 @@ import pyarrow.fs as pafs
 
 from simsiam.storage.retry import OutageTooLong, with_retries
 
-TRANSIENT_MARKS = ("NETWORK_CONNECTION", "Could not connect", "curlCode", "SlowDown", "Service Unavailable",
-                   "SERVICE_UNAVAILABLE", "Connection reset", "Couldn't connect", "503")
+# The AWS SDK's error names for a refused or dropped connection, throttling and server errors, as Arrow
+# quotes them (a key never holds these: they are upper-case with underscores).
+TRANSIENT_MARKS = ("NETWORK_CONNECTION", "curlCode", "SLOW_DOWN", "SERVICE_UNAVAILABLE", "THROTTLING",
+                   "INTERNAL_FAILURE", "REQUEST_TIMEOUT")
 
 
 def _transient(exc: Exception) -> bool:
-    return isinstance(exc, OSError) and any(mark in str(exc) for mark in TRANSIENT_MARKS)
+    return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) \
+        and any(mark in str(exc) for mark in TRANSIENT_MARKS)
 
 
 class RetryingS3Handler(pafs.FileSystemHandler):
@@ -29,6 +32,12 @@ class RetryingS3Handler(pafs.FileSystemHandler):
 
     def __reduce__(self):
         return RetryingS3Handler, (self.endpoint, self.budget_s)
+
+    def __eq__(self, other) -> bool:  # pyarrow compares two PyFileSystems' handlers with ==
+        return isinstance(other, RetryingS3Handler) and other.endpoint == self.endpoint
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.endpoint.items())))
 
     @property
     def fs(self) -> pafs.S3FileSystem:
@@ -50,7 +59,7 @@ class RetryingS3Handler(pafs.FileSystemHandler):
         return "simsiam-retrying-s3"
 
     def equals(self, other) -> bool:
-        return isinstance(other, RetryingS3Handler) and other.endpoint == self.endpoint
+        return self == other
 
     def normalize_path(self, path: str) -> str:
         return self.fs.normalize_path(path)

@@ -10,11 +10,14 @@ MLflow: one parent run for the sweep, one child run per trial (parent id passed 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
+import psutil
 import ray
 from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
@@ -23,6 +26,7 @@ from ray.tune.schedulers import ASHAScheduler
 from simsiam import metrics as M
 from simsiam.config import Config, override_config, sweep_metric_for, validate_config
 from simsiam.diagnostics import COLLAPSE_RATIO, is_collapsed
+from simsiam.errors import SimSiamError
 from simsiam.ray.cluster import RayWorkers, connect, loop_config, storage_kwargs
 from simsiam.ray.worker import build_trainer, trial_loop
 from simsiam.reporters import Reporter
@@ -35,6 +39,7 @@ from simsiam.run_report import format_table
 TRIAL_DRIVER = {"cpu": 0, "memory": 256 * 2**20}
 SPEC_KEY = "trial_name"  # a named trial's parameter in Tune's config
 SWEEP_KEY = "simsiam.sweep_key"  # the parent run's tag: what the sweep computes (`_sweep_key`)
+DRIVER_TAG = "simsiam.sweep_driver"  # host:pid of the process driving it
 AWS_SECRETS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"}
 log = logging.getLogger("simsiam.ray")
 
@@ -118,9 +123,8 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: in
     monitors = [f"eval.knn_every_epochs={int(cfg.has_eval_data)}",
                 f"eval.label_free_every_epochs={int(metric in M.LABEL_FREE)}"]
     cfg = override_config(cfg, [*monitors, "train.checkpoint_every_steps=null"])
-    key = _sweep_key(cfg, space, samples, metric, early_stop, final_eval, dist)
+    key = _sweep_key(cfg, space, [samples, metric, early_stop, final_eval, grace_period, collapse_threshold], dist)
     found, parent = interrupted_sweep(dist, key) if name is None else (None, None)
-    resumed = found is not None
     name = found or name or f"sweep-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     if dist.tracking_uri and parent is None:
         parent = _parent_run(dist, name, {"simsiam.sweep_metric": metric, SWEEP_KEY: key, **(parent_tags or {})})
@@ -130,7 +134,8 @@ def run_sweep(cfg: Config, space: dict[str, list], dist: RayWorkers, samples: in
     base = {"cfg": cfg.to_dict(), "name": name, "specs": specs, "parent_run_id": parent, "final_eval": final_eval,
             "reporters": list(reporters)}
     trainable = tune.with_resources(tune.with_parameters(_trial, base=base, dist=dist), _trial_resources(dist))
-    tuner = _restored(trainable, dist, name) if resumed else None
+    tuner = _restored(trainable, dist, name) if found else None
+    resumed = tuner is not None
     tuner = tuner or tune.Tuner(
         trainable,
         param_space={k: tune.grid_search(list(v)) for k, v in grid.items()},
@@ -157,22 +162,22 @@ def _parent_run(dist: RayWorkers, name: str, tags: dict[str, str]) -> str:
     from simsiam.tracking import create_run
 
     return create_run(dist.tracking_uri, dist.experiment, name,
-                      tags={"simsiam.sweep": "true", "simsiam.sweep_name": name, **tags})
+                      tags={"simsiam.sweep": "true", "simsiam.sweep_name": name, DRIVER_TAG: _driver(), **tags})
 
 
-def _sweep_key(cfg: Config, space: dict, samples: int, metric: str, early_stop: bool, final_eval: bool,
-               dist: RayWorkers) -> str:
+def _sweep_key(cfg: Config, space: dict, settings: list, dist: RayWorkers) -> str:
     """What a sweep computes: the same command gives the same key, so its interrupted sweep is found."""
     import hashlib
     import json
 
-    what = [cfg.config_hash(), space, samples, metric, early_stop, final_eval, dist.workers, dist.storage_uri]
+    what = [cfg.config_hash(), space, settings, dist.workers, dist.storage_uri]
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def interrupted_sweep(dist: RayWorkers, key: str) -> tuple[str | None, str | None]:
-    """(name, parent run id) of the last sweep with this key whose parent run is still RUNNING: its
-    driver died. Untracked sweeps are not found (nothing records them)."""
+    """(name, parent run id) of the last sweep with this key whose parent run is still RUNNING and
+    whose driver is gone. A driver on this machine that still lives is refused in one line; one on
+    another machine cannot be asked, and is taken for dead. Untracked sweeps are not found."""
     if not dist.tracking_uri:
         return None, None
     from mlflow import MlflowClient
@@ -183,7 +188,17 @@ def interrupted_sweep(dist: RayWorkers, key: str) -> tuple[str | None, str | Non
                               order_by=["attributes.start_time DESC"], max_results=1) if exp else []
     if not runs or "simsiam.sweep_name" not in runs[0].data.tags:
         return None, None
-    return runs[0].data.tags["simsiam.sweep_name"], runs[0].info.run_id
+    tags = runs[0].data.tags
+    host, _, pid = tags.get(DRIVER_TAG, "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and psutil.pid_exists(int(pid)) and int(pid) != os.getpid():
+        raise SimSiamError(f"sweep {tags['simsiam.sweep_name']} (the same grid) is running in process {pid}: "
+                           "wait for it, or stop it to resume it with this command")
+    client.set_tag(runs[0].info.run_id, DRIVER_TAG, _driver())
+    return tags["simsiam.sweep_name"], runs[0].info.run_id
+
+
+def _driver() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _restored(trainable, dist: RayWorkers, name: str):

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from simsiam.errors import StorageError
@@ -71,6 +71,9 @@ class ObjectStore:
             out = with_retries(call, _transient, budget, f"S3 endpoint {self.settings.where}")
         except OutageTooLong as exc:
             raise exc.cause from None
+        except ClientError:
+            _REACHED.add(self.settings.where)  # it answered (404, 403...): it is there
+            raise
         _REACHED.add(self.settings.where)
         return out
 
@@ -116,7 +119,7 @@ class ObjectStore:
         try:
             self._call(lambda: _unwrapped(lambda: self.client.upload_fileobj(
                 io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=TRANSFER)))
-        except (ClientError, BotoCoreError) as exc:
+        except Exception as exc:  # noqa: BLE001 - s3transfer's own types too: one StorageError
             raise self._error("put", key, exc) from None
 
     def get_bytes(self, key: str) -> bytes:
@@ -169,7 +172,7 @@ RETRIED_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTime
 
 def _transient(exc: Exception) -> bool:
     """A dropped or refused connection, a timeout, or the server asking us to slow down."""
-    if isinstance(exc, (BotoConnectionError, HTTPClientError, ConnectionError)):
+    if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError)):
         return True
     if isinstance(exc, ClientError):
         return exc.response.get("Error", {}).get("Code") in RETRIED_CODES

@@ -55,7 +55,7 @@ def _log_models(model: torch.nn.Module, cfg: Config, names: list[str]) -> dict[s
     model = copy.deepcopy(model).float().cpu().eval().to(memory_format=torch.contiguous_format)
     channels, size = cfg.model.in_channels, cfg.data.image_size
     example = torch.rand(2, channels, size, size)  # what it checks
-    reqs = [f"onnxruntime=={_version('onnxruntime')}", f"numpy=={np.__version__}"]
+    reqs = [f"onnxruntime=={_version('onnxruntime')}", f"numpy=={np.__version__}"]  # what loading it needs
     uris = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -74,9 +74,12 @@ def _log_models(model: torch.nn.Module, cfg: Config, names: list[str]) -> dict[s
 
 
 def _version(package: str) -> str:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return version(package)
+    try:
+        return version(package)
+    except PackageNotFoundError:  # onnxruntime-gpu provides the same module
+        return version(f"{package}-gpu")
 
 
 def log_models_to_run(tracking_uri: str, run_id: str, model: torch.nn.Module, cfg: Config) -> dict[str, str]:

@@ -181,7 +181,8 @@ def test_crash_mid_staging_then_resume(fmnist_test, tmp_path):
     svc = start_s3(state)
     try:
         store = open_store(S3Settings(endpoint_url=svc.endpoint_url, access_key=svc.access_key,
-                                      secret_key=svc.secret_key, max_attempts=2, connect_timeout=0.5, read_timeout=5))
+                                      secret_key=svc.secret_key, max_attempts=2, connect_timeout=0.5, read_timeout=5,
+                                      outage_budget_s=0))  # a crash, not an outage to wait out
         sub = fmnist_test.subset(range(1000))
 
         def kill_after_second(key):

@@ -32,6 +32,12 @@ __all__ = ["TrackingError", *sorted(_MODULE_OF)]
 
 
 def __getattr__(name: str):
+    if name in _WHERE:  # a submodule not imported yet
+        return import_module(f"{__name__}.{name}")
     if name not in _MODULE_OF:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF, *_WHERE})

@@ -37,8 +37,7 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
         preset: config preset or YAML file; `overrides` are `key=value` changes; `config` a full config.
         mode: `pretrain` (one run) or `sweep` (Ray Tune over `sweep_lr` x `sweep_batch` x `sweep_grid`).
         subset: stage only the first N samples of each split (quick runs).
-        workers: Ray Train workers for pretraining (0 = this process), or per sweep trial (0 counts as 1);
-            `gpus_per_worker` for GPUs.
+        workers: Ray Train workers for pretraining (0 = this process), or per trial (0 counts as 1); `gpus_per_worker`.
         sweep_max_concurrent: trials at once (default: as many as the free CPUs/GPUs hold).
         sweep_metric: what ranks the trials (ASHA, best trial): a key of `simsiam.metrics.OBJECTIVES`
             (default `knn/top1` with labelled data, else `eval.label_free_judge`).
@@ -52,6 +51,7 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     space, metric = (sweep_space(cfg, sweep_lr, sweep_batch, sweep_grid), sweep_metric_for(cfg, sweep_metric)) \
         if mode == "sweep" else (None, None)  # bad grids and metrics fail before any staging
     ctx, staged = on_staged_data(open_context(cfg, state, mlflow_uri, context=context), subset, stage=tasks.stage)
+    server = _prefect_server(ctx)  # to tell, at the end, whether it restarted meanwhile
     _log(staged=staged)
     if mode == "pretrain":
         trained, rows = tasks.pretrain(ctx, workers=ray_workers(workers, gpus_per_worker)), None
@@ -66,7 +66,7 @@ def pipeline(preset: str = DEFAULT_PRESET, overrides: list[str] | None = None, c
     _log(evaluation=evaluation)
     gate = tasks.register(ctx, trained, evaluation) if registry and trained.run_id else None
     _log(gate=gate, registered=True)
-    where = _publish(ctx, mode, staged, trained, evaluation, gate, rows)
+    where = _publish(ctx, mode, staged, trained, evaluation, gate, rows, _orchestration(server))
     return {"where_to_look": where, "run_id": trained.run_id, "registered": gate.to_dict() if gate else None,
             **outcome(trained, evaluation), "collapsed": trained.collapsed,
             "resumed_from_step": trained.resumed_from_step, "staged": {k: v.uri for k, v in staged.items()},
@@ -81,7 +81,29 @@ def _log(**what) -> None:
         log.info(line)
 
 
-def _publish(ctx: RunContext, mode: str, staged, trained, evaluation, gate, rows) -> dict[str, Any]:
+def _prefect_server(ctx: RunContext) -> int | None:
+    """The embedded Prefect server's process this flow run reports to (None: another server, or none)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from simsiam.services.prefect_server import embedded_server_pid
+
+    return embedded_server_pid(ctx.state, PREFECT_API_URL.value())
+
+
+def _orchestration(server: int | None) -> list[str]:
+    """What the report says of the orchestrator: that the server this run started with went away
+    during it (the run reached its end, so a server answered again: a restart)."""
+    from simsiam.services.process import pid_alive
+
+    if server is None or pid_alive(server):
+        return []
+    line = (f"The Prefect server restarted during this run (its process {server} stopped); the run went on: "
+            "its Prefect client waited for the server and retried.")
+    get_run_logger().warning(line)
+    return [line]
+
+
+def _publish(ctx: RunContext, mode: str, staged, trained, evaluation, gate, rows, notes: list[str]) -> dict[str, Any]:
     """The report and MLflow-run artifacts; returns where to look: the UIs, run, version, report."""
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_UI_URL
 
@@ -93,7 +115,7 @@ def _publish(ctx: RunContext, mode: str, staged, trained, evaluation, gate, rows
     verdict = ("collapsed" if trained.collapsed else "healthy") + (f", {gate.decision}" if gate else "")
     judge = M.PROBE if M.PROBE in evaluation.metrics else ctx.cfg.eval.label_free_judge  # what the gate used
     report_id = create_markdown_artifact(
-        key=REPORT_KEY, markdown=run_report(ctx.cfg, staged, trained, evaluation, gate, mode, rows, runs_url),
+        key=REPORT_KEY, markdown=run_report(ctx.cfg, staged, trained, evaluation, gate, mode, rows, runs_url, notes),
         description=f"SimSiam {mode} report for {ctx.cfg.name}: {judge} {M.fmt(evaluation.metrics.get(judge))} "
                     f"({verdict}); data versions, metrics, collapse verdict, registry gate, links")
     if rows:

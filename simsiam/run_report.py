@@ -23,10 +23,11 @@ def measured_on(evaluation: Evaluation | None) -> str:
 
 def run_report(cfg: Config, staged: dict[str, Staged], train: TrainedRun, evaluation: Evaluation | None,
                gate: Registration | None, mode: str = "pretrain", sweep_rows: list[dict] | None = None,
-               runs_url: str | None = None) -> str:
-    """The pipeline's markdown report: data version, config, metrics, collapse verdict, gate, links.
+               runs_url: str | None = None, notes: list[str] | None = None) -> str:
+    """The pipeline's markdown report: data version, config, metrics, collapse verdict, gate, links,
+    and `notes` on how the run went (its orchestrator's server restarted, say).
     No inline code inside link text: Prefect's UI shows those backticks literally."""
-    lines = [f"# SimSiam {mode}: `{cfg.name}`", ""]
+    lines = [f"# SimSiam {mode}: `{cfg.name}`", "", *[f"**Note:** {note}\n" for note in notes or []]]
     if train.run_url:
         lines += [f"**MLflow run:** [{train.run_id}]({_redact(train.run_url)})", ""]
     if runs_url:

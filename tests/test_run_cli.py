@@ -126,7 +126,7 @@ def test_bad_preset_fails_before_services_with_one_line(tmp_path):
 def test_a_prefect_server_restart_mid_run_does_not_lose_the_run(tmp_path):
     """The embedded Prefect server is stopped mid-training and `simsiam up` starts it again 5 s later:
     the run's Prefect client waits (its retries back off), training goes on, and the flow run ends
-    COMPLETED on the restarted server, with its report."""
+    COMPLETED on the restarted server, with its report, which says the server restarted."""
     import time
 
     from simsiam.checkpoint import load_checkpoint
@@ -162,5 +162,7 @@ def test_a_prefect_server_restart_mid_run_does_not_lose_the_run(tmp_path):
         states = [_api(f"{api}/flow_runs/{i}", auth)["state"]["type"] for i in attempt["prefect_flow_runs"]]
         assert states and set(states) == {"COMPLETED"}, states
         assert out["where_to_look"]["prefect_report"].startswith(api.removesuffix("/api"))
+        report = _api(f"{api}/artifacts/{out['where_to_look']['prefect_report'].rsplit('/', 1)[1]}", auth)["data"]
+        assert "**Note:** The Prefect server restarted during this run" in report and "the run went on" in report
     finally:
         subprocess.run([*cli, "down", "--state", str(state)], capture_output=True, timeout=120)

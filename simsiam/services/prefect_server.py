@@ -79,6 +79,13 @@ def prefect_status(state_path: str | Path | None = None) -> dict:
             "pool": info.get("pool"), "ui_login_file": str(state_dir(state_path) / "prefect-auth")}
 
 
+def embedded_server_pid(state_path: str | Path | None, api_url: str | None) -> int | None:
+    """The process of the state dir's Prefect server when it is the one at `api_url`, else None: a run
+    compares it at its start and its end to tell whether the server restarted meanwhile."""
+    info = read_record(state_dir(state_path), "prefect")
+    return info.get("pid") if api_url and info.get("api_url") == api_url.rstrip("/") else None
+
+
 def _start_server(state: Path, info: dict, env: dict, pool: str, timeout: float) -> dict:
     if pid_alive(info.get("worker_pid")):  # a worker left polling a dead server: replace it, not orphan it
         terminate(info["worker_pid"], 20.0, first=signal.SIGINT)

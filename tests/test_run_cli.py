@@ -61,6 +61,18 @@ def _api(url: str, auth: str) -> dict:
         return json.loads(resp.read())
 
 
+def _sixty_four_step_run(tmp_path):
+    """(state dir, environment, CLI, `simsiam run` arguments) of a 64-step run checkpointed every 4 steps."""
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SIMSIAM_S3"))}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    cli = [sys.executable, "-m", "simsiam.cli"]
+    args = [*cli, "run", "--subset", "512", "--state", str(state)]
+    for s in [*FLOW, "train.batch_size=32", "train.epochs=4", "train.checkpoint_every_steps=4"]:
+        args += ["--set", s]
+    return state, env, cli, args
+
+
 def test_killed_simsiam_run_resumes_at_its_checkpoint_and_marks_the_dead_runs(tmp_path):
     """kill -9 of `simsiam run` mid-training, then the same command: training continues from the
     checkpoint in the same run dir and MLflow run (no repeated steps); the dead flow runs are Crashed."""
@@ -69,13 +81,7 @@ def test_killed_simsiam_run_resumes_at_its_checkpoint_and_marks_the_dead_runs(tm
 
     from simsiam.checkpoint import load_checkpoint
 
-    state = tmp_path / "state"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SIMSIAM_S3"))}
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    cli = [sys.executable, "-m", "simsiam.cli"]
-    args = [*cli, "run", "--subset", "512", "--state", str(state)]
-    for s in [*FLOW, "train.batch_size=32", "train.epochs=4", "train.checkpoint_every_steps=4"]:  # 64 steps
-        args += ["--set", s]
+    state, env, cli, args = _sixty_four_step_run(tmp_path)
     try:
         up = subprocess.run([*cli, "up", "--with-prefect-server", "--state", str(state)], capture_output=True,
                             text=True, env=env, timeout=300)
@@ -132,13 +138,7 @@ def test_a_prefect_server_restart_mid_run_does_not_lose_the_run(tmp_path):
     from simsiam.checkpoint import load_checkpoint
     from simsiam.services import stop_prefect
 
-    state = tmp_path / "state"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "SIMSIAM_S3"))}
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    cli = [sys.executable, "-m", "simsiam.cli"]
-    args = [*cli, "run", "--subset", "512", "--state", str(state)]
-    for s in [*FLOW, "train.batch_size=32", "train.epochs=4", "train.checkpoint_every_steps=4"]:  # 64 steps
-        args += ["--set", s]
+    state, env, cli, args = _sixty_four_step_run(tmp_path)
     up_args = [*cli, "up", "--with-prefect-server", "--state", str(state)]
     try:
         up = subprocess.run(up_args, capture_output=True, text=True, env=env, timeout=300)
